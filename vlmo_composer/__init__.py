@@ -1,0 +1,1 @@
+"""VLMo on Composer and Streaming."""
