@@ -1,0 +1,17 @@
+"""Converters: official VLMo, BEiT (timm and official), safetensors."""
+
+from vlmo_composer.checkpoints.beit import load_beit
+from vlmo_composer.checkpoints.io import LoadReport, read_state_dict
+from vlmo_composer.checkpoints.official import load_official, official_state_dict, save_official
+from vlmo_composer.checkpoints.safetensors_io import load_safetensors, save_safetensors
+
+__all__ = [
+    "LoadReport",
+    "load_beit",
+    "load_official",
+    "load_safetensors",
+    "official_state_dict",
+    "read_state_dict",
+    "save_official",
+    "save_safetensors",
+]

@@ -1,0 +1,30 @@
+"""Evaluation metrics computed as the papers compute them, correct across ranks."""
+
+from vlmo_composer.metrics.nlvr2 import NLVR2Accuracy, nlvr2_sentence_key
+from vlmo_composer.metrics.retrieval import (
+    RetrievalRecall,
+    recall_from_scores,
+    recall_keys,
+    retrieval_recall,
+)
+from vlmo_composer.metrics.vqa import (
+    VQAAccuracy,
+    VQAScore,
+    gather_predictions,
+    vqa_accuracy,
+    write_vqa_submission,
+)
+
+__all__ = [
+    "NLVR2Accuracy",
+    "RetrievalRecall",
+    "VQAAccuracy",
+    "VQAScore",
+    "gather_predictions",
+    "nlvr2_sentence_key",
+    "recall_from_scores",
+    "recall_keys",
+    "retrieval_recall",
+    "vqa_accuracy",
+    "write_vqa_submission",
+]

@@ -1,0 +1,145 @@
+"""Helpers every converter shares: errors, annotation reading, caption cleaning.
+
+Two kinds of bad input, treated differently on purpose:
+
+* a bad *record* (corrupt image, empty caption, malformed json line, missing
+  image file) raises :class:`SkipRecord`; the writer counts it by reason and
+  the conversion goes on;
+* a missing or unreadable *input* (an annotation file, an image root) raises
+  :class:`ConversionError`, which stops the script with a message naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Iterator, Protocol
+
+from data_prep.report import SkipLog
+
+
+class SkipRecord(Exception):
+    """This record produces no sample; ``reason`` is the report's key."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class ConversionError(Exception):
+    """A fatal problem with the inputs or arguments (not with a single record)."""
+
+
+class DropLog(Protocol):
+    def drop(self, reason: str, item_id: Any) -> None: ...
+
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+)
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def require_file(path: str, what: str) -> str:
+    if not os.path.isfile(path):
+        raise ConversionError(f"{what} not found: {path}")
+    return path
+
+
+def require_dir(path: str, what: str) -> str:
+    if not os.path.isdir(path):
+        raise ConversionError(f"{what} is not a folder: {path}")
+    return path
+
+
+def load_json(path: str, what: str) -> Any:
+    """Parse a whole json annotation file; any problem with it is fatal."""
+    require_file(path, what)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConversionError(f"cannot read {what} {path}: {e}") from None
+
+
+def iter_json_lines(path: str, what: str, skipped: SkipLog) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each json line; malformed lines are counted and skipped."""
+    require_file(path, what)
+    name = os.path.basename(path)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    skipped.add("malformed_json_line", f"{name}:{number}")
+                    continue
+                if not isinstance(obj, dict):
+                    skipped.add("malformed_json_line", f"{name}:{number}")
+                    continue
+                yield number, obj
+    except OSError as e:
+        raise ConversionError(f"cannot read {what} {path}: {e}") from None
+
+
+def clean_text(value: Any) -> str | None:
+    """Whitespace-normalised text, or None when ``value`` is not usable text."""
+    if not isinstance(value, str):
+        return None
+    text = _WHITESPACE.sub(" ", value).strip()
+    return text or None
+
+
+def clean_captions(values: list[Any], drops: DropLog, record_id: str) -> list[str]:
+    """Keep the usable captions of a record, count the others, skip if none is left."""
+    captions = []
+    for i, value in enumerate(values):
+        text = clean_text(value)
+        if text is not None:
+            captions.append(text)
+        else:
+            reason = "empty_caption" if isinstance(value, str) else "non_text_caption"
+            drops.drop(reason, f"{record_id}#{i}")
+    if not captions:
+        raise SkipRecord("no_valid_caption")
+    return captions
+
+
+def is_image_file(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_image_files(root: str) -> list[str]:
+    """Image files under ``root`` (recursive), as sorted paths relative to it."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in files:
+            if is_image_file(name):
+                found.append(os.path.relpath(os.path.join(folder, name), root))
+    return sorted(found)
+
+
+def index_downloaded_images(root: str) -> dict[str, str]:
+    """Map the names a downloader gives images to their paths.
+
+    Downloaders name files by row: ``123.jpg`` or img2dataset's
+    ``00000/000000123.jpg`` (row = key when shards hold 10000 rows). Both are
+    indexed under the row number as a plain integer string ("123"), and every
+    file also under its own base name (for url-named downloads).
+    """
+    require_dir(root, "image folder")
+    index: dict[str, str] = {}
+    for rel in list_image_files(root):
+        path = os.path.join(root, rel)
+        name = os.path.basename(rel)
+        stem = os.path.splitext(name)[0]
+        index.setdefault(name, path)
+        if stem.isdigit():
+            index.setdefault(str(int(stem)), path)
+    return index

@@ -1,0 +1,371 @@
+"""The one parallel, resumable MDS writer every converter goes through.
+
+A split's records are cut into contiguous groups of ``group_size`` records.
+Each group is written by one worker process with its own ``MDSWriter`` into
+``<split>/<group>/`` and, once finished (and uploaded, for ``s3://``), marked
+by ``<group>/_SUCCESS`` holding its counts. Streaming's ``merge_index`` then
+lists the groups in order in ``<split>/index.json``. Because the groups do not
+depend on the number of workers, 1 or N workers write the same samples in the
+same order, in the same shards.
+
+Re-running after a crash keeps finished groups, deletes unfinished ones and
+writes them again. A ``conversion_manifest.json`` records what produced the
+output; a re-run with other settings or inputs is refused with a message
+naming ``--overwrite``, so data from two conversions never mix.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from tqdm import tqdm
+
+from data_prep.common import ConversionError, SkipRecord
+from data_prep.report import SkipLog, SplitReport, format_summary
+from data_prep.storage import Destination, open_destination
+from vlmo_composer.data.schema import Schema
+
+MANIFEST_NAME = "conversion_manifest.json"
+REPORT_NAME = "conversion_report.json"
+GROUP_DONE_NAME = "_SUCCESS"
+MANIFEST_VERSION = 1
+
+RECORD_DELAY_ENV = "DATA_PREP_TEST_RECORD_DELAY_S"
+"""Testing aid: seconds each worker sleeps per record, so a test can kill a run midway."""
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    num_workers: int = 1
+    compression: str | None = "zstd"
+    shard_size: int | str = "64mb"
+    group_size: int = 1000
+    limit: int | None = None
+    overwrite: bool = False
+    staging_dir: str | None = None
+    show_progress: bool = True
+
+    def settings(self) -> dict[str, Any]:
+        """What changes the written bytes (and so must match to resume)."""
+        return {"compression": self.compression, "shard_size": self.shard_size,
+                "group_size": self.group_size, "limit": self.limit}
+
+
+class SampleContext:
+    """Handed to a converter's build function: where dropped parts are counted."""
+
+    def __init__(self) -> None:
+        self.dropped = SkipLog()
+
+    def drop(self, reason: str, item_id: Any) -> None:
+        self.dropped.add(reason, item_id)
+
+
+BuildFn = Callable[[Any, SampleContext], "dict[str, Any] | list[dict[str, Any]]"]
+
+
+@dataclass
+class SplitJob:
+    """Everything needed to write one split.
+
+    ``records`` are small picklable objects with a ``record_id`` attribute;
+    ``build`` (a module-level function or a ``functools.partial`` of one, so
+    worker processes can receive it) turns one record into one sample or a list
+    of samples, or raises :class:`SkipRecord`. ``skipped``/``dropped`` hold what
+    was already left out while reading the annotations.
+    """
+
+    split: str
+    schema: Schema
+    records: list[Any]
+    build: BuildFn
+    skipped: SkipLog = field(default_factory=SkipLog)
+    dropped: SkipLog = field(default_factory=SkipLog)
+    extra_files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _GroupResult:
+    group: str
+    records: int
+    samples: int
+    skipped: SkipLog
+    dropped: SkipLog
+
+    def to_json_text(self) -> str:
+        return json.dumps({"group": self.group, "records": self.records, "samples": self.samples,
+                           "skipped": self.skipped.to_json(), "dropped": self.dropped.to_json()})
+
+    @classmethod
+    def from_json_text(cls, text: str) -> "_GroupResult":
+        obj = json.loads(text)
+        return cls(obj["group"], obj["records"], obj["samples"],
+                   SkipLog.from_json(obj["skipped"]), SkipLog.from_json(obj["dropped"]))
+
+
+@dataclass
+class _GroupTask:
+    dest: Destination
+    group: str
+    records: list[Any]
+    build: BuildFn
+    schema: Schema
+    compression: str | None
+    shard_size: int | str
+
+
+def group_names(num_records: int, group_size: int) -> list[str]:
+    return [f"{i:05d}" for i in range(max(1, -(-num_records // group_size)))]
+
+
+def _describe(record: Any, error: Exception) -> str:
+    record_id = getattr(record, "record_id", repr(record)[:80])
+    detail = getattr(error, "detail", "") if isinstance(error, SkipRecord) else f"{type(error).__name__}: {error}"
+    return f"{record_id} ({detail[:120]})" if detail else str(record_id)
+
+
+def _write_group(task: _GroupTask, progress: Callable[[int], None]) -> _GroupResult:
+    """Write one group's shards and index, publish them, then mark the group done."""
+    local = task.dest.stage_dir(task.group)
+    if os.path.exists(local):
+        shutil.rmtree(local)  # leftovers of a killed run's staging copy
+    from streaming import MDSWriter
+
+    delay = float(os.environ.get(RECORD_DELAY_ENV, "0") or 0)
+    context = SampleContext()
+    skipped = SkipLog()
+    samples = 0
+    with MDSWriter(out=local, columns=dict(task.schema.columns), compression=task.compression,
+                   hashes=["xxh64"], size_limit=task.shard_size) as writer:
+        for record in task.records:
+            if delay:
+                time.sleep(delay)
+            try:
+                built = task.build(record, context)
+            except SkipRecord as e:
+                skipped.add(e.reason, _describe(record, e))
+                built = []
+            except Exception as e:  # a record we did not foresee: counted, never fatal
+                skipped.add("unexpected_error", _describe(record, e))
+                built = []
+            for sample in built if isinstance(built, list) else [built]:
+                task.schema.validate(sample)  # a mismatch is a converter bug: fatal
+                writer.write(sample)
+                samples += 1
+            progress(1)
+    task.dest.publish_dir(task.group)
+    result = _GroupResult(task.group, len(task.records), samples, skipped, context.dropped)
+    task.dest.write_text(f"{task.group}/{GROUP_DONE_NAME}", result.to_json_text())
+    return result
+
+
+_progress_queue: Any = None
+
+
+def _init_worker(queue: Any) -> None:
+    global _progress_queue
+    _progress_queue = queue
+
+
+def _write_group_in_worker(task: _GroupTask) -> _GroupResult:
+    pending = 0
+    last = time.monotonic()
+
+    def progress(n: int) -> None:
+        nonlocal pending, last
+        pending += n
+        if time.monotonic() - last > 0.2:
+            _progress_queue.put(pending)
+            pending, last = 0, time.monotonic()
+
+    result = _write_group(task, progress)
+    _progress_queue.put(pending)
+    return result
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    # fork: workers start instantly (spawn would re-import torch/streaming per worker).
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _run_groups(tasks: list[_GroupTask], num_workers: int, bar: tqdm) -> list[_GroupResult]:
+    if num_workers <= 1 or len(tasks) <= 1:
+        return [_write_group(t, bar.update) for t in tasks]
+    ctx = _mp_context()
+    queue = ctx.Queue()
+    results: dict[str, _GroupResult] = {}
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(num_workers, len(tasks)), mp_context=ctx,
+        initializer=_init_worker, initargs=(queue,),
+    ) as pool:
+        futures = {pool.submit(_write_group_in_worker, t): t.group for t in tasks}
+        waiting = set(futures)
+        try:
+            while waiting:
+                done, waiting = concurrent.futures.wait(
+                    waiting, timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in done:
+                    results[futures[future]] = future.result()
+                while not queue.empty():
+                    bar.update(queue.get())
+        except concurrent.futures.process.BrokenProcessPool as e:
+            raise ConversionError(
+                f"a worker process died ({e}); finished groups are kept: run the same command "
+                "again to resume") from None
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    while not queue.empty():
+        bar.update(queue.get())
+    return [results[t.group] for t in tasks]
+
+
+def _records_digest(records: Sequence[Any]) -> str:
+    h = hashlib.sha1()
+    for r in records:
+        h.update(str(getattr(r, "record_id", r)).encode("utf-8", "replace") + b"\n")
+    return h.hexdigest()
+
+
+def _manifest(tool: str, args: Mapping[str, Any], job: SplitJob, options: WriterOptions) -> dict[str, Any]:
+    return {"version": MANIFEST_VERSION, "tool": tool, "split": job.split, "schema": job.schema.name,
+            "args": dict(args), "writer": options.settings(), "records": len(job.records),
+            "records_sha1": _records_digest(job.records)}
+
+
+def _manifest_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += [f"{key}.{d}" for d in _manifest_differences(a, b)]
+        elif a != b:
+            diffs.append(f"{key} ({a!r} -> {b!r})" if key != "records_sha1" else "input records")
+    return diffs
+
+
+def _existing_state(dest: Destination, manifest: dict[str, Any]) -> str:
+    """'fresh', 'resume' or 'complete'; raises when the folder holds something else."""
+    text = dest.read_text(MANIFEST_NAME)
+    if text is None:
+        if dest.is_empty():
+            return "fresh"
+        raise ConversionError(
+            f"{dest.url} is not empty and was not written by data_prep (no {MANIFEST_NAME}); "
+            "pass --overwrite to delete its contents and convert again, or choose another --out")
+    try:
+        old = json.loads(text)
+    except json.JSONDecodeError:
+        old = {}
+    diffs = _manifest_differences(old, manifest)
+    if diffs:
+        raise ConversionError(
+            f"{dest.url} holds a conversion made with different settings or inputs "
+            f"(differs in: {'; '.join(diffs)}); pass --overwrite to delete it and convert again, "
+            "or choose another --out")
+    return "complete" if dest.read_text(REPORT_NAME) is not None else "resume"
+
+
+def _merge_index(dest: Destination, groups: list[str]) -> None:
+    from streaming.base.util import merge_index
+
+    urls = [dest.index_url(f"{g}/index.json") for g in groups]
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # merge_index warns about its temp folders on the root logger
+    try:
+        merge_index(urls, dest.merge_out())
+    finally:
+        logging.disable(previous)
+
+
+def _write_split(dest: Destination, job: SplitJob, manifest: dict[str, Any], state: str,
+                 options: WriterOptions) -> SplitReport:
+    start = time.monotonic()
+    if state == "complete":
+        report = SplitReport.from_json(json.loads(dest.read_text(REPORT_NAME) or "{}"))
+        report.already_complete = True
+        return report
+    dest.write_text(MANIFEST_NAME, json.dumps(manifest, indent=1))
+    groups = group_names(len(job.records), options.group_size)
+    finished: dict[str, _GroupResult] = {}
+    if state == "resume":
+        for g in groups:
+            text = dest.read_text(f"{g}/{GROUP_DONE_NAME}")
+            if text is not None:
+                finished[g] = _GroupResult.from_json_text(text)
+            else:
+                dest.delete(g)
+    size = options.group_size
+    tasks = [
+        _GroupTask(dest, g, job.records[i * size:(i + 1) * size], job.build, job.schema,
+                   options.compression, options.shard_size)
+        for i, g in enumerate(groups) if g not in finished
+    ]
+    done_records = sum(r.records for r in finished.values())
+    with tqdm(total=len(job.records), initial=done_records, desc=job.split or "dataset",
+              unit="rec", disable=not options.show_progress, file=sys.stderr) as bar:
+        for result in _run_groups(tasks, options.num_workers, bar):
+            finished[result.group] = result
+    _merge_index(dest, groups)
+    for name, text in job.extra_files.items():
+        dest.write_text(name, text)
+
+    report = SplitReport(split=job.split, schema=job.schema.name, location=dest.url,
+                         records=len(job.records) + job.skipped.total, groups=len(groups),
+                         groups_resumed=len(groups) - len(tasks) if state == "resume" else 0)
+    report.skipped.merge(job.skipped)
+    report.dropped.merge(job.dropped)
+    for g in groups:
+        result = finished[g]
+        report.samples_written += result.samples
+        report.skipped.merge(result.skipped)
+        report.dropped.merge(result.dropped)
+    report.elapsed_s = round(time.monotonic() - start, 3)
+    dest.write_text(REPORT_NAME, report.to_json_text())
+    return report
+
+
+def write_dataset(
+    out: str,
+    jobs: Sequence[SplitJob],
+    options: WriterOptions,
+    tool: str,
+    args: Mapping[str, Any],
+    extra_files: Mapping[str, str] | None = None,
+) -> list[SplitReport]:
+    """Write every split of one dataset under ``out`` (``out/<split>/``, or ``out`` itself
+    for a job with an empty split name) and print a summary.
+
+    All splits are checked before anything is written, so a refusal leaves
+    the destination untouched. ``extra_files`` are written at ``out``.
+    """
+    start = time.monotonic()
+    root = open_destination(out, options.staging_dir)
+    if options.limit is not None:
+        jobs = [SplitJob(j.split, j.schema, j.records[: options.limit], j.build, j.skipped,
+                         j.dropped, j.extra_files) for j in jobs]
+    plan = []
+    for job in jobs:
+        dest = root.child(job.split) if job.split else root
+        manifest = _manifest(tool, args, job, options)
+        state = "fresh" if options.overwrite else _existing_state(dest, manifest)
+        plan.append((dest, job, manifest, state))
+    if options.overwrite:
+        for dest, *_ in plan:
+            dest.delete()
+    for name, text in (extra_files or {}).items():
+        root.write_text(name, text)
+    reports = [_write_split(dest, job, manifest, state, options) for dest, job, manifest, state in plan]
+    print(format_summary(reports, time.monotonic() - start), flush=True)
+    return reports

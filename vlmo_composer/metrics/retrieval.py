@@ -1,0 +1,250 @@
+"""Image-text retrieval recall: TR@K and IR@K as VLMo (and ALBEF, BLIP) report them.
+
+TR@K (text retrieval, image queries): an image is a hit when ANY of its
+captions ranks in its top K among all captions; averaged over images.
+IR@K (image retrieval, caption queries): a caption is a hit when its image
+ranks in its top K among all images; averaged over captions. ``r_mean`` is the
+mean of the six recalls.
+
+Ranking rule. A query's rank is the number of NEGATIVE candidates whose score
+is greater than or equal to the query's best positive score; a hit at K means
+rank < K. Without ties this is exactly the official ``topk`` computation
+(microsoft/unilm ``vlmo/modules/objectives.py``). With ties ``topk``'s order
+is implementation-defined, so we count ties against the query: results are
+deterministic, independent of chunking and of candidate order, and a collapsed
+model that gives every pair the same score gets no credit for it.
+
+Similarities are computed in row chunks, so at most ``chunk_size x N`` scores
+exist at once (5k images x 25k captions fits in a few hundred MB).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from vlmo_composer.metrics.common import IdKeyedMetric, as_id_tensor, first_index_per_id
+
+DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
+DEFAULT_CHUNK_SIZE = 512
+
+
+def recall_keys(ks: Sequence[int] = DEFAULT_KS) -> list[str]:
+    """Result keys in order: ``tr_r{k}`` for each k, ``ir_r{k}`` for each k, ``r_mean``."""
+    return [f"tr_r{k}" for k in ks] + [f"ir_r{k}" for k in ks] + ["r_mean"]
+
+
+def retrieval_recall(
+    image_feats: Tensor,
+    text_feats: Tensor,
+    text_to_image: Tensor,
+    ks: Sequence[int] = DEFAULT_KS,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> dict[str, float]:
+    """Recalls from embeddings; the score of a pair is ``image_feats @ text_feats.T``.
+
+    Args:
+        image_feats: ``[Ni, D]`` image embeddings (normalise them first for cosine).
+        text_feats: ``[Nt, D]`` caption embeddings.
+        text_to_image: ``[Nt]`` row index in ``image_feats`` of each caption's image.
+        ks: the K of every recall.
+        chunk_size: query rows scored at once.
+    """
+    if image_feats.ndim != 2 or text_feats.ndim != 2 or image_feats.shape[1] != text_feats.shape[1]:
+        raise ValueError(
+            f"expected image_feats [Ni, D] and text_feats [Nt, D], got {tuple(image_feats.shape)} "
+            f"and {tuple(text_feats.shape)}"
+        )
+    text_to_image = _check_text_to_image(text_to_image, len(image_feats), len(text_feats))
+    text_to_image = text_to_image.to(image_feats.device)
+    image_index = torch.arange(len(image_feats), device=image_feats.device)
+    tr_ranks = _best_positive_ranks(
+        lambda rows: image_feats[rows] @ text_feats.T, image_index, text_to_image, chunk_size
+    )
+    ir_ranks = _best_positive_ranks(
+        lambda rows: text_feats[rows] @ image_feats.T, text_to_image, image_index, chunk_size
+    )
+    return _recalls(tr_ranks, ir_ranks, ks)
+
+
+def recall_from_scores(
+    scores: Tensor,
+    text_to_image: Tensor,
+    ks: Sequence[int] = DEFAULT_KS,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> dict[str, float]:
+    """Recalls from a precomputed ``[Ni, Nt]`` score matrix (e.g. after ITM re-ranking).
+
+    Same rule and same keys as :func:`retrieval_recall`.
+    """
+    if scores.ndim != 2:
+        raise ValueError(f"expected scores [Ni, Nt], got shape {tuple(scores.shape)}")
+    num_images, num_texts = scores.shape
+    text_to_image = _check_text_to_image(text_to_image, num_images, num_texts).to(scores.device)
+    image_index = torch.arange(num_images, device=scores.device)
+    tr_ranks = _best_positive_ranks(lambda rows: scores[rows], image_index, text_to_image, chunk_size)
+    ir_ranks = _best_positive_ranks(lambda rows: scores[:, rows].T, text_to_image, image_index, chunk_size)
+    return _recalls(tr_ranks, ir_ranks, ks)
+
+
+def _best_positive_ranks(
+    score_rows: Callable[[slice], Tensor],
+    query_labels: Tensor,
+    candidate_labels: Tensor,
+    chunk_size: int,
+) -> Tensor:
+    """Rank of every query's best positive; a candidate is positive when its label equals the query's."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    ranks = []
+    for start in range(0, len(query_labels), chunk_size):
+        rows = slice(start, start + chunk_size)
+        scores = score_rows(rows)
+        if torch.isnan(scores).any():
+            raise ValueError("retrieval scores contain NaN (check the embeddings)")
+        positive = query_labels[rows, None] == candidate_labels[None, :]
+        best = scores.masked_fill(~positive, float("-inf")).amax(dim=1, keepdim=True)
+        ranks.append(((scores >= best) & ~positive).sum(dim=1))
+    return torch.cat(ranks)
+
+
+def _recalls(tr_ranks: Tensor, ir_ranks: Tensor, ks: Sequence[int]) -> dict[str, float]:
+    if not ks or any(int(k) < 1 for k in ks):
+        raise ValueError(f"ks must be positive integers, got {list(ks)}")
+    result = {f"tr_r{k}": (tr_ranks < k).double().mean().item() for k in ks}
+    result.update({f"ir_r{k}": (ir_ranks < k).double().mean().item() for k in ks})
+    result["r_mean"] = sum(result.values()) / len(result)
+    return result
+
+
+def _check_text_to_image(text_to_image: Tensor, num_images: int, num_texts: int) -> Tensor:
+    text_to_image = torch.as_tensor(text_to_image)
+    if text_to_image.shape != (num_texts,) or text_to_image.is_floating_point():
+        raise ValueError(
+            f"text_to_image must be {num_texts} integer image indices, got {text_to_image.dtype} "
+            f"of shape {tuple(text_to_image.shape)}"
+        )
+    if num_images == 0 or num_texts == 0:
+        raise ValueError(f"retrieval needs images and captions, got {num_images} and {num_texts}")
+    text_to_image = text_to_image.long()
+    out_of_range = ((text_to_image < 0) | (text_to_image >= num_images)).nonzero().flatten()
+    if len(out_of_range):
+        raise ValueError(
+            f"captions {out_of_range[:10].tolist()} point to images "
+            f"{text_to_image[out_of_range[:10]].tolist()} outside [0, {num_images})"
+        )
+    captionless = (torch.bincount(text_to_image.cpu(), minlength=num_images) == 0).nonzero().flatten()
+    if len(captionless):
+        raise ValueError(
+            f"{len(captionless)} images have no caption (first: {captionless[:10].tolist()}); "
+            "TR@K is undefined for them"
+        )
+    return text_to_image
+
+
+class RetrievalRecall(IdKeyedMetric):
+    """TR@K / IR@K over a whole evaluation set, correct across ranks.
+
+    Images and captions may arrive in separate ``update`` calls (either may be
+    missing or empty), each identified by an integer id: a caption carries its
+    own id and its image's id. ``compute`` drops repeated ids (sampler padding),
+    links captions to images by id and returns :func:`retrieval_recall`'s keys
+    as float64 tensors.
+    """
+
+    def __init__(
+        self, ks: Sequence[int] = DEFAULT_KS, chunk_size: int = DEFAULT_CHUNK_SIZE, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.ks = tuple(int(k) for k in ks)
+        self.chunk_size = chunk_size
+        # Features are stored flattened so every state is 1-D (see IdKeyedMetric).
+        for name, dtype in (
+            ("image_feats", torch.float32),
+            ("image_ids", torch.int64),
+            ("text_feats", torch.float32),
+            ("text_ids", torch.int64),
+            ("text_image_ids", torch.int64),
+        ):
+            self.add_list_state(name, dtype)
+        self._feat_dim: Optional[int] = None  # checked per update: flattened states hide a mismatch
+
+    def reset(self) -> None:
+        super().reset()
+        self._feat_dim = None
+
+    def update(
+        self,
+        image_feats: Optional[Tensor] = None,
+        image_ids: Any = None,
+        text_feats: Optional[Tensor] = None,
+        text_image_ids: Any = None,
+        text_ids: Any = None,
+    ) -> None:
+        if image_feats is not None or image_ids is not None:
+            feats, ids = _features_with_ids(image_feats, image_ids, "image")
+            self._check_dim(feats)
+            self.append("image_feats", feats)
+            self.append("image_ids", ids)
+        if text_feats is not None or text_image_ids is not None or text_ids is not None:
+            feats, ids = _features_with_ids(text_feats, text_ids, "text")
+            self._check_dim(feats)
+            image_ids_of_text = as_id_tensor(_required(text_image_ids, "text_image_ids"), "text_image_ids")
+            if len(image_ids_of_text) != len(ids):
+                raise ValueError(f"got {len(ids)} text_ids but {len(image_ids_of_text)} text_image_ids")
+            self.append("text_feats", feats)
+            self.append("text_ids", ids)
+            self.append("text_image_ids", image_ids_of_text)
+
+    def _check_dim(self, feats: Tensor) -> None:
+        if len(feats) == 0:
+            return
+        if self._feat_dim is None:
+            self._feat_dim = feats.shape[1]
+        elif feats.shape[1] != self._feat_dim:
+            raise ValueError(f"feature dim {feats.shape[1]} differs from the earlier {self._feat_dim}")
+
+    def compute(self) -> dict[str, Tensor]:
+        image_feats, image_ids, _ = self._unique_rows("image_feats", "image_ids")
+        text_feats, text_ids, text_keep = self._unique_rows("text_feats", "text_ids")
+        all_text_ids, all_text_image_ids = self.gathered("text_ids"), self.gathered("text_image_ids")
+        text_image_ids = all_text_image_ids[text_keep]
+        _, inverse = torch.unique(all_text_ids, return_inverse=True)
+        conflicting = all_text_ids[text_image_ids[inverse] != all_text_image_ids]
+        if len(conflicting):
+            raise ValueError(f"caption ids {conflicting[:10].tolist()} arrived with different image ids")
+        text_to_image = torch.searchsorted(image_ids, text_image_ids).clamp(max=len(image_ids) - 1)
+        orphans = text_ids[image_ids[text_to_image] != text_image_ids]
+        if len(orphans):
+            raise ValueError(
+                f"{len(orphans)} captions (first ids: {orphans[:10].tolist()}) belong to images that "
+                "never reached RetrievalRecall.update"
+            )
+        recalls = retrieval_recall(image_feats, text_feats, text_to_image, self.ks, self.chunk_size)
+        return {key: torch.tensor(value, dtype=torch.float64) for key, value in recalls.items()}
+
+    def _unique_rows(self, feats_name: str, ids_name: str) -> tuple[Tensor, Tensor, Tensor]:
+        """Features ``[N, D]``, their ids and gathered positions: one row per id, sorted by id."""
+        ids, flat = self.gathered(ids_name), self.gathered(feats_name)
+        if len(ids) == 0:
+            raise ValueError(f"RetrievalRecall received no {ids_name} before compute()")
+        if flat.numel() % len(ids):
+            raise ValueError(f"{feats_name} do not split into {len(ids)} equal rows (dims differ across ranks?)")
+        keep = first_index_per_id(ids)
+        return flat.view(len(ids), -1)[keep], ids[keep], keep
+
+
+def _required(value: Any, name: str) -> Any:
+    if value is None:
+        raise ValueError(f"RetrievalRecall.update needs {name} together with the features it describes")
+    return value
+
+
+def _features_with_ids(feats: Optional[Tensor], ids: Any, kind: str) -> tuple[Tensor, Tensor]:
+    feats = _required(feats, f"{kind}_feats")
+    ids = as_id_tensor(_required(ids, f"{kind}_ids"), f"{kind}_ids")
+    if feats.ndim != 2 or len(feats) != len(ids):
+        raise ValueError(f"expected {kind}_feats [{len(ids)}, D] for {len(ids)} ids, got {tuple(feats.shape)}")
+    return feats, ids

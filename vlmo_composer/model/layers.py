@@ -1,0 +1,184 @@
+"""Building blocks of the MoME Transformer.
+
+Attribute names follow the official implementation (``norm2_imag``, ``mlp_vl``,
+``gamma_1``, ...) so that official checkpoints map onto these modules key by key.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath
+
+from vlmo_composer.model.config import VLMoConfig
+
+# Which expert a block applies to its tokens.
+IMAGE, TEXT, VL, FUSION = "image", "text", "vl", "fusion"
+MODES = (IMAGE, TEXT, VL, FUSION)
+
+
+class Mlp(nn.Module):
+    """GELU feed-forward expert (``fc1 -> GELU -> fc2``)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention shared by all modalities.
+
+    ``qkv`` has no bias; separate ``q_bias`` and ``v_bias`` (the key bias is zero),
+    as in BEiT. Relative-position bias and key padding arrive as one additive mask
+    so ``scaled_dot_product_attention`` can pick a fused kernel.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.proj = nn.Linear(dim, dim)
+
+    def init_own_parameters(self) -> None:
+        if self.q_bias is not None:
+            nn.init.zeros_(self.q_bias)
+            nn.init.zeros_(self.v_bias)
+
+    def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor]) -> torch.Tensor:
+        batch, length, dim = x.shape
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        qkv = F.linear(x, self.qkv.weight, bias)
+        q, k, v = qkv.reshape(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        if attn_bias is not None:
+            attn_bias = attn_bias.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+
+def _layer_scale(init: Optional[float], dim: int) -> Optional[nn.Parameter]:
+    return nn.Parameter(init * torch.ones(dim)) if init is not None else None
+
+
+class MoMEBlock(nn.Module):
+    """One Mixture-of-Modality-Experts block.
+
+    Shared ``norm1`` + attention + layer scale, then the expert of the mode:
+    V-FFN (``image``), L-FFN (``text``), VL-FFN (``vl``); ``fusion`` routes the text
+    slice ``[:text_len]`` to the L-FFN and the rest to the V-FFN below the VL start,
+    and everything through the VL-FFN from it on. ``gamma_2`` is shared by all experts.
+    """
+
+    def __init__(self, config: VLMoConfig, drop_path: float, with_vl_ffn: bool) -> None:
+        super().__init__()
+        dim, eps = config.hidden_size, config.norm_eps
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, config.num_heads, config.qkv_bias)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2_text = nn.LayerNorm(dim, eps=eps)
+        self.mlp_text = Mlp(dim, config.ffn_size)
+        self.norm2_imag = nn.LayerNorm(dim, eps=eps)
+        self.mlp_imag = Mlp(dim, config.ffn_size)
+        self.with_vl_ffn = with_vl_ffn
+        if with_vl_ffn:
+            self.norm2_vl = nn.LayerNorm(dim, eps=eps)
+            self.mlp_vl = Mlp(dim, config.ffn_size)
+        self.layer_scale_init = config.layer_scale_init
+        self.gamma_1 = _layer_scale(config.layer_scale_init, dim)
+        self.gamma_2 = _layer_scale(config.layer_scale_init, dim)
+
+    def init_own_parameters(self) -> None:
+        if self.gamma_1 is not None:
+            nn.init.constant_(self.gamma_1, self.layer_scale_init)
+            nn.init.constant_(self.gamma_2, self.layer_scale_init)
+
+    def _residual(self, x: torch.Tensor, update: torch.Tensor, gamma: Optional[torch.Tensor]) -> torch.Tensor:
+        return x + self.drop_path(update if gamma is None else gamma * update)
+
+    def forward(
+        self, x: torch.Tensor, attn_bias: Optional[torch.Tensor], mode: str, text_len: int = 0
+    ) -> torch.Tensor:
+        x = self._residual(x, self.attn(self.norm1(x), attn_bias), self.gamma_1)
+        if mode == FUSION:
+            if self.with_vl_ffn:
+                mode = VL
+            else:
+                text, image = x[:, :text_len], x[:, text_len:]
+                text = self._residual(text, self.mlp_text(self.norm2_text(text)), self.gamma_2)
+                image = self._residual(image, self.mlp_imag(self.norm2_imag(image)), self.gamma_2)
+                return torch.cat([text, image], dim=1)
+        if mode == IMAGE:
+            update = self.mlp_imag(self.norm2_imag(x))
+        elif mode == TEXT:
+            update = self.mlp_text(self.norm2_text(x))
+        elif mode == VL:
+            if not self.with_vl_ffn:
+                raise ValueError("this block has no VL-FFN (it lies below vl_ffn_start)")
+            update = self.mlp_vl(self.norm2_vl(x))
+        else:
+            raise ValueError(f"unknown block mode '{mode}'; choose one of {MODES}")
+        return self._residual(x, update, self.gamma_2)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping ``patch x patch`` convolution to tokens."""
+
+    def __init__(self, config: VLMoConfig) -> None:
+        super().__init__()
+        self.image_size = config.image_size
+        self.proj = nn.Conv2d(
+            config.in_chans, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+        )
+
+    def init_own_parameters(self) -> None:
+        self.proj.reset_parameters()
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.proj.in_channels:
+            raise ValueError(
+                f"pixel_values must be [batch, {self.proj.in_channels}, H, W]; got {tuple(pixel_values.shape)}"
+            )
+        height, width = pixel_values.shape[-2:]
+        if (height, width) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"image size {height}x{width} does not match the model's {self.image_size}x{self.image_size}; "
+                "resize the images or load the model with image_size="
+                f"{height} (the relative table is interpolated)"
+            )
+        return self.proj(pixel_values).flatten(2).transpose(1, 2)
+
+
+class TextEmbeddings(nn.Module):
+    """BERT-style text embeddings (word + token type [+ absolute position], LayerNorm, dropout).
+
+    Under relative positions the position table exists (official checkpoints carry
+    it) but is not added, exactly like BERT with ``position_embedding_type='rel_pos'``.
+    """
+
+    def __init__(self, config: VLMoConfig) -> None:
+        super().__init__()
+        dim = config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, dim, padding_idx=0)
+        self.position_embeddings = nn.Embedding(config.max_text_len, dim)
+        self.token_type_embeddings = nn.Embedding(2, dim)
+        self.LayerNorm = nn.LayerNorm(dim, eps=config.text_norm_eps)
+        self.dropout = nn.Dropout(config.effective_text_embed_dropout)
+        self.absolute_position = config.absolute_position
+        self.vocab_size = config.vocab_size
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]
+        if self.absolute_position:
+            x = x + self.position_embeddings.weight[: input_ids.shape[1]]
+        return self.dropout(self.LayerNorm(x))

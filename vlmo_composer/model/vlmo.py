@@ -1,0 +1,348 @@
+"""VLMo: the MoME backbone with its embeddings and heads.
+
+One network, three ways to run it (the reason VLMo exists):
+
+* ``encode_image`` / ``encode_text``: dual encoder (V-FFN or L-FFN in every block),
+  for contrastive retrieval;
+* ``fuse``: fusion encoder over ``[text; image]`` (modality experts below the VL
+  start, VL-FFN from it on), for ITM, MLM, VQA and NLVR2;
+* the VL branch: the top blocks re-run with the VL-FFN on unimodal states
+  (``vl_states``), the second contrastive pair of stage-3 pre-training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from vlmo_composer.model.config import VLMoConfig
+from vlmo_composer.model.heads import ITMHead, MLMHead, Pooler, Projection, classifier
+from vlmo_composer.model.layers import FUSION, IMAGE, TEXT, VL, MoMEBlock, PatchEmbed, TextEmbeddings
+from vlmo_composer.model.relative_position import RelativePositionLayout, gather_relative_bias
+
+
+@dataclass
+class UnimodalOutput:
+    """A text-only or image-only pass.
+
+    ``last_hidden_state``: last block's output before the final norm ``[B, N, D]``;
+    ``states``: after the final norm; ``vl_states``: the VL branch (top blocks re-run
+    with the VL-FFN) after the final norm, or ``None`` when not requested.
+    """
+
+    last_hidden_state: torch.Tensor
+    states: torch.Tensor
+    vl_states: Optional[torch.Tensor] = None
+
+
+@dataclass
+class FusionOutput:
+    """A fused ``[text; image]`` pass; ``pooled`` is the pooler on the text CLS."""
+
+    text_states: torch.Tensor
+    image_states: torch.Tensor
+    pooled: torch.Tensor
+    last_hidden_state: torch.Tensor
+
+
+class MoMETransformer(nn.Module):
+    """Patch embedding, image CLS, blocks and final norm (official ``transformer.*``)."""
+
+    def __init__(self, config: VLMoConfig) -> None:
+        super().__init__()
+        self.patch_embed = PatchEmbed(config)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.pos_embed = (
+            nn.Parameter(torch.zeros(1, config.num_patches + 1, config.hidden_size))
+            if config.absolute_position
+            else None
+        )
+        depth = config.num_layers
+        rates = [config.drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear 0 -> rate
+        self.blocks = nn.ModuleList(
+            MoMEBlock(config, rates[i], with_vl_ffn=i >= config.vl_ffn_start) for i in range(config.num_layers)
+        )
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps)
+        self.init_std = config.init_std
+
+    def init_own_parameters(self) -> None:
+        nn.init.trunc_normal_(self.cls_token, std=self.init_std)
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=self.init_std)
+
+
+class VLMo(nn.Module):
+    """The VLMo model: backbone + pooler + ITC/ITM/MLM heads (+ VQA/NLVR2 when configured).
+
+    Parameter names equal the official checkpoint keys, so
+    :func:`vlmo_composer.checkpoints.load_official` is a checked, near-identity map.
+    """
+
+    def __init__(self, config: VLMoConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.hidden_size
+        self.transformer = MoMETransformer(config)
+        self.text_embeddings = TextEmbeddings(config)
+        self.token_type_embeddings = nn.Embedding(config.num_modality_types, dim)
+        self.layout = RelativePositionLayout(config.window_size, config.relative_text_len)
+        if config.relative_position:
+            self.relative_position_bias_table = nn.Parameter(
+                torch.zeros(self.layout.num_rows, config.num_heads * config.num_layers)
+            )
+        else:
+            self.relative_position_bias_table = None
+        self.pooler = Pooler(dim)
+        if config.itc_head:
+            self.itc_text_proj = Projection(dim)
+            self.itc_image_proj = Projection(dim)
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        if config.itc_vl_head:
+            self.itc_vl_text_proj = Projection(dim)
+            self.itc_vl_image_proj = Projection(dim)
+            self.logit_vl_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        if config.itm_head:
+            self.itm_score = ITMHead(dim)
+        if config.mlm_head:
+            self.mlm_score = MLMHead(dim, config.vocab_size, config.text_norm_eps)
+        if config.vqa_num_labels > 0:
+            self.vqa_classifier = classifier(dim, 2 * dim, config.vqa_num_labels)
+        if config.nlvr2_head:
+            self.nlvr2_classifier = classifier(2 * dim, 2 * dim, 2)
+        self._index_cache: dict[tuple, torch.Tensor] = {}
+        self.apply(self.param_init_fn)
+
+    # ------------------------------------------------------------------ init & hooks
+    def param_init_fn(self, module: nn.Module) -> None:
+        """Initialise the parameters a module owns directly (official scheme).
+
+        Used by ``__init__`` through ``apply`` and by FSDP to materialise a model
+        built on the ``meta`` device one wrapped module at a time.
+        """
+        std = self.config.init_std
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.trunc_normal_(module.weight, std=std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        if hasattr(module, "init_own_parameters"):
+            module.init_own_parameters()
+        if module is self:
+            if self.relative_position_bias_table is not None:
+                nn.init.zeros_(self.relative_position_bias_table)
+            for name in ("logit_scale", "logit_vl_scale"):
+                if hasattr(self, name):
+                    nn.init.constant_(getattr(self, name), math.log(1 / 0.07))
+
+    def fsdp_wrap_fn(self, module: nn.Module) -> bool:
+        """FSDP wraps each MoME block (the unit of compute and of re-use by the VL branch)."""
+        return isinstance(module, MoMEBlock)
+
+    def activation_checkpointing_fn(self, module: nn.Module) -> bool:
+        return isinstance(module, MoMEBlock)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.transformer.blocks
+
+    # ------------------------------------------------------------------ embeddings
+    def _check_text(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> None:
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, length]; got {tuple(input_ids.shape)}")
+        if input_ids.shape[1] > self.config.max_text_len:
+            raise ValueError(
+                f"text length {input_ids.shape[1]} exceeds the model's max_text_len={self.config.max_text_len}; "
+                "truncate when tokenising"
+            )
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids {tuple(input_ids.shape)}"
+            )
+
+    def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.text_embeddings(input_ids) + self.token_type_embeddings.weight[0]
+
+    def embed_image(self, pixel_values: torch.Tensor, image_type_id: int = 1) -> torch.Tensor:
+        if not 1 <= image_type_id < self.config.num_modality_types:
+            raise ValueError(
+                f"image_type_id={image_type_id} needs num_modality_types > {image_type_id} "
+                f"(the model has {self.config.num_modality_types})"
+            )
+        patches = self.transformer.patch_embed(pixel_values)
+        cls = self.transformer.cls_token.expand(patches.shape[0], -1, -1)
+        x = torch.cat([cls, patches], dim=1)
+        if self.transformer.pos_embed is not None:
+            x = x + self.transformer.pos_embed
+        return x + self.token_type_embeddings.weight[image_type_id]
+
+    # ------------------------------------------------------------------ attention bias
+    def _relative_index(self, kind: str, text_len: int, device: torch.device) -> torch.Tensor:
+        key = (kind, text_len, device)
+        if key not in self._index_cache:
+            if kind == IMAGE:
+                index = self.layout.image_index()
+            elif kind == TEXT:
+                index = self.layout.text_index(text_len)
+            else:
+                index = self.layout.fused_index(text_len)
+            self._index_cache[key] = index.to(device)
+        return self._index_cache[key]
+
+    def _attention_biases(
+        self, kind: str, text_len: int, device: torch.device, key_padding: Optional[torch.Tensor]
+    ) -> list[Optional[torch.Tensor]]:
+        """One additive mask per layer: relative bias ``[1, H, N, N]`` plus ``-inf`` at padded keys."""
+        num_layers = self.config.num_layers
+        relative = None
+        if self.relative_position_bias_table is not None:
+            index = self._relative_index(kind, text_len, device)
+            relative = gather_relative_bias(self.relative_position_bias_table, index, num_layers).unsqueeze(1)
+        padding = None
+        if key_padding is not None:
+            padding = torch.zeros(key_padding.shape, device=device, dtype=torch.float32)
+            padding = padding.masked_fill(~key_padding.bool(), float("-inf"))[:, None, None, :]
+        if relative is None:
+            return [padding] * num_layers
+        if padding is None:
+            return list(relative)
+        return [relative[i] + padding for i in range(num_layers)]
+
+    # ------------------------------------------------------------------ block stack
+    def _run_block(self, index: int, x: torch.Tensor, bias, mode: str, text_len: int = 0) -> torch.Tensor:
+        block = self.blocks[index]
+        if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, x, bias, mode, text_len, use_reentrant=False)
+        return block(x, bias, mode, text_len)
+
+    def _unimodal(
+        self, x: torch.Tensor, mode: str, biases: list, with_vl: bool
+    ) -> UnimodalOutput:
+        vl_start = self.config.vl_ffn_start
+        with_vl = with_vl and 0 < vl_start < self.config.num_layers
+        branch = None
+        for i in range(self.config.num_layers):
+            if with_vl and i == vl_start:
+                branch = x
+            x = self._run_block(i, x, biases[i], mode)
+        vl_states = None
+        if branch is not None:
+            for i in range(vl_start, self.config.num_layers):
+                branch = self._run_block(i, branch, biases[i], VL)
+            vl_states = self.transformer.norm(branch)
+        return UnimodalOutput(x, self.transformer.norm(x), vl_states)
+
+    # ------------------------------------------------------------------ forward paths
+    def forward_image(
+        self, pixel_values: torch.Tensor, with_vl: bool = False, image_type_id: int = 1
+    ) -> UnimodalOutput:
+        """Image-only pass through the V-FFN experts (and the VL branch when asked)."""
+        x = self.embed_image(pixel_values, image_type_id)
+        biases = self._attention_biases(IMAGE, 0, x.device, None)
+        return self._unimodal(x, IMAGE, biases, with_vl)
+
+    def forward_text(
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, with_vl: bool = False
+    ) -> UnimodalOutput:
+        """Text-only pass through the L-FFN experts (and the VL branch when asked)."""
+        self._check_text(input_ids, attention_mask)
+        x = self.embed_text(input_ids)
+        biases = self._attention_biases(TEXT, input_ids.shape[1], x.device, attention_mask)
+        return self._unimodal(x, TEXT, biases, with_vl)
+
+    def fuse(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor],
+        pixel_values: Optional[torch.Tensor] = None,
+        image_type_id: int = 1,
+        image_embeds: Optional[torch.Tensor] = None,
+    ) -> FusionOutput:
+        """Fusion encoder over ``[text; image]``; pass ``image_embeds`` to reuse :meth:`embed_image`."""
+        self._check_text(input_ids, attention_mask)
+        if image_embeds is None:
+            if pixel_values is None:
+                raise ValueError("fuse needs pixel_values or image_embeds")
+            image_embeds = self.embed_image(pixel_values, image_type_id)
+        if image_embeds.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"batch sizes differ: {input_ids.shape[0]} texts and {image_embeds.shape[0]} images"
+            )
+        text_len = input_ids.shape[1]
+        x = torch.cat([self.embed_text(input_ids), image_embeds], dim=1)
+        padding = None
+        if attention_mask is not None:
+            image_mask = attention_mask.new_ones(image_embeds.shape[:2])
+            padding = torch.cat([attention_mask, image_mask], dim=1)
+        biases = self._attention_biases(FUSION, text_len, x.device, padding)
+        for i in range(self.config.num_layers):
+            x = self._run_block(i, x, biases[i], FUSION, text_len)
+        states = self.transformer.norm(x)
+        return FusionOutput(states[:, :text_len], states[:, text_len:], self.pooler(states), x)
+
+    # ------------------------------------------------------------------ contrastive embeddings
+    def _project(self, cls_state: torch.Tensor, head: str, normalize: bool) -> torch.Tensor:
+        if not hasattr(self, head):
+            raise AttributeError(f"this model has no '{head}' head (see VLMoConfig itc_head / itc_vl_head)")
+        out = getattr(self, head)(cls_state)
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """ITC image embedding ``[B, D]`` (V-FFN path, L2-normalised by default)."""
+        return self._project(self.forward_image(pixel_values).states[:, 0], "itc_image_proj", normalize)
+
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, normalize: bool = True
+    ) -> torch.Tensor:
+        """ITC text embedding ``[B, D]`` (L-FFN path, L2-normalised by default)."""
+        return self._project(
+            self.forward_text(input_ids, attention_mask).states[:, 0], "itc_text_proj", normalize
+        )
+
+    def itc_image_features(self, out: UnimodalOutput, normalize: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(ITC, VL-branch ITC) embeddings of an image pass from :meth:`forward_image`."""
+        vl = None if out.vl_states is None else self._project(out.vl_states[:, 0], "itc_vl_image_proj", normalize)
+        return self._project(out.states[:, 0], "itc_image_proj", normalize), vl
+
+    def itc_text_features(self, out: UnimodalOutput, normalize: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(ITC, VL-branch ITC) embeddings of a text pass from :meth:`forward_text`."""
+        vl = None if out.vl_states is None else self._project(out.vl_states[:, 0], "itc_vl_text_proj", normalize)
+        return self._project(out.states[:, 0], "itc_text_proj", normalize), vl
+
+    # ------------------------------------------------------------------ heads
+    def itm_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.itm_score(pooled)
+
+    def mlm_logits(self, text_states: torch.Tensor) -> torch.Tensor:
+        return self.mlm_score(text_states)
+
+    def vqa_logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.vqa_classifier(pooled)
+
+    def nlvr2_logits(self, pooled_pair: torch.Tensor) -> torch.Tensor:
+        return self.nlvr2_classifier(pooled_pair)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: Optional[torch.Tensor],
+        pixel_values: torch.Tensor,
+        image_type_id: int = 1,
+    ) -> FusionOutput:
+        """``model(...)`` is the fusion encoder, the default use of a unified model."""
+        return self.fuse(input_ids, attention_mask, pixel_values, image_type_id)
+
+    # ------------------------------------------------------------------ sizes
+    def num_parameters(self, backbone_only: bool = False) -> int:
+        """Parameter count; ``backbone_only`` leaves out the pooler and every head."""
+        heads = ("pooler.", "itc_", "logit_", "itm_score.", "mlm_score.", "vqa_classifier.", "nlvr2_classifier.")
+        return sum(
+            p.numel() for n, p in self.named_parameters() if not (backbone_only and n.startswith(heads))
+        )
