@@ -97,16 +97,18 @@ def clean_text(value: Any) -> str | None:
 
 def clean_captions(values: list[Any], drops: DropLog, record_id: str) -> list[str]:
     """Keep the usable captions of a record, count the others, skip if none is left."""
-    captions = []
+    captions, reasons = [], set()
     for i, value in enumerate(values):
         text = clean_text(value)
         if text is not None:
             captions.append(text)
-        else:
-            reason = "empty_caption" if isinstance(value, str) else "non_text_caption"
-            drops.drop(reason, f"{record_id}#{i}")
+            continue
+        reason = "empty_caption" if isinstance(value, str) or value is None else "non_text_caption"
+        reasons.add(reason)
+        drops.drop(reason, f"{record_id}#{i}")
     if not captions:
-        raise SkipRecord("no_valid_caption")
+        # A record whose only caption is bad is reported under that caption's reason.
+        raise SkipRecord(reasons.pop() if len(reasons) == 1 else "no_valid_caption")
     return captions
 
 

@@ -13,7 +13,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from data_prep.common import SkipRecord
 
@@ -44,14 +44,17 @@ def prepare_image(data: bytes, max_side: int | None = None) -> StoredImage:
         raise SkipRecord("empty_image_file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Same limits as the training decoder: PIL's bomb warning is noise, its error is not.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if max_side is not None and max(width, height) > max_side:
                 return _downscale(image, max_side)
             image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise SkipRecord("image_too_large") from None
+    except UnidentifiedImageError:
+        raise SkipRecord("corrupt_image", "not a recognised image format") from None
     except Exception as e:  # PIL raises many types for bad files (OSError, SyntaxError, ...)
         raise SkipRecord("corrupt_image", f"{type(e).__name__}: {e}") from None
     return StoredImage(data, width, height)

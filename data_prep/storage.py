@@ -55,6 +55,9 @@ class Destination(ABC):
     def publish_dir(self, rel: str) -> None:
         """Make the files written to ``stage_dir(rel)`` visible at ``rel``."""
 
+    def discard_staging(self) -> None:
+        """Remove local staging copies once everything is published."""
+
     @abstractmethod
     def index_url(self, rel: str) -> str:
         """The address Streaming's ``merge_index`` reads a group index from."""
@@ -71,7 +74,9 @@ def open_destination(url: str, staging_dir: str | None = None) -> Destination:
     """A destination for a local path or an ``s3://bucket/prefix`` url."""
     scheme = urllib.parse.urlparse(url).scheme
     if scheme == "s3":
-        return S3Destination(url, staging_dir or tempfile.mkdtemp(prefix="data_prep_staging_"))
+        if staging_dir:
+            os.makedirs(staging_dir, exist_ok=True)
+        return S3Destination(url, tempfile.mkdtemp(prefix="data_prep_staging_", dir=staging_dir))
     if scheme in ("", "file"):
         return LocalDestination(url[len("file://"):] if scheme == "file" else url)
     raise ValueError(f"unsupported output location {url!r}: use a local folder or s3://bucket/prefix")
@@ -201,6 +206,9 @@ class S3Destination(Destination):
 
     def index_url(self, rel: str) -> str:
         return self.join(rel)
+
+    def discard_staging(self) -> None:
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
 
     def merge_out(self) -> MergeOut:
         return (self.staging_dir, self.url)

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from streaming import MDSWriter
+from streaming.base.util import merge_index
 from tqdm import tqdm
 
 from data_prep.common import ConversionError, SkipRecord
@@ -62,13 +64,30 @@ class WriterOptions:
 
 
 class SampleContext:
-    """Handed to a converter's build function: where dropped parts are counted."""
+    """Handed to a converter's build function: where dropped parts are counted.
+
+    Drops are held per record and only counted when the record is written, so
+    a skipped record is reported once, under its own reason.
+    """
 
     def __init__(self) -> None:
         self.dropped = SkipLog()
+        self.skipped = SkipLog()
+        self._pending: list[tuple[str, Any]] = []
 
     def drop(self, reason: str, item_id: Any) -> None:
-        self.dropped.add(reason, item_id)
+        """Count a left-out part of this record (e.g. one empty caption of five)."""
+        self._pending.append((reason, item_id))
+
+    def skip(self, reason: str, item_id: Any) -> None:
+        """Count a skipped input item inside a record that batches several (text lines)."""
+        self.skipped.add(reason, item_id)
+
+    def end_record(self, written: bool) -> None:
+        if written:
+            for reason, item_id in self._pending:
+                self.dropped.add(reason, item_id)
+        self._pending.clear()
 
 
 BuildFn = Callable[[Any, SampleContext], "dict[str, Any] | list[dict[str, Any]]"]
@@ -139,8 +158,6 @@ def _write_group(task: _GroupTask, progress: Callable[[int], None]) -> _GroupRes
     local = task.dest.stage_dir(task.group)
     if os.path.exists(local):
         shutil.rmtree(local)  # leftovers of a killed run's staging copy
-    from streaming import MDSWriter
-
     delay = float(os.environ.get(RECORD_DELAY_ENV, "0") or 0)
     context = SampleContext()
     skipped = SkipLog()
@@ -158,12 +175,15 @@ def _write_group(task: _GroupTask, progress: Callable[[int], None]) -> _GroupRes
             except Exception as e:  # a record we did not foresee: counted, never fatal
                 skipped.add("unexpected_error", _describe(record, e))
                 built = []
-            for sample in built if isinstance(built, list) else [built]:
+            built = built if isinstance(built, list) else [built]
+            for sample in built:
                 task.schema.validate(sample)  # a mismatch is a converter bug: fatal
                 writer.write(sample)
-                samples += 1
+            samples += len(built)
+            context.end_record(written=bool(built))
             progress(1)
     task.dest.publish_dir(task.group)
+    skipped.merge(context.skipped)
     result = _GroupResult(task.group, len(task.records), samples, skipped, context.dropped)
     task.dest.write_text(f"{task.group}/{GROUP_DONE_NAME}", result.to_json_text())
     return result
@@ -278,8 +298,6 @@ def _existing_state(dest: Destination, manifest: dict[str, Any]) -> str:
 
 
 def _merge_index(dest: Destination, groups: list[str]) -> None:
-    from streaming.base.util import merge_index
-
     urls = [dest.index_url(f"{g}/index.json") for g in groups]
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # merge_index warns about its temp folders on the root logger
@@ -333,6 +351,7 @@ def _write_split(dest: Destination, job: SplitJob, manifest: dict[str, Any], sta
         report.dropped.merge(result.dropped)
     report.elapsed_s = round(time.monotonic() - start, 3)
     dest.write_text(REPORT_NAME, report.to_json_text())
+    dest.discard_staging()
     return report
 
 
@@ -367,5 +386,6 @@ def write_dataset(
     for name, text in (extra_files or {}).items():
         root.write_text(name, text)
     reports = [_write_split(dest, job, manifest, state, options) for dest, job, manifest, state in plan]
+    root.discard_staging()
     print(format_summary(reports, time.monotonic() - start), flush=True)
     return reports

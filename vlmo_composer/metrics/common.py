@@ -9,7 +9,8 @@ sample's id, and drop repeated ids at ``compute()`` time.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -45,7 +46,9 @@ class IdKeyedMetric(Metric):
             return torch.empty(0, dtype=self._list_state_dtypes[name], device=self.device)
         return torch.cat(value)
 
-    def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Optional[Any] = None) -> None:
+    def _sync_dist(
+        self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None
+    ) -> None:
         # A rank that never called update() would otherwise contribute torchmetrics'
         # float32 placeholder, whose dtype does not match (and corrupts) int64 ids.
         for name, dtype in self._list_state_dtypes.items():

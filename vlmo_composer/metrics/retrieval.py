@@ -20,7 +20,8 @@ exist at once (5k images x 25k captions fits in a few hundred MB).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -84,8 +85,12 @@ def recall_from_scores(
     num_images, num_texts = scores.shape
     text_to_image = _check_text_to_image(text_to_image, num_images, num_texts).to(scores.device)
     image_index = torch.arange(num_images, device=scores.device)
-    tr_ranks = _best_positive_ranks(lambda rows: scores[rows], image_index, text_to_image, chunk_size)
-    ir_ranks = _best_positive_ranks(lambda rows: scores[:, rows].T, text_to_image, image_index, chunk_size)
+    tr_ranks = _best_positive_ranks(
+        lambda rows: scores[rows], image_index, text_to_image, chunk_size
+    )
+    ir_ranks = _best_positive_ranks(
+        lambda rows: scores[:, rows].T, text_to_image, image_index, chunk_size
+    )
     return _recalls(tr_ranks, ir_ranks, ks)
 
 
@@ -95,7 +100,7 @@ def _best_positive_ranks(
     candidate_labels: Tensor,
     chunk_size: int,
 ) -> Tensor:
-    """Rank of every query's best positive; a candidate is positive when its label equals the query's."""
+    """Rank of each query's best positive (positive: the candidate's label is the query's)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     ranks = []
@@ -135,7 +140,9 @@ def _check_text_to_image(text_to_image: Tensor, num_images: int, num_texts: int)
             f"captions {out_of_range[:10].tolist()} point to images "
             f"{text_to_image[out_of_range[:10]].tolist()} outside [0, {num_images})"
         )
-    captionless = (torch.bincount(text_to_image.cpu(), minlength=num_images) == 0).nonzero().flatten()
+    captionless = (
+        (torch.bincount(text_to_image.cpu(), minlength=num_images) == 0).nonzero().flatten()
+    )
     if len(captionless):
         raise ValueError(
             f"{len(captionless)} images have no caption (first: {captionless[:10].tolist()}); "
@@ -169,7 +176,7 @@ class RetrievalRecall(IdKeyedMetric):
             ("text_image_ids", torch.int64),
         ):
             self.add_list_state(name, dtype)
-        self._feat_dim: Optional[int] = None  # checked per update: flattened states hide a mismatch
+        self._feat_dim: int | None = None  # checked per update: flattened states hide a mismatch
 
     def reset(self) -> None:
         super().reset()
@@ -177,9 +184,9 @@ class RetrievalRecall(IdKeyedMetric):
 
     def update(
         self,
-        image_feats: Optional[Tensor] = None,
+        image_feats: Tensor | None = None,
         image_ids: Any = None,
-        text_feats: Optional[Tensor] = None,
+        text_feats: Tensor | None = None,
         text_image_ids: Any = None,
         text_ids: Any = None,
     ) -> None:
@@ -191,9 +198,13 @@ class RetrievalRecall(IdKeyedMetric):
         if text_feats is not None or text_image_ids is not None or text_ids is not None:
             feats, ids = _features_with_ids(text_feats, text_ids, "text")
             self._check_dim(feats)
-            image_ids_of_text = as_id_tensor(_required(text_image_ids, "text_image_ids"), "text_image_ids")
+            image_ids_of_text = as_id_tensor(
+                _required(text_image_ids, "text_image_ids"), "text_image_ids"
+            )
             if len(image_ids_of_text) != len(ids):
-                raise ValueError(f"got {len(ids)} text_ids but {len(image_ids_of_text)} text_image_ids")
+                raise ValueError(
+                    f"got {len(ids)} text_ids but {len(image_ids_of_text)} text_image_ids"
+                )
             self.append("text_feats", feats)
             self.append("text_ids", ids)
             self.append("text_image_ids", image_ids_of_text)
@@ -204,23 +215,30 @@ class RetrievalRecall(IdKeyedMetric):
         if self._feat_dim is None:
             self._feat_dim = feats.shape[1]
         elif feats.shape[1] != self._feat_dim:
-            raise ValueError(f"feature dim {feats.shape[1]} differs from the earlier {self._feat_dim}")
+            raise ValueError(
+                f"feature dim {feats.shape[1]} differs from the earlier {self._feat_dim}"
+            )
 
     def compute(self) -> dict[str, Tensor]:
         image_feats, image_ids, _ = self._unique_rows("image_feats", "image_ids")
         text_feats, text_ids, text_keep = self._unique_rows("text_feats", "text_ids")
-        all_text_ids, all_text_image_ids = self.gathered("text_ids"), self.gathered("text_image_ids")
+        all_text_ids, all_text_image_ids = (
+            self.gathered("text_ids"),
+            self.gathered("text_image_ids"),
+        )
         text_image_ids = all_text_image_ids[text_keep]
         _, inverse = torch.unique(all_text_ids, return_inverse=True)
         conflicting = all_text_ids[text_image_ids[inverse] != all_text_image_ids]
         if len(conflicting):
-            raise ValueError(f"caption ids {conflicting[:10].tolist()} arrived with different image ids")
+            raise ValueError(
+                f"caption ids {conflicting[:10].tolist()} arrived with different image ids"
+            )
         text_to_image = torch.searchsorted(image_ids, text_image_ids).clamp(max=len(image_ids) - 1)
         orphans = text_ids[image_ids[text_to_image] != text_image_ids]
         if len(orphans):
             raise ValueError(
-                f"{len(orphans)} captions (first ids: {orphans[:10].tolist()}) belong to images that "
-                "never reached RetrievalRecall.update"
+                f"{len(orphans)} captions (first ids: {orphans[:10].tolist()}) belong to "
+                "images that never reached RetrievalRecall.update"
             )
         recalls = retrieval_recall(image_feats, text_feats, text_to_image, self.ks, self.chunk_size)
         return {key: torch.tensor(value, dtype=torch.float64) for key, value in recalls.items()}
@@ -231,20 +249,26 @@ class RetrievalRecall(IdKeyedMetric):
         if len(ids) == 0:
             raise ValueError(f"RetrievalRecall received no {ids_name} before compute()")
         if flat.numel() % len(ids):
-            raise ValueError(f"{feats_name} do not split into {len(ids)} equal rows (dims differ across ranks?)")
+            raise ValueError(
+                f"{feats_name} do not split into {len(ids)} equal rows (dims differ across ranks?)"
+            )
         keep = first_index_per_id(ids)
         return flat.view(len(ids), -1)[keep], ids[keep], keep
 
 
 def _required(value: Any, name: str) -> Any:
     if value is None:
-        raise ValueError(f"RetrievalRecall.update needs {name} together with the features it describes")
+        raise ValueError(
+            f"RetrievalRecall.update needs {name} together with the features it describes"
+        )
     return value
 
 
-def _features_with_ids(feats: Optional[Tensor], ids: Any, kind: str) -> tuple[Tensor, Tensor]:
+def _features_with_ids(feats: Tensor | None, ids: Any, kind: str) -> tuple[Tensor, Tensor]:
     feats = _required(feats, f"{kind}_feats")
     ids = as_id_tensor(_required(ids, f"{kind}_ids"), f"{kind}_ids")
     if feats.ndim != 2 or len(feats) != len(ids):
-        raise ValueError(f"expected {kind}_feats [{len(ids)}, D] for {len(ids)} ids, got {tuple(feats.shape)}")
+        raise ValueError(
+            f"expected {kind}_feats [{len(ids)}, D] for {len(ids)} ids, got {tuple(feats.shape)}"
+        )
     return feats, ids

@@ -24,8 +24,9 @@ answers that are not already in normal form.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -36,7 +37,7 @@ from vlmo_composer.metrics.common import IdKeyedMetric, as_id_tensor, first_inde
 
 
 def vqa_accuracy(pred: str, gt_answers: Sequence[str]) -> float:
-    """Official VQA v2 accuracy of one predicted answer (0, 0.3, 0.6, 0.9 or 1.0 with 10 annotators)."""
+    """Official VQA v2 accuracy of one predicted answer (0/0.3/0.6/0.9/1.0 with 10 annotators)."""
     if isinstance(gt_answers, str):
         raise TypeError("gt_answers must be the list of annotator answers, not one string")
     if len(gt_answers) == 0:
@@ -62,16 +63,19 @@ class VQAAccuracy(IdKeyedMetric):
         self.add_list_state("accuracy", torch.float64)
         self.add_list_state("question_ids", torch.int64)
 
-    def update(self, preds: Sequence[str], gt_answers: Sequence[Sequence[str]], question_ids: Any) -> None:
+    def update(
+        self, preds: Sequence[str], gt_answers: Sequence[Sequence[str]], question_ids: Any
+    ) -> None:
         ids = as_id_tensor(question_ids, "question_ids")
         if not len(preds) == len(gt_answers) == len(ids):
             raise ValueError(
-                f"got {len(preds)} predictions, {len(gt_answers)} answer lists and {len(ids)} question ids"
+                f"got {len(preds)} predictions, {len(gt_answers)} answer lists and "
+                f"{len(ids)} question ids"
             )
-        unanswered = [int(q) for q, gt in zip(ids, gt_answers) if len(gt) == 0]
+        unanswered = [int(q) for q, gt in zip(ids, gt_answers, strict=True) if len(gt) == 0]
         if unanswered:
             raise ValueError(f"questions {unanswered[:10]} have no annotator answers (test split?)")
-        accuracy = [vqa_accuracy(p, gt) for p, gt in zip(preds, gt_answers)]
+        accuracy = [vqa_accuracy(p, gt) for p, gt in zip(preds, gt_answers, strict=True)]
         self.append("accuracy", torch.tensor(accuracy, dtype=torch.float64))
         self.append("question_ids", ids)
 
@@ -109,14 +113,16 @@ def _mean_over_distinct(values: Tensor, ids: Tensor) -> Tensor:
     return values[first_index_per_id(ids)].mean()
 
 
-def gather_predictions(question_ids: Sequence[int], answers: Sequence[str]) -> tuple[list[int], list[str]]:
-    """Every rank's ``(question_id, answer)`` pairs, on every rank (the inputs when not distributed).
+def gather_predictions(
+    question_ids: Sequence[int], answers: Sequence[str]
+) -> tuple[list[int], list[str]]:
+    """Every rank's ``(question_id, answer)`` pairs, on every rank (as given when not distributed).
 
     Collective: when ``torch.distributed`` is initialised all ranks must call it.
     """
     if len(question_ids) != len(answers):
         raise ValueError(f"got {len(question_ids)} question ids but {len(answers)} answers")
-    pairs = [(int(q), str(a)) for q, a in zip(question_ids, answers)]
+    pairs = [(int(q), str(a)) for q, a in zip(question_ids, answers, strict=True)]
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         per_rank: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(per_rank, pairs)
@@ -124,7 +130,9 @@ def gather_predictions(question_ids: Sequence[int], answers: Sequence[str]) -> t
     return [q for q, _ in pairs], [a for _, a in pairs]
 
 
-def write_vqa_submission(path: str | Path, question_ids: Sequence[int], answers: Sequence[str]) -> int:
+def write_vqa_submission(
+    path: str | Path, question_ids: Sequence[int], answers: Sequence[str]
+) -> int:
     """Write the evaluation-server file ``[{"question_id": int, "answer": str}, ...]``.
 
     Entries are sorted by question id; a question seen twice (sampler padding)
@@ -140,13 +148,14 @@ def write_vqa_submission(path: str | Path, question_ids: Sequence[int], answers:
     if len(question_ids) != len(answers):
         raise ValueError(f"got {len(question_ids)} question ids but {len(answers)} answers")
     by_id: dict[int, str] = {}
-    for question_id, answer in zip(question_ids, answers):
+    for question_id, answer in zip(question_ids, answers, strict=True):
         question_id = int(question_id)
         if not isinstance(answer, str):
             raise TypeError(f"answer of question {question_id} is {type(answer).__name__}, not str")
         if by_id.setdefault(question_id, answer) != answer:
             raise ValueError(
-                f"question {question_id} has two different answers: {by_id[question_id]!r} and {answer!r}"
+                f"question {question_id} has two different answers: "
+                f"{by_id[question_id]!r} and {answer!r}"
             )
     entries = [{"question_id": q, "answer": by_id[q]} for q in sorted(by_id)]
     path = Path(path)

@@ -117,6 +117,10 @@ class VLMo(nn.Module):
             self.nlvr2_classifier = classifier(2 * dim, 2 * dim, 2)
         self._index_cache: dict[tuple, torch.Tensor] = {}
         self.apply(self.param_init_fn)
+        if config.relative_position:
+            # Kept for checkpoint compatibility but never used: a trainable unused
+            # parameter would stall DDP's gradient reduction.
+            self.text_embeddings.position_embeddings.weight.requires_grad_(False)
 
     # ------------------------------------------------------------------ init & hooks
     def param_init_fn(self, module: nn.Module) -> None:
@@ -170,13 +174,23 @@ class VLMo(nn.Module):
     def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.text_embeddings(input_ids) + self.token_type_embeddings.weight[0]
 
-    def embed_image(self, pixel_values: torch.Tensor, image_type_id: int = 1) -> torch.Tensor:
+    def embed_image(
+        self,
+        pixel_values: torch.Tensor,
+        image_type_id: int = 1,
+        patch_mask: Optional[torch.Tensor] = None,
+        mask_token: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """``[cls; patches]`` tokens; ``patch_mask`` ``[B, P]`` swaps patches for ``mask_token`` (MIM)."""
         if not 1 <= image_type_id < self.config.num_modality_types:
             raise ValueError(
                 f"image_type_id={image_type_id} needs num_modality_types > {image_type_id} "
                 f"(the model has {self.config.num_modality_types})"
             )
         patches = self.transformer.patch_embed(pixel_values)
+        if patch_mask is not None:
+            weight = patch_mask.unsqueeze(-1).to(patches.dtype)
+            patches = patches * (1 - weight) + mask_token.to(patches.dtype) * weight
         cls = self.transformer.cls_token.expand(patches.shape[0], -1, -1)
         x = torch.cat([cls, patches], dim=1)
         if self.transformer.pos_embed is not None:
@@ -241,10 +255,14 @@ class VLMo(nn.Module):
 
     # ------------------------------------------------------------------ forward paths
     def forward_image(
-        self, pixel_values: torch.Tensor, with_vl: bool = False, image_type_id: int = 1
+        self,
+        pixel_values: Optional[torch.Tensor],
+        with_vl: bool = False,
+        image_type_id: int = 1,
+        image_embeds: Optional[torch.Tensor] = None,
     ) -> UnimodalOutput:
         """Image-only pass through the V-FFN experts (and the VL branch when asked)."""
-        x = self.embed_image(pixel_values, image_type_id)
+        x = self.embed_image(pixel_values, image_type_id) if image_embeds is None else image_embeds
         biases = self._attention_biases(IMAGE, 0, x.device, None)
         return self._unimodal(x, IMAGE, biases, with_vl)
 

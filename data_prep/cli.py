@@ -1,0 +1,83 @@
+"""The flags every converter accepts and the script entry wrapper."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+from data_prep.common import ConversionError
+from data_prep.writer import WriterOptions
+
+# Flags that change how a conversion runs, not what it writes: a re-run may change them.
+_RUNTIME_ONLY = frozenset({"out", "num_workers", "overwrite", "staging_dir", "no_progress"})
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def add_common_args(parser: argparse.ArgumentParser, image_args: bool = True) -> None:
+    g = parser.add_argument_group("output (common to every converter)")
+    g.add_argument("--out", required=True,
+                   help="output folder or s3://bucket/prefix (endpoint from S3_ENDPOINT_URL)")
+    g.add_argument("--num-workers", type=positive_int, default=os.cpu_count() or 1,
+                   help="worker processes (default: all cores); output is identical for any value")
+    g.add_argument("--compression", default="zstd",
+                   help="shard compression, e.g. zstd, zstd:7, gz, none (default zstd)")
+    g.add_argument("--shard-size", default="64mb", help="shard size limit (default 64mb)")
+    g.add_argument("--group-size", type=positive_int, default=1000,
+                   help="records per resumable group written by one worker (default 1000)")
+    if image_args:
+        g.add_argument("--max-image-side", type=positive_int, default=None,
+                       help="downscale larger images to this longest side and store them as "
+                            "quality-95 JPEG (default: keep the original bytes)")
+    g.add_argument("--limit", type=positive_int, default=None,
+                   help="convert only the first N records of each split (for trials)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete existing output at the destination and convert again")
+    g.add_argument("--staging-dir", default=None,
+                   help="local scratch folder for s3:// output (default: system temp)")
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def add_split_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split", default="",
+                        help="write to <out>/<split>/ (default: this dataset has no splits, write to <out>/)")
+
+
+def writer_options(args: argparse.Namespace) -> WriterOptions:
+    compression = None if args.compression in ("", "none", "None") else args.compression
+    return WriterOptions(num_workers=args.num_workers, compression=compression,
+                         shard_size=args.shard_size, group_size=args.group_size, limit=args.limit,
+                         overwrite=args.overwrite, staging_dir=args.staging_dir,
+                         show_progress=not args.no_progress)
+
+
+def manifest_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The arguments that decide the output, with input paths made absolute."""
+    out = {}
+    for key, value in sorted(vars(args).items()):
+        if key in _RUNTIME_ONLY or key in WriterOptions.__dataclass_fields__:
+            continue
+        if isinstance(value, str) and os.path.exists(value):
+            value = os.path.abspath(value)
+        elif isinstance(value, list):
+            value = [os.path.abspath(v) if isinstance(v, str) and os.path.exists(v) else v
+                     for v in value]
+        out[key] = value
+    return out
+
+
+def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> int:
+    """Run a converter's ``main``; a :class:`ConversionError` becomes a message and exit 2."""
+    try:
+        main(argv)
+    except ConversionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

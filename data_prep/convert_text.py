@@ -1,0 +1,201 @@
+"""Plain-text or json-lines corpora (Wikipedia, BookCorpus style) -> text MDS.
+
+    python data_prep/convert_text.py --inputs /data/wiki/*.jsonl --unit paragraph \\
+        --max-chars 1000 --out s3://bucket/mds/wikibk
+
+Files ending in ``.jsonl``/``.json`` hold one json document per line (text
+under ``--text-key``); any other file is plain text. ``--unit`` picks a row:
+``document`` (a whole text file / json line), ``paragraph`` (text between
+blank lines) or ``line``. A unit longer than ``--max-chars`` is split on
+sentence boundaries into pieces of at most that length (a single longer
+sentence is split between words).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import glob
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from data_prep.cli import add_common_args, add_split_arg, manifest_args, positive_int, run_cli, writer_options
+from data_prep.common import ConversionError
+from data_prep.report import SplitReport
+from data_prep.writer import SampleContext, SplitJob, write_dataset
+from vlmo_composer.data.schema import TEXT
+
+UNITS = ("document", "paragraph", "line")
+RECORD_BYTES = 1 << 16
+"""Consecutive lines are batched into records of about this many bytes (few, small records)."""
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+_BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class TextRangeRecord:
+    """Whole lines ``[start, end)`` (bytes) of one file, starting at line ``first_line``."""
+
+    record_id: str
+    path: str
+    start: int
+    end: int
+    first_line: int
+    jsonl: bool
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE_END.split(text) if s]
+
+
+def chunk_text(text: str, max_chars: int) -> list[str]:
+    """Greedily pack whole sentences into pieces of at most ``max_chars`` characters."""
+    if len(text) <= max_chars:
+        return [text]
+    pieces: list[str] = []
+    current = ""
+    for sentence in split_sentences(text):
+        parts = [sentence] if len(sentence) <= max_chars else _split_words(sentence, max_chars)
+        for part in parts:
+            if current and len(current) + 1 + len(part) <= max_chars:
+                current = f"{current} {part}"
+            else:
+                if current:
+                    pieces.append(current)
+                current = part
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+def _split_words(sentence: str, max_chars: int) -> list[str]:
+    parts, current = [], ""
+    for word in sentence.split(" "):
+        while len(word) > max_chars:  # a "word" longer than a piece: cut it
+            if current:
+                parts.append(current)
+                current = ""
+            parts.append(word[:max_chars])
+            word = word[max_chars:]
+        if current and len(current) + 1 + len(word) <= max_chars:
+            current = f"{current} {word}"
+        else:
+            if current:
+                parts.append(current)
+            current = word
+    if current:
+        parts.append(current)
+    return parts
+
+
+def split_units(text: str, unit: str) -> list[str]:
+    if unit == "document":
+        raw = [text]
+    elif unit == "paragraph":
+        raw = _BLANK_LINE.split(text)
+    else:
+        raw = text.split("\n")
+    units = (_WHITESPACE.sub(" ", u).strip() for u in raw)
+    return [u for u in units if u]
+
+
+def _documents(record: TextRangeRecord, context: SampleContext, text_key: str) -> Iterator[str]:
+    with open(record.path, "rb") as f:
+        f.seek(record.start)
+        data = f.read(record.end - record.start)
+    name = os.path.basename(record.path)
+    if not record.jsonl:
+        yield data.decode("utf-8", errors="replace")
+        return
+    for number, line in enumerate(data.split(b"\n"), start=record.first_line):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            context.skip("malformed_json_line", f"{name}:{number}")
+            continue
+        text = obj.get(text_key) if isinstance(obj, dict) else None
+        if not isinstance(text, str):
+            context.skip("non_text_document", f"{name}:{number}")
+        elif not text.strip():
+            context.skip("empty_document", f"{name}:{number}")
+        else:
+            yield text
+
+
+def build_text_rows(record: TextRangeRecord, context: SampleContext, unit: str, max_chars: int,
+                    text_key: str = "text") -> list[dict[str, str]]:
+    return [{"text": piece}
+            for document in _documents(record, context, text_key)
+            for u in split_units(document, unit)
+            for piece in chunk_text(u, max_chars)]
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    paths: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(os.path.join(root, f) for root, _, files in os.walk(item) for f in files)
+        elif any(c in item for c in "*?["):
+            found = sorted(glob.glob(item))
+        else:
+            found = [item] if os.path.isfile(item) else []
+        if not found:
+            raise ConversionError(f"no input files at {item}")
+        paths += found
+    return paths
+
+
+def plan_file(path: str, unit: str) -> list[TextRangeRecord]:
+    """Cut a file into line ranges that never split a unit (a whole text file for 'document')."""
+    jsonl = path.endswith((".jsonl", ".json"))
+    name = os.path.basename(path)
+    size = os.path.getsize(path)
+    if not jsonl and unit == "document":
+        return [TextRangeRecord(f"{name}:1", path, 0, size, 1, False)] if size else []
+    records = []
+    start, first_line, offset = 0, 1, 0
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                offset += len(line)
+                boundary = jsonl or unit == "line" or not line.strip()
+                if boundary and offset - start >= RECORD_BYTES:
+                    records.append(TextRangeRecord(f"{name}:{first_line}-{number}", path, start, offset,
+                                                   first_line, jsonl))
+                    start, first_line = offset, number + 1
+    except OSError as e:
+        raise ConversionError(f"cannot read {path}: {e}") from None
+    if offset > start:
+        records.append(TextRangeRecord(f"{name}:{first_line}-", path, start, offset, first_line, jsonl))
+    return records
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--inputs", nargs="+", required=True, help="files, folders or globs")
+    parser.add_argument("--unit", choices=UNITS, default="paragraph")
+    parser.add_argument("--max-chars", type=positive_int, default=1000,
+                        help="split longer units on sentence boundaries (default 1000)")
+    parser.add_argument("--text-key", default="text", help="json field holding the text (default text)")
+    add_split_arg(parser)
+    add_common_args(parser, image_args=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
+    args = build_parser().parse_args(argv)
+    records = [r for path in expand_inputs(args.inputs) for r in plan_file(path, args.unit)]
+    build = functools.partial(build_text_rows, unit=args.unit, max_chars=args.max_chars, text_key=args.text_key)
+    job = SplitJob(args.split, TEXT, records, build)
+    return write_dataset(args.out, [job], writer_options(args), "convert_text", manifest_args(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

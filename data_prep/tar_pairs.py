@@ -1,0 +1,128 @@
+"""Image-text pairs from img2dataset's webdataset tars (``{key}.jpg/.txt/.json``).
+
+The main process only indexes the tars (member offsets, no data), so the
+records are tiny and the workers read each image straight from its offset.
+Samples whose json ``status`` is not ``success`` are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from typing import Any
+
+from data_prep.common import ConversionError, SkipRecord
+from data_prep.image_text import image_text_sample
+from data_prep.report import SkipLog
+from data_prep.writer import SampleContext
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+@dataclass(frozen=True)
+class TarPairRecord:
+    record_id: str
+    tar_path: str
+    members: tuple[tuple[str, int, int], ...]  # (extension, data offset, size)
+    source: str
+
+
+def expand_tar_inputs(inputs: list[str]) -> list[str]:
+    """Tar paths from files, folders (every ``*.tar`` inside) and globs, in sorted order."""
+    paths: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(glob.glob(os.path.join(item, "*.tar")))
+        elif any(c in item for c in "*?["):
+            found = sorted(glob.glob(item))
+        else:
+            found = [item]
+        if not found:
+            raise ConversionError(f"no tar files match {item}")
+        for path in found:
+            if not os.path.isfile(path):
+                raise ConversionError(f"tar file not found: {path}")
+        paths += found
+    return paths
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    folder, base = os.path.split(name)
+    stem, _, ext = base.partition(".")
+    return os.path.join(folder, stem), ext.lower()
+
+
+def index_tar(path: str, source: str, skipped: SkipLog) -> list[TarPairRecord]:
+    """One record per key, in tar order; a truncated tar keeps what precedes the damage."""
+    members: dict[str, list[tuple[str, int, int]]] = {}
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:
+                if info.isfile():
+                    key, ext = _split_name(info.name)
+                    members.setdefault(key, []).append((ext, info.offset_data, info.size))
+    except tarfile.ReadError as e:
+        if not members:
+            raise ConversionError(f"cannot read tar {path} (only uncompressed tars are supported): {e}") from None
+        skipped.add("truncated_tar", f"{os.path.basename(path)} ({e})")
+    except (EOFError, OSError) as e:
+        skipped.add("truncated_tar", f"{os.path.basename(path)} ({e})")
+    tar_name = os.path.splitext(os.path.basename(path))[0]
+    return [TarPairRecord(f"{tar_name}/{key}", path, tuple(m), source) for key, m in members.items()]
+
+
+def plan_tar_pairs(inputs: list[str], source: str) -> tuple[list[TarPairRecord], SkipLog]:
+    skipped = SkipLog()
+    records: list[TarPairRecord] = []
+    for path in expand_tar_inputs(inputs):
+        records += index_tar(path, source, skipped)
+    return records, skipped
+
+
+def _read(record: TarPairRecord, ext: str) -> bytes | None:
+    for member_ext, offset, size in record.members:
+        if member_ext == ext:
+            with open(record.tar_path, "rb") as f:
+                f.seek(offset)
+                data = f.read(size)
+            if len(data) != size:
+                raise SkipRecord("truncated_member", f".{ext} cut short in tar")
+            return data
+    return None
+
+
+def _caption(record: TarPairRecord, meta: dict[str, Any]) -> Any:
+    data = _read(record, "txt")
+    if data is None:
+        return meta.get("caption")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return b""  # not text: reported as a non-text caption
+
+
+def build_tar_pair(record: TarPairRecord, context: SampleContext,
+                   max_image_side: int | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    raw_meta = _read(record, "json")
+    if raw_meta is not None:
+        try:
+            meta = json.loads(raw_meta)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise SkipRecord("malformed_json") from None
+        if not isinstance(meta, dict):
+            raise SkipRecord("malformed_json")
+        status = meta.get("status", "success")
+        if status != "success":
+            raise SkipRecord("download_failed", str(status))
+    image = next((d for d in (_read(record, e) for e in IMAGE_EXTS) if d is not None), None)
+    if image is None:
+        raise SkipRecord("missing_image")
+    caption = _caption(record, meta)
+    if caption is None:
+        raise SkipRecord("missing_caption")
+    return image_text_sample(record.record_id, image, [caption], record.source, context, max_image_side)
+

@@ -1,0 +1,119 @@
+"""YAML ``streams:`` entries -> ``streaming.Stream`` objects, checked before Streaming sees them.
+
+Accepted forms: a list of mappings (optionally with a ``name``) or a mapping
+``name -> mapping`` (llm-foundry's form). Each entry takes ``Stream``'s own
+keys: ``remote``, ``local``, ``split``, one of ``proportion`` | ``repeat`` |
+``choose``, ``download_retry``, ``download_timeout``, ``validate_hash``,
+``keep_zip``.
+
+Checks, each naming the stream: unknown keys; neither ``remote`` nor
+``local``; more than one weight in a stream; ``proportion`` on some streams
+but not all (relative and absolute weights cannot be mixed; ``repeat`` and
+``choose`` may be, both being absolute); two streams sharing a local cache
+directory (Streaming needs one per stream).
+
+``local`` may be omitted for a remote stream: the cache directory is then
+derived from the remote, ``<cache_root>/<namespace>/<last path part>-<hash>``,
+so it is stable across runs (a resumed run reuses its cache) and distinct per
+remote. Give datasets that read the same remote in one process (a train and
+an eval dataset) different ``namespace``s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from streaming import Stream
+
+STREAM_KEYS = frozenset(
+    {"remote", "local", "split", "proportion", "repeat", "choose", "download_retry", "download_timeout",
+     "validate_hash", "keep_zip"}
+)
+WEIGHT_KEYS = ("proportion", "repeat", "choose")
+CACHE_ROOT_ENV = "VLMO_STREAMING_CACHE"
+
+
+def default_cache_root() -> Path:
+    """``$VLMO_STREAMING_CACHE``, else ``~/.cache/vlmo_composer/streams``."""
+    env = os.environ.get(CACHE_ROOT_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "vlmo_composer" / "streams"
+
+
+def derived_local(remote: str, cache_root: str | os.PathLike, namespace: str | None = None) -> str:
+    """A cache directory that depends only on ``remote`` (and the namespace)."""
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "_", remote.rstrip("/").rsplit("/", 1)[-1]) or "stream"
+    digest = hashlib.blake2s(remote.encode(), digest_size=6).hexdigest()
+    root = Path(cache_root) / namespace if namespace else Path(cache_root)
+    return str(root / f"{tail}-{digest}")
+
+
+def _named_entries(stream_cfgs: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> list[tuple[str, dict]]:
+    if isinstance(stream_cfgs, Mapping):
+        items = list(stream_cfgs.items())
+    elif isinstance(stream_cfgs, Sequence) and not isinstance(stream_cfgs, str):
+        items = [(None, cfg) for cfg in stream_cfgs]
+    else:
+        raise TypeError(f"streams must be a list or a mapping of stream configs, got {type(stream_cfgs).__name__}")
+    entries = []
+    for i, (key, cfg) in enumerate(items):
+        if not isinstance(cfg, Mapping):
+            raise TypeError(f"stream {key or i}: expected a mapping of Stream arguments, got {type(cfg).__name__}")
+        cfg = dict(cfg)
+        name = str(key if key is not None else cfg.pop("name", f"streams[{i}]"))
+        entries.append((name, cfg))
+    if not entries:
+        raise ValueError("streams is empty: give at least one stream")
+    return entries
+
+
+def _check_weights(entries: list[tuple[str, dict]]) -> None:
+    for name, cfg in entries:
+        given = [k for k in WEIGHT_KEYS if cfg.get(k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"stream '{name}' sets {given}: give at most one of {list(WEIGHT_KEYS)}")
+    with_proportion = [name for name, cfg in entries if cfg.get("proportion") is not None]
+    without = [name for name, cfg in entries if cfg.get("proportion") is None]
+    if with_proportion and without:
+        raise ValueError(
+            f"streams {with_proportion} use 'proportion' but {without} do not: relative weights "
+            "('proportion') must be given on every stream, or use absolute ones ('repeat'/'choose')"
+        )
+
+
+def build_streams(
+    stream_cfgs: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+    cache_root: str | os.PathLike | None = None,
+    namespace: str | None = None,
+) -> list[Stream]:
+    """Checked ``Stream``s from YAML entries (see the module doc)."""
+    entries = _named_entries(stream_cfgs)
+    for name, cfg in entries:
+        unknown = sorted(set(cfg) - STREAM_KEYS)
+        if unknown:
+            raise ValueError(f"stream '{name}': unknown keys {unknown}; allowed: {sorted(STREAM_KEYS)}")
+        if not cfg.get("remote") and not cfg.get("local"):
+            raise ValueError(f"stream '{name}': give 'remote' (and optionally 'local') or a 'local' directory")
+    _check_weights(entries)
+
+    cache_root = default_cache_root() if cache_root is None else cache_root
+    owner_of_cache: dict[str, str] = {}
+    streams = []
+    for name, cfg in entries:
+        if not cfg.get("local"):
+            cfg["local"] = derived_local(str(cfg["remote"]), cache_root, namespace)
+        cache = os.path.abspath(os.path.join(os.path.expanduser(str(cfg["local"])), cfg.get("split") or ""))
+        if cache in owner_of_cache:
+            raise ValueError(
+                f"streams '{owner_of_cache[cache]}' and '{name}' share the local directory {cache}: "
+                "every stream needs its own 'local'"
+            )
+        owner_of_cache[cache] = name
+        try:
+            streams.append(Stream(**cfg))
+        except ValueError as err:
+            raise ValueError(f"stream '{name}': {err}") from err
+    return streams

@@ -1,0 +1,76 @@
+"""Image-text matching with global hard negatives (VLMo / ALBEF style).
+
+For every local text one negative image, and for every local image one negative
+text, is drawn from the *gathered* global batch with probability
+``softmax(similarity)`` (the positive zeroed). The positive pairs and both kinds of
+negatives then go through the fusion encoder as one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from vlmo_composer.objectives.distributed import gather_no_grad
+
+
+@dataclass
+class HardNegatives:
+    """Indices into the gathered global batch."""
+
+    image_for_text: torch.Tensor  # [B] negative image for each local text
+    text_for_image: torch.Tensor  # [B] negative text for each local image
+
+
+@torch.no_grad()
+def sample_hard_negatives(
+    logits_per_image: torch.Tensor, logits_per_text: torch.Tensor, targets: torch.Tensor
+) -> HardNegatives:
+    """Draw one negative per local row from ``softmax(row)`` with the positive excluded."""
+    if logits_per_image.shape[1] < 2:
+        raise ValueError("hard-negative ITM needs a global batch of at least 2 pairs")
+    rows = torch.arange(targets.shape[0], device=targets.device)
+    weights_i2t = F.softmax(logits_per_image.float(), dim=1)
+    weights_t2i = F.softmax(logits_per_text.float(), dim=1)
+    weights_i2t[rows, targets] = 0
+    weights_t2i[rows, targets] = 0
+    image_for_text = torch.multinomial(weights_t2i, 1).squeeze(1)
+    text_for_image = torch.multinomial(weights_i2t, 1).squeeze(1)
+    return HardNegatives(image_for_text, text_for_image)
+
+
+@dataclass
+class ITMBatch:
+    """``3B`` fusion inputs (positives, negative images, negative texts) and labels."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    pixel_values: torch.Tensor
+    labels: torch.Tensor
+
+
+@torch.no_grad()
+def build_itm_batch(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    pixel_values: torch.Tensor,
+    negatives: HardNegatives,
+) -> ITMBatch:
+    """Gather the raw inputs of every rank and assemble positives and negatives."""
+    all_ids = gather_no_grad(input_ids)
+    all_masks = gather_no_grad(attention_mask)
+    all_images = gather_no_grad(pixel_values)
+    batch = input_ids.shape[0]
+    labels = torch.cat([input_ids.new_ones(batch), input_ids.new_zeros(2 * batch)])
+    return ITMBatch(
+        input_ids=torch.cat([input_ids, input_ids, all_ids[negatives.text_for_image]]),
+        attention_mask=torch.cat([attention_mask, attention_mask, all_masks[negatives.text_for_image]]),
+        pixel_values=torch.cat([pixel_values, all_images[negatives.image_for_text], pixel_values]),
+        labels=labels,
+    )
+
+
+def itm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), labels)

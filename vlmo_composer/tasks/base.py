@@ -1,0 +1,143 @@
+"""What every task shares: building the VLMo, initialising it, freezing, FLOPs.
+
+A task is a Composer ``ComposerModel`` whose ``self.model`` is a :class:`VLMo`, so
+checkpoints of every stage and fine-tune share the ``model.*`` key space and can be
+chained with ``load_path`` + ``load_weights_only``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from composer.models import ComposerModel
+
+from vlmo_composer.checkpoints import load_beit, load_safetensors, read_state_dict
+from vlmo_composer.checkpoints.io import LoadReport, check_and_load
+from vlmo_composer.checkpoints.official import adapt_official_state_dict
+from vlmo_composer.model import NAMED_CONFIGS, VLMo, VLMoConfig
+
+log = logging.getLogger(__name__)
+
+INIT_KINDS = ("official", "beit", "safetensors")
+
+
+@dataclass
+class InitFrom:
+    """Weights to start from before training (``load_path`` resumes Composer checkpoints)."""
+
+    kind: str  # official | beit | safetensors
+    path: str  # local path or s3://... (downloaded once)
+    allow_missing: list[str] = field(default_factory=list)
+    allow_unexpected: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kind not in INIT_KINDS:
+            raise ValueError(f"init_from.kind '{self.kind}' is not one of {INIT_KINDS}")
+
+
+@dataclass
+class TaskConfig:
+    """Options every task accepts."""
+
+    model: dict = field(default_factory=lambda: {"size": "base"})  # {size, ...VLMoConfig overrides}
+    init_from: Optional[InitFrom] = None
+    trainable: Optional[list[str]] = None  # parameter-name globs; None = the task's default
+
+
+def fetch_local(path: str) -> str:
+    """A local copy of ``path`` (object-store URIs are downloaded with Composer's ``get_file``)."""
+    if "://" not in path:
+        return path
+    from composer.utils import get_file
+
+    destination = os.path.join(tempfile.mkdtemp(prefix="vlmo_init_"), os.path.basename(path))
+    get_file(path, destination)
+    return destination
+
+
+def build_model_config(model: dict, task_defaults: dict[str, Any]) -> VLMoConfig:
+    """``VLMoConfig.named(size)`` with the task's head layout, then the user's overrides.
+
+    The task default ``without_vl_ffn`` builds no VL-FFN (stages 1 and 2, as the
+    official code does) unless the user sets ``vl_ffn_start`` explicitly.
+    """
+    values = dict(model)
+    size = values.pop("size", "base")
+    defaults = dict(task_defaults)
+    if defaults.pop("without_vl_ffn", False):
+        layers = values.get("num_layers", NAMED_CONFIGS.get(size, {}).get("num_layers", 0))
+        defaults["vl_ffn_start"] = layers
+    return VLMoConfig.named(size, **{**defaults, **values})
+
+
+class VLMoTask(ComposerModel):
+    """Base class: subclasses set ``config_class``, ``model_defaults`` and ``default_trainable``."""
+
+    config_class: type = TaskConfig
+    # Head layout and sizes this task needs (users may still override them under model:).
+    model_defaults: dict[str, Any] = {}
+    # Globs of trainable parameters (None: everything).
+    default_trainable: Optional[tuple[str, ...]] = None
+    # Globs init_from may skip: heads the task adds or the source lacks.
+    init_allow_missing: tuple[str, ...] = ()
+    init_allow_unexpected: tuple[str, ...] = ()
+
+    def __init__(self, cfg: TaskConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.model = VLMo(build_model_config(cfg.model, self.model_defaults))
+        if cfg.init_from is not None:
+            self.init_report = self.initialise(cfg.init_from)
+            log.info("init_from %s (%s):\n%s", cfg.init_from.path, cfg.init_from.kind, self.init_report)
+        self.freeze(cfg.trainable if cfg.trainable is not None else self.default_trainable)
+
+    @property
+    def config(self) -> VLMoConfig:
+        return self.model.config
+
+    # ------------------------------------------------------------------ init & freezing
+    def initialise(self, init: InitFrom) -> LoadReport:
+        path = fetch_local(init.path)
+        if init.kind == "beit":
+            return load_beit(path, self.model)
+        allow_missing = [*self.init_allow_missing, *init.allow_missing]
+        allow_unexpected = [*self.init_allow_unexpected, *init.allow_unexpected]
+        if init.kind == "safetensors":
+            source = load_safetensors(path).state_dict()
+        else:
+            source = read_state_dict(path)
+        report = LoadReport()
+        state = adapt_official_state_dict(source, self.config, report)
+        return check_and_load(self.model, state, allow_missing, allow_unexpected, report, source=init.path)
+
+    def freeze(self, trainable: Optional[tuple[str, ...] | list[str]]) -> None:
+        """Only parameters matching a glob train; the rest leave the optimiser and DDP."""
+        if trainable is None:
+            return
+        names = [n for n, _ in self.model.named_parameters()]
+        unmatched = [p for p in trainable if not any(fnmatch.fnmatchcase(n, p) for n in names)]
+        if unmatched:
+            raise ValueError(f"trainable patterns {unmatched} match no parameter of the model")
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(any(fnmatch.fnmatchcase(name, p) for p in trainable))
+
+    # ------------------------------------------------------------------ Composer API
+    def loss(self, outputs: dict, batch: Any) -> dict[str, torch.Tensor]:
+        """Forward already computed every term; Composer back-propagates ``total`` and logs the rest."""
+        return outputs["losses"]
+
+    def get_metrics(self, is_train: bool = False) -> dict:
+        """No training metrics (Composer would run them every microbatch); tasks add eval ones."""
+        return {}
+
+    def update_metric(self, batch: Any, outputs: Any, metric) -> None:
+        metric.update(**outputs)
+
+    def flops_per_batch(self, batch: dict) -> float:
+        raise NotImplementedError

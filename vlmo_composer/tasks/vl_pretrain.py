@@ -1,0 +1,106 @@
+"""Stage 3: vision-language pre-training (ITC + VL-branch ITC, hard-negative ITM, MLM)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from vlmo_composer import registry
+from vlmo_composer.model import VLMo
+from vlmo_composer.model.flops import TRAIN_MULTIPLIER, vl_pretrain_forward_flops
+from vlmo_composer.objectives import (
+    HardNegatives,
+    build_itm_batch,
+    contrastive_loss,
+    itm_loss,
+    masked_logits,
+    mlm_loss,
+    sample_hard_negatives,
+)
+from vlmo_composer.tasks.base import TaskConfig, VLMoTask
+from vlmo_composer.tasks.retrieval_eval import RetrievalEvalMixin
+
+
+@dataclass
+class VLPretrainConfig(TaskConfig):
+    mlm_weight: float = 0.25
+    # Copy an existing expert into the VL-FFN after init_from ("scratch" keeps the fresh init).
+    vl_ffn_init: str = "scratch"
+
+    def __post_init__(self) -> None:
+        if self.vl_ffn_init not in ("scratch", "text", "image"):
+            raise ValueError(f"vl_ffn_init '{self.vl_ffn_init}' is not one of ('scratch', 'text', 'image')")
+
+
+def vl_pretrain_losses(
+    model: VLMo, batch: dict[str, torch.Tensor], mlm_weight: float = 0.25, negatives: Optional[HardNegatives] = None
+) -> dict[str, torch.Tensor]:
+    """The stage-3 objective on one device batch (``negatives`` fixed only in tests).
+
+    ITC = mean of the V/L-FFN pair and the VL-branch pair, each over the global
+    batch; hard negatives are drawn from the gathered global batch by the first
+    pair's similarities; the three ITM fusion passes and the MLM pass run as one
+    fused batch of ``4B``.
+    """
+    image = model.forward_image(batch["pixel_values"], with_vl=True)
+    text = model.forward_text(batch["input_ids"], batch["attention_mask"], with_vl=True)
+    image_cls, image_vl = model.itc_image_features(image)
+    text_cls, text_vl = model.itc_text_features(text)
+    itc = contrastive_loss(image_cls, text_cls, model.logit_scale)
+    itc_vl = contrastive_loss(image_vl, text_vl, model.logit_vl_scale)
+
+    if negatives is None:
+        negatives = sample_hard_negatives(itc.logits_per_image, itc.logits_per_text, itc.targets)
+    itm = build_itm_batch(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], negatives)
+    fused = model.fuse(
+        torch.cat([itm.input_ids, batch["mlm_input_ids"]]),
+        torch.cat([itm.attention_mask, batch["attention_mask"]]),
+        torch.cat([itm.pixel_values, batch["pixel_values"]]),
+    )
+    n_itm = itm.labels.shape[0]
+    itm_logits = model.itm_logits(fused.pooled[:n_itm])
+    logits, labels = masked_logits(fused.text_states[n_itm:], batch["mlm_labels"], model.mlm_logits)
+
+    losses = {
+        "itc": 0.5 * (itc.loss + itc_vl.loss),
+        "itm": itm_loss(itm_logits, itm.labels),
+        "mlm": mlm_loss(logits, labels),
+    }
+    losses["total"] = losses["itc"] + losses["itm"] + mlm_weight * losses["mlm"]
+    return losses
+
+
+@registry.tasks.register("vl_pretrain")
+class VLPretrainTask(RetrievalEvalMixin, VLMoTask):
+    """ITC + ITM (global hard negatives) + 0.25 MLM, exactly as the official stage 3."""
+
+    config_class = VLPretrainConfig
+    model_defaults = dict(itc_head=True, itc_vl_head=True, itm_head=True, mlm_head=True)
+    # Starting from a text-stage (no VL-FFN, no ITC/ITM heads) or image-stage checkpoint.
+    init_allow_missing = (
+        "*mlp_vl*", "*norm2_vl*", "itc_*", "logit_*", "itm_score*", "mlm_score*", "pooler*",
+        "text_embeddings*", "*mlp_text*", "*norm2_text*",
+    )
+
+    def __init__(self, cfg: VLPretrainConfig) -> None:
+        super().__init__(cfg)
+        if cfg.vl_ffn_init != "scratch":
+            self.copy_expert_into_vl_ffn(cfg.vl_ffn_init)
+
+    @torch.no_grad()
+    def copy_expert_into_vl_ffn(self, source: str) -> None:
+        suffix = "text" if source == "text" else "imag"
+        for block in self.model.blocks:
+            if block.with_vl_ffn:
+                block.mlp_vl.load_state_dict(getattr(block, f"mlp_{suffix}").state_dict())
+                block.norm2_vl.load_state_dict(getattr(block, f"norm2_{suffix}").state_dict())
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {"losses": vl_pretrain_losses(self.model, batch, self.cfg.mlm_weight)}
+
+    def flops_per_batch(self, batch: dict[str, Any]) -> float:
+        batch_size, text_len = batch["input_ids"].shape
+        masked = (batch["mlm_labels"] != -100).sum().item() / batch_size
+        return TRAIN_MULTIPLIER * batch_size * vl_pretrain_forward_flops(self.config, text_len, masked)
