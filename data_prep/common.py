@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from data_prep.report import SkipLog
 

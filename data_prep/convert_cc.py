@@ -17,18 +17,16 @@ CC3M's tsv is ``caption<TAB>url``; CC12M's is ``url<TAB>caption``
 from __future__ import annotations
 
 import argparse
-import functools
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from data_prep.cli import add_common_args, add_split_arg, manifest_args, run_cli, writer_options
 from data_prep.common import ConversionError, require_file
-from data_prep.downloaded import match_rows
-from data_prep.image_text import build_image_text
+from data_prep.downloaded import downloaded_job
 from data_prep.report import SkipLog, SplitReport
-from data_prep.tar_pairs import build_tar_pair, plan_tar_pairs
-from data_prep.writer import SplitJob, write_dataset
-from vlmo_composer.data.schema import IMAGE_TEXT
+from data_prep.tar_pairs import tar_pairs_job
+from data_prep.writer import write_dataset
 
 
 def read_caption_tsv(path: str, columns: str, skipped: SkipLog) -> list[tuple[int, Any, str]]:
@@ -69,16 +67,13 @@ def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.tars:
-        records, skipped = plan_tar_pairs(args.tars, args.variant)
-        build = functools.partial(build_tar_pair, max_image_side=args.max_image_side)
+        job = tar_pairs_job(args.tars, args.variant, args.split, args.max_image_side)
+    elif not args.images:
+        parser.error("--tsv needs --images")
     else:
-        if not args.images:
-            parser.error("--tsv needs --images")
         skipped = SkipLog()
         rows = read_caption_tsv(args.tsv, args.tsv_columns, skipped)
-        records = match_rows(rows, args.images, args.variant)
-        build = functools.partial(build_image_text, max_image_side=args.max_image_side)
-    job = SplitJob(args.split, IMAGE_TEXT, records, build, skipped=skipped)
+        job = downloaded_job(rows, args.images, args.variant, args.split, args.max_image_side, skipped)
     return write_dataset(args.out, [job], writer_options(args), "convert_cc", manifest_args(args))
 
 

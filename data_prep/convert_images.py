@@ -16,8 +16,9 @@ import argparse
 import functools
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from data_prep.cli import add_common_args, add_split_arg, manifest_args, run_cli, writer_options
 from data_prep.common import ConversionError, is_image_file, list_image_files, require_dir

@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from data_prep.cli import add_common_args, manifest_args, run_cli, writer_options
 from data_prep.common import ConversionError, load_json, require_dir

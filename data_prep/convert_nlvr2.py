@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from data_prep.cli import add_common_args, manifest_args, run_cli, writer_options
 from data_prep.common import SkipRecord, clean_text, iter_json_lines, require_dir

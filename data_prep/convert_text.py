@@ -19,8 +19,8 @@ import glob
 import json
 import os
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 from data_prep.cli import add_common_args, add_split_arg, manifest_args, positive_int, run_cli, writer_options
 from data_prep.common import ConversionError

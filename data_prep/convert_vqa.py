@@ -22,8 +22,9 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from data_prep.cli import add_common_args, manifest_args, positive_int, run_cli, writer_options
 from data_prep.common import ConversionError, clean_text, load_json, require_dir

@@ -10,14 +10,12 @@ whose json ``status`` is not ``success`` are skipped and counted.
 from __future__ import annotations
 
 import argparse
-import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 from data_prep.cli import add_common_args, add_split_arg, manifest_args, run_cli, writer_options
 from data_prep.report import SplitReport
-from data_prep.tar_pairs import build_tar_pair, plan_tar_pairs
-from data_prep.writer import SplitJob, write_dataset
-from vlmo_composer.data.schema import IMAGE_TEXT
+from data_prep.tar_pairs import tar_pairs_job
+from data_prep.writer import write_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,9 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
     args = build_parser().parse_args(argv)
-    records, skipped = plan_tar_pairs(args.tars, args.source)
-    build = functools.partial(build_tar_pair, max_image_side=args.max_image_side)
-    job = SplitJob(args.split, IMAGE_TEXT, records, build, skipped=skipped)
+    job = tar_pairs_job(args.tars, args.source, args.split, args.max_image_side)
     return write_dataset(args.out, [job], writer_options(args), "convert_webdataset", manifest_args(args))
 
 

@@ -7,7 +7,7 @@ Writes, through the same writer as every converter (all images PNG):
     image_text/{train,val,test}   five paraphrased captions per image (source "synthetic")
     vqa/{train,val,test}          questions per image, 10 annotator answers, labels and
                                   soft scores computed exactly as convert_vqa.py does
-    vqa/answer_vocab.json
+    vqa/answer_vocab.json         every answer seen in train+val (--min-answer-count 1)
     nlvr2/{train,dev,test1}       balanced true/false statements about two images
     text/train                    caption-like sentences and short paragraphs
     images/train                  the training images alone
@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from data_prep.cli import add_common_args, manifest_args, positive_int, run_cli, writer_options
 from data_prep.common import ConversionError
-from data_prep.report import SplitReport
+from data_prep.report import SkipLog, SplitReport
 from data_prep.synthetic_scenes import (
     Scene,
     annotator_answers,
@@ -121,8 +122,9 @@ def scene_records(seed: int, split: str, scenes: list[Scene], size: int) -> list
     return [SceneRecord(f"{split}-{i:06d}", s, f"{seed}/render/{split}/{i}", size) for i, s in enumerate(scenes)]
 
 
-def plan_vqa(seed: int, records: dict[str, list[SceneRecord]], per_image: int) -> tuple[dict[str, list[SceneRecord]], list[str]]:
-    """Attach questions to every scene; labels from the train+val vocabulary, as convert_vqa does."""
+def plan_vqa(seed: int, records: dict[str, list[SceneRecord]], per_image: int, min_count: int,
+             dropped: dict[str, SkipLog]) -> tuple[dict[str, list[SceneRecord]], list[str]]:
+    """Attach questions to every scene; vocabulary, labels and scores as convert_vqa makes them."""
     drafts: dict[str, list[list[tuple[str, str, list[str]]]]] = {}
     for split, recs in records.items():
         drafts[split] = []
@@ -130,7 +132,8 @@ def plan_vqa(seed: int, records: dict[str, list[SceneRecord]], per_image: int) -
             rng = _rng(seed, "vqa", split, i)
             drafts[split].append([(qa.question, qa.answer, annotator_answers(qa, rng))
                                   for qa in questions(r.scene, rng, per_image)])
-    vocab = build_answer_vocab(answer for split in ("train", "val") for qs in drafts[split] for _, answer, _ in qs)
+    vocab = build_answer_vocab((answer for split in ("train", "val") for qs in drafts[split] for _, answer, _ in qs),
+                               min_count)
     answer_to_label = {a: i for i, a in enumerate(vocab)}
     planned: dict[str, list[SceneRecord]] = {}
     for s, (split, recs) in enumerate(records.items()):
@@ -138,9 +141,12 @@ def plan_vqa(seed: int, records: dict[str, list[SceneRecord]], per_image: int) -
         for i, (r, qs) in enumerate(zip(recs, drafts[split])):
             items = []
             for j, (question, _, answers) in enumerate(qs):
+                question_id = (s + 1) * 10**8 + i * 10 + j
                 labels, scores = answer_targets(answers, answer_to_label)
-                items.append(VqaQuestion((s + 1) * 10**8 + i * 10 + j, question, tuple(answers),
-                                         tuple(labels), tuple(scores)))
+                if not labels:
+                    dropped[split].add("no_answer_in_vocab", question_id)
+                    continue
+                items.append(VqaQuestion(question_id, question, tuple(answers), tuple(labels), tuple(scores)))
             planned[split].append(SceneRecord(r.record_id, r.scene, r.render_seed, r.image_size, tuple(items)))
     return planned, vocab
 
@@ -165,16 +171,18 @@ def plan_text(seed: int, count: int) -> list[TextRecord]:
     return records
 
 
-def plan_jobs(seed: int, counts: dict[str, int], size: int, questions_per_image: int) -> tuple[list[SplitJob], dict[str, str]]:
+def plan_jobs(seed: int, counts: dict[str, int], size: int, questions_per_image: int,
+              min_answer_count: int = 1) -> tuple[list[SplitJob], dict[str, str]]:
     scenes = {split: scene_records(seed, split, unique_scenes(seed, split, counts[split]), size) for split in SPLITS}
-    with_questions, vocab = plan_vqa(seed, scenes, questions_per_image)
+    dropped = {split: SkipLog() for split in SPLITS}
+    with_questions, vocab = plan_vqa(seed, scenes, questions_per_image, min_answer_count, dropped)
     jobs = [SplitJob(f"image_text/{s}", IMAGE_TEXT, scenes[s], build_image_text) for s in SPLITS]
-    jobs += [SplitJob(f"vqa/{s}", VQA, with_questions[s], build_vqa) for s in SPLITS]
+    jobs += [SplitJob(f"vqa/{s}", VQA, with_questions[s], build_vqa, dropped=dropped[s]) for s in SPLITS]
     jobs += [SplitJob(f"nlvr2/{NLVR2_SPLITS[s]}", NLVR2, plan_nlvr2(seed, NLVR2_SPLITS[s], counts[s], size),
                       build_nlvr2) for s in SPLITS]
     jobs.append(SplitJob("text/train", TEXT, plan_text(seed, counts["train"]), build_text))
     jobs.append(SplitJob("images/train", IMAGE, scenes["train"], build_image))
-    return jobs, {f"vqa/{ANSWER_VOCAB_NAME}": answer_vocab_to_json(vocab)}
+    return jobs, {f"vqa/{ANSWER_VOCAB_NAME}": answer_vocab_to_json(vocab, min_answer_count)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val", type=positive_int, default=200, help="val images (and NLVR2 dev pairs)")
     parser.add_argument("--test", type=positive_int, default=200, help="test images (and NLVR2 test1 pairs)")
     parser.add_argument("--questions-per-image", type=int, choices=range(1, 8), default=4)
+    parser.add_argument("--min-answer-count", type=positive_int, default=1,
+                        help="answer vocabulary threshold (VQA v2 uses 9; the synthetic answer space is "
+                             "small, so every answer seen in train+val is kept by default)")
     add_common_args(parser, image_args=False)
     return parser
 
@@ -192,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
     args = build_parser().parse_args(argv)
     counts = {"train": args.train, "val": args.val, "test": args.test}
-    jobs, extra = plan_jobs(args.seed, counts, args.image_size, args.questions_per_image)
+    jobs, extra = plan_jobs(args.seed, counts, args.image_size, args.questions_per_image, args.min_answer_count)
     return write_dataset(args.out, jobs, writer_options(args), "make_synthetic", manifest_args(args), extra)
 
 

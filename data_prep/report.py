@@ -33,7 +33,7 @@ class SkipLog:
         if len(entry.first_ids) < MAX_EXAMPLE_IDS:
             entry.first_ids.append(str(item_id))
 
-    def merge(self, other: "SkipLog") -> None:
+    def merge(self, other: SkipLog) -> None:
         for reason, theirs in other.reasons.items():
             mine = self.reasons.setdefault(reason, ReasonCount())
             mine.count += theirs.count
@@ -52,7 +52,7 @@ class SkipLog:
         return {k: asdict(v) for k, v in sorted(self.reasons.items())}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "SkipLog":
+    def from_json(cls, obj: dict[str, Any]) -> SkipLog:
         return cls({k: ReasonCount(int(v["count"]), list(v["first_ids"])) for k, v in obj.items()})
 
 
@@ -88,7 +88,7 @@ class SplitReport:
         return json.dumps(self.to_json(), indent=1, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "SplitReport":
+    def from_json(cls, obj: dict[str, Any]) -> SplitReport:
         fields = {k: v for k, v in obj.items() if k in cls.__dataclass_fields__}
         fields["skipped"] = SkipLog.from_json(obj.get("skipped", {}))
         fields["dropped"] = SkipLog.from_json(obj.get("dropped", {}))

@@ -17,9 +17,9 @@ import shutil
 import tempfile
 import urllib.parse
 from abc import ABC, abstractmethod
-from typing import Any, Union
+from typing import Any
 
-MergeOut = Union[str, tuple[str, str]]
+MergeOut = str | tuple[str, str]
 
 
 class Destination(ABC):
@@ -28,7 +28,7 @@ class Destination(ABC):
     url: str
 
     @abstractmethod
-    def child(self, name: str) -> "Destination":
+    def child(self, name: str) -> Destination:
         """The destination of a sub-folder (e.g. one split)."""
 
     @abstractmethod
@@ -59,8 +59,8 @@ class Destination(ABC):
         """Remove local staging copies once everything is published."""
 
     @abstractmethod
-    def index_url(self, rel: str) -> str:
-        """The address Streaming's ``merge_index`` reads a group index from."""
+    def index_url(self, rel: str) -> str | tuple[str, str]:
+        """What Streaming's ``merge_index`` reads a group index from (path, url or both)."""
 
     @abstractmethod
     def merge_out(self) -> MergeOut:
@@ -87,7 +87,7 @@ class LocalDestination(Destination):
         self.path = os.path.abspath(path)
         self.url = self.path
 
-    def child(self, name: str) -> "LocalDestination":
+    def child(self, name: str) -> LocalDestination:
         return LocalDestination(os.path.join(self.path, name))
 
     def _abs(self, rel: str) -> str:
@@ -156,7 +156,7 @@ class S3Destination(Destination):
             self._client_pid = os.getpid()
         return self._client
 
-    def child(self, name: str) -> "S3Destination":
+    def child(self, name: str) -> S3Destination:
         return S3Destination(f"{self.url}/{name}", os.path.join(self.staging_dir, name))
 
     def _key(self, rel: str) -> str:
@@ -180,7 +180,9 @@ class S3Destination(Destination):
         return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
     def is_empty(self) -> bool:
-        return not self._keys()
+        prefix = self._key("")
+        listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix + "/" if prefix else "", MaxKeys=1)
+        return not listing.get("Contents")
 
     def delete(self, rel: str = "") -> None:
         keys = self._keys(rel)
@@ -196,16 +198,24 @@ class S3Destination(Destination):
         return os.path.join(self.staging_dir, rel)
 
     def publish_dir(self, rel: str) -> None:
+        """Upload a finished group, then drop its local shards (its index stays for the merge)."""
         local = self.stage_dir(rel)
         for root, _, files in os.walk(local):
             for name in sorted(files):
                 path = os.path.join(root, name)
                 rel_path = os.path.relpath(path, self.staging_dir).replace(os.sep, "/")
                 self.client.upload_file(path, self.bucket, self._key(rel_path))
-        shutil.rmtree(local)
+                if name != "index.json":
+                    os.remove(path)
 
-    def index_url(self, rel: str) -> str:
-        return self.join(rel)
+    def index_url(self, rel: str) -> tuple[str, str]:
+        # merge_index reads the local copy when present; fetching missing ones here
+        # reuses one client (merge_index would open a new one per file).
+        local = self.stage_dir(rel)
+        if not os.path.exists(local):
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            self.client.download_file(self.bucket, self._key(rel), local)
+        return (local, self.join(rel))
 
     def discard_staging(self) -> None:
         shutil.rmtree(self.staging_dir, ignore_errors=True)

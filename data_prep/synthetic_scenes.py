@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from PIL import Image, ImageDraw
 
@@ -131,15 +131,20 @@ def _count_phrase(n: int, noun: str = "shape") -> str:
 
 
 def captions(scene: Scene) -> list[str]:
-    """Five paraphrases of the same content, from fixed templates."""
-    placed = [f"{s.phrase()} {POSITION_PHRASE[s.position]}" for s in scene.shapes]
+    """Five paraphrases from fixed templates, each naming every attribute of the scene.
+
+    So every caption identifies its image within a split of unique scenes,
+    and retrieval has exactly one right answer.
+    """
+    placed = _join([f"{s.phrase()} {POSITION_PHRASE[s.position]}" for s in scene.shapes])
     bg = scene.background
+    reverse = _join([f"{POSITION_PHRASE[s.position]} {s.phrase()}" for s in reversed(scene.shapes)])
     return [
-        _join(placed),
-        f"{_count_phrase(len(scene.shapes))} on a {bg} background: {_join([s.phrase() for s in scene.shapes])}",
-        f"a {bg} picture with {_join(placed)}",
-        " and ".join(f"{POSITION_PHRASE[s.position]} there is {s.phrase()}" for s in reversed(scene.shapes)),
-        f"the image shows {_join(placed)} over a {bg} background",
+        f"{placed}, on a {bg} background",
+        f"{_count_phrase(len(scene.shapes))} on a {bg} background: {placed}",
+        f"a {bg} picture with {placed}",
+        f"{reverse}, on a {bg} background",
+        f"the image shows {placed} over a {bg} background",
     ]
 
 

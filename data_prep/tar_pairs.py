@@ -7,6 +7,7 @@ Samples whose json ``status`` is not ``success`` are skipped and counted.
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -17,7 +18,8 @@ from typing import Any
 from data_prep.common import ConversionError, SkipRecord
 from data_prep.image_text import image_text_sample
 from data_prep.report import SkipLog
-from data_prep.writer import SampleContext
+from data_prep.writer import SampleContext, SplitJob
+from vlmo_composer.data.schema import IMAGE_TEXT
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -126,3 +128,9 @@ def build_tar_pair(record: TarPairRecord, context: SampleContext,
         raise SkipRecord("missing_caption")
     return image_text_sample(record.record_id, image, [caption], record.source, context, max_image_side)
 
+
+def tar_pairs_job(inputs: list[str], source: str, split: str, max_image_side: int | None) -> SplitJob:
+    """The image-text job for a set of img2dataset tars."""
+    records, skipped = plan_tar_pairs(inputs, source)
+    build = functools.partial(build_tar_pair, max_image_side=max_image_side)
+    return SplitJob(split, IMAGE_TEXT, records, build, skipped=skipped)

@@ -25,8 +25,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from streaming import MDSWriter
 from streaming.base.util import merge_index
@@ -126,7 +128,7 @@ class _GroupResult:
                            "skipped": self.skipped.to_json(), "dropped": self.dropped.to_json()})
 
     @classmethod
-    def from_json_text(cls, text: str) -> "_GroupResult":
+    def from_json_text(cls, text: str) -> _GroupResult:
         obj = json.loads(text)
         return cls(obj["group"], obj["records"], obj["samples"],
                    SkipLog.from_json(obj["skipped"]), SkipLog.from_json(obj["dropped"]))
@@ -239,7 +241,7 @@ def _run_groups(tasks: list[_GroupTask], num_workers: int, bar: tqdm) -> list[_G
                     results[futures[future]] = future.result()
                 while not queue.empty():
                     bar.update(queue.get())
-        except concurrent.futures.process.BrokenProcessPool as e:
+        except BrokenProcessPool as e:
             raise ConversionError(
                 f"a worker process died ({e}); finished groups are kept: run the same command "
                 "again to resume") from None

@@ -17,7 +17,9 @@ def image_bytes(width: int = 32, height: int = 24, seed: int = 0, fmt: str = "JP
     """A smooth random image (gradients plus noise, so crops and flips change pixels), encoded."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
-    base = rng.uniform(0, 255, 3) + rng.uniform(-3, 3, 3) * xx[..., None] + rng.uniform(-3, 3, 3) * yy[..., None]
+    base = (
+        rng.uniform(0, 255, 3) + rng.uniform(-3, 3, 3) * xx[..., None] + rng.uniform(-3, 3, 3) * yy[..., None]
+    )
     pixels = np.clip(base + rng.normal(0, 8, (height, width, 3)), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, fmt)

@@ -21,8 +21,13 @@ from vlmo_composer.data.tokenizer import (
 def test_bundled_tokenizer_builds_offline_in_a_fresh_process():
     # A fresh interpreter with the hub forced offline and every proxy pointing nowhere:
     # any download attempt would fail.
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HTTPS_PROXY="http://127.0.0.1:9",
+        HTTP_PROXY="http://127.0.0.1:9",
+    )
     code = (
         "import json; from vlmo_composer.data.tokenizer import get_tokenizer; t = get_tokenizer(); "
         "print(json.dumps([type(t).__name__, len(t), t.pad_token_id, t.cls_token_id, t.sep_token_id, "
@@ -32,7 +37,11 @@ def test_bundled_tokenizer_builds_offline_in_a_fresh_process():
     assert out.returncode == 0, out.stderr
     name, size, pad, cls, sep, mask, ids = json.loads(out.stdout.strip().splitlines()[-1])
     assert name == "BertTokenizerFast"
-    assert (size, pad, cls, sep, mask) == (VOCAB_SIZE, PAD_ID, CLS_ID, SEP_ID, MASK_ID) == (30522, 0, 101, 102, 103)
+    assert (
+        (size, pad, cls, sep, mask)
+        == (VOCAB_SIZE, PAD_ID, CLS_ID, SEP_ID, MASK_ID)
+        == (30522, 0, 101, 102, 103)
+    )
     assert ids == [101, 7592, 2088, 102]  # bert-base-uncased ids of "hello world"
 
 

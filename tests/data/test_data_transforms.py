@@ -31,7 +31,11 @@ def test_train_transform_shape_range_and_determinism():
 def test_eval_transform_equals_the_official_square_transform():
     img = _image(50, 30)
     official = T.Compose(
-        [T.Resize((24, 24), interpolation=T.InterpolationMode.BICUBIC), T.ToTensor(), T.Normalize([0.5] * 3, [0.5] * 3)]
+        [
+            T.Resize((24, 24), interpolation=T.InterpolationMode.BICUBIC),
+            T.ToTensor(),
+            T.Normalize([0.5] * 3, [0.5] * 3),
+        ]
     )
     ours = build_image_transform(24, train=False)
     assert torch.equal(ours(img), official(img))

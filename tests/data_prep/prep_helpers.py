@@ -64,3 +64,22 @@ def decoded_size(data: bytes) -> tuple[int, int]:
 def report_counts(report: Any, kind: str = "skipped") -> dict[str, int]:
     log = getattr(report, kind)
     return {reason: entry.count for reason, entry in log.reasons.items()}
+
+
+def make_coco_like(root: Path, count: int) -> tuple[Path, Path]:
+    """A Karpathy-style json over ``count`` train images, every 7th corrupt and every 11th missing."""
+    entries = []
+    for i in range(count):
+        name = f"COCO_train2014_{i:012d}.jpg"
+        if i % 11 != 10:
+            write(root / "coco" / "train2014" / name, corrupt_jpeg() if i % 7 == 6 else image_bytes(12 + i % 5, 10, i))
+        entries.append({"filepath": "train2014", "filename": name, "split": "train", "cocoid": i,
+                        "sentences": [{"raw": f"caption {i} one"}, {"raw": f"caption {i} two"}]})
+    json_path = write_json(root / "dataset_coco.json", {"images": entries})
+    return json_path, root / "coco"
+
+
+def dataset_files(root: Path) -> dict[str, bytes]:
+    """Every file of a written dataset except the run-specific report (it holds timings)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "conversion_report.json"}

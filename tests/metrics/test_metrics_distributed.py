@@ -8,7 +8,7 @@ one rank never updates VQAScore at all.
 from __future__ import annotations
 
 import json
-import socket
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,6 +33,7 @@ pytestmark = pytest.mark.distributed
 WORLD_SIZE = 2
 NUM_IMAGES, CAPTIONS_PER_IMAGE, DIM = 7, 5, 6
 NUM_QUESTIONS, NUM_ANSWERS = 9, 12
+SPAWN_TIMEOUT_S = 150
 
 
 def scenario() -> dict:
@@ -120,11 +121,12 @@ def as_floats(computed) -> dict | float:
     return computed.item()
 
 
-def worker(rank: int, port: int, out_dir: str) -> None:
+def worker(rank: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
+        # A file rendezvous: no port to pick, so no race with other jobs on this machine.
+        init_method=f"file://{out_dir}/rendezvous",
         rank=rank,
         world_size=WORLD_SIZE,
         timeout=timedelta(seconds=60),
@@ -144,16 +146,20 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def distributed_run(tmp_path_factory) -> Path:
     out_dir = tmp_path_factory.mktemp("metrics_dist")
-    mp.spawn(worker, args=(free_port(), str(out_dir)), nprocs=WORLD_SIZE, join=True)
+    context = mp.spawn(worker, args=(str(out_dir),), nprocs=WORLD_SIZE, join=False)
+    deadline = time.monotonic() + SPAWN_TIMEOUT_S
+    try:
+        while not context.join(timeout=1):  # raises if a worker failed
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"metric workers did not finish in {SPAWN_TIMEOUT_S} s")
+    finally:
+        for process in context.processes:  # never leave a worker behind
+            if process.is_alive():
+                process.kill()
+            process.join()
     return out_dir
 
 

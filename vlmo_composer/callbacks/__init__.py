@@ -1,0 +1,9 @@
+"""Callbacks of this package (registered for YAML use)."""
+
+from vlmo_composer import registry
+from vlmo_composer.callbacks.metric_dicts import FlattenMetricDicts
+from vlmo_composer.callbacks.sample_order import SampleOrderLogger
+
+registry.callbacks.register("sample_order_logger", SampleOrderLogger)
+
+__all__ = ["FlattenMetricDicts", "SampleOrderLogger"]

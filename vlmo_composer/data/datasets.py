@@ -66,6 +66,7 @@ import numpy as np
 import torch
 from streaming import StreamingDataset
 from torch import Tensor
+from transformers import PreTrainedTokenizerBase
 
 from vlmo_composer.data.images import CorruptSampleError, decode_image
 from vlmo_composer.data.masking import BlockwiseMaskGenerator, whole_word_mask
@@ -95,6 +96,8 @@ class VLMoStreamingDataset(StreamingDataset):
     required_columns: ClassVar[tuple[str, ...]]
 
     def __init__(self, *, train: bool = True, seed: int | None = None, **streaming_kwargs: Any) -> None:
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}")
         super().__init__(**streaming_kwargs)
         self.train = train
         self.seed = int(self.shuffle_seed if seed is None else seed)
@@ -204,10 +207,16 @@ class VLMoStreamingDataset(StreamingDataset):
         self.max_text_len = max_text_len
         self.mlm_prob = mlm_prob
         self.tokenizer_name = tokenizer_name
-        get_tokenizer(tokenizer_name)  # fail early on a bad name, and warm the per-process cache
+        tok = get_tokenizer(tokenizer_name)  # fails early on a bad name
+        # Looked up once: len() of a fast tokenizer costs milliseconds.
+        self._mlm_ids = {
+            "mask_token_id": tok.mask_token_id,
+            "vocab_size": len(tok),
+            "special_ids": tuple(tok.all_special_ids),
+        }
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> PreTrainedTokenizerBase:
         return get_tokenizer(self.tokenizer_name)
 
     def _text(self, text: str | list[str], sample_id: int) -> dict[str, Tensor]:
@@ -215,16 +224,13 @@ class VLMoStreamingDataset(StreamingDataset):
         enc = encode_text(text, self.max_text_len, self.tokenizer)
         out = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if self.mlm_prob > 0:
-            tok = self.tokenizer
             out["mlm_input_ids"], out["mlm_labels"] = whole_word_mask(
                 enc["input_ids"],
                 enc["attention_mask"],
                 enc["word_start"],
                 mask_prob=self.mlm_prob,
                 generator=self.sample_torch_generator(sample_id, Purpose.MLM),
-                mask_token_id=tok.mask_token_id,
-                vocab_size=len(tok),
-                special_ids=tok.all_special_ids,
+                **self._mlm_ids,
             )
         return out
 
@@ -235,6 +241,8 @@ class ImageTextDataset(VLMoStreamingDataset):
     ``captions="all"`` (retrieval evaluation) returns every caption of the
     image instead, padded to ``max_captions`` rows with ``caption_mask``; an
     image with more captions raises rather than silently dropping some.
+    Padding rows hold the empty caption (``[CLS] [SEP]``), so encoding them is
+    harmless; drop their features with ``caption_mask``.
     """
 
     schema = IMAGE_TEXT
@@ -392,7 +400,9 @@ class VQADataset(VLMoStreamingDataset):
     def build_sample(self, row: dict[str, Any], sample_id: int) -> dict[str, Any]:
         labels, scores = row["labels"], row["scores"]
         if not isinstance(labels, list) or not isinstance(scores, list) or len(labels) != len(scores):
-            raise CorruptSampleError(f"question {row['question_id']}: labels {labels!r} do not match scores {scores!r}")
+            raise CorruptSampleError(
+                f"question {row['question_id']}: labels {labels!r} do not match scores {scores!r}"
+            )
         targets = torch.zeros(self.num_labels, dtype=torch.float32)
         if labels:
             index = torch.tensor(labels, dtype=torch.long)

@@ -50,7 +50,9 @@ def _unit_structure(maskable: Tensor, pad_slot: Tensor, word_start: Tensor) -> t
     prev_maskable = F.pad(maskable[:, :-1], (1, 0), value=False)
     unit_start = (maskable & (word_start | ~prev_maskable)) | pad_slot
     unit_of = (unit_start.long().cumsum(-1) - 1).clamp(min=0)
-    unit_len = torch.zeros(batch, length, dtype=torch.long).scatter_add_(1, unit_of, (maskable | pad_slot).long())
+    unit_len = torch.zeros(batch, length, dtype=torch.long).scatter_add_(
+        1, unit_of, (maskable | pad_slot).long()
+    )
     unit_exists = torch.arange(length) < unit_start.sum(-1, keepdim=True)
     return unit_of, unit_len, unit_exists
 
@@ -151,7 +153,9 @@ class BlockwiseMaskGenerator:
         max_aspect: float | None = None,
     ) -> None:
         if not 0 < num_masking_patches <= window * window:
-            raise ValueError(f"num_masking_patches must be in [1, {window * window}], got {num_masking_patches}")
+            raise ValueError(
+                f"num_masking_patches must be in [1, {window * window}], got {num_masking_patches}"
+            )
         self.window = window
         self.num_masking_patches = num_masking_patches
         self.min_num_patches = min_num_patches

@@ -30,8 +30,18 @@ from typing import Any, Mapping, Sequence
 from streaming import Stream
 
 STREAM_KEYS = frozenset(
-    {"remote", "local", "split", "proportion", "repeat", "choose", "download_retry", "download_timeout",
-     "validate_hash", "keep_zip"}
+    {
+        "remote",
+        "local",
+        "split",
+        "proportion",
+        "repeat",
+        "choose",
+        "download_retry",
+        "download_timeout",
+        "validate_hash",
+        "keep_zip",
+    }
 )
 WEIGHT_KEYS = ("proportion", "repeat", "choose")
 CACHE_ROOT_ENV = "VLMO_STREAMING_CACHE"
@@ -57,11 +67,15 @@ def _named_entries(stream_cfgs: Sequence[Mapping[str, Any]] | Mapping[str, Any])
     elif isinstance(stream_cfgs, Sequence) and not isinstance(stream_cfgs, str):
         items = [(None, cfg) for cfg in stream_cfgs]
     else:
-        raise TypeError(f"streams must be a list or a mapping of stream configs, got {type(stream_cfgs).__name__}")
+        raise TypeError(
+            f"streams must be a list or a mapping of stream configs, got {type(stream_cfgs).__name__}"
+        )
     entries = []
     for i, (key, cfg) in enumerate(items):
         if not isinstance(cfg, Mapping):
-            raise TypeError(f"stream {key or i}: expected a mapping of Stream arguments, got {type(cfg).__name__}")
+            raise TypeError(
+                f"stream {key or i}: expected a mapping of Stream arguments, got {type(cfg).__name__}"
+            )
         cfg = dict(cfg)
         name = str(key if key is not None else cfg.pop("name", f"streams[{i}]"))
         entries.append((name, cfg))
@@ -96,7 +110,9 @@ def build_streams(
         if unknown:
             raise ValueError(f"stream '{name}': unknown keys {unknown}; allowed: {sorted(STREAM_KEYS)}")
         if not cfg.get("remote") and not cfg.get("local"):
-            raise ValueError(f"stream '{name}': give 'remote' (and optionally 'local') or a 'local' directory")
+            raise ValueError(
+                f"stream '{name}': give 'remote' (and optionally 'local') or a 'local' directory"
+            )
     _check_weights(entries)
 
     cache_root = default_cache_root() if cache_root is None else cache_root

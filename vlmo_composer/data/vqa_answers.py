@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 # The official table: missing apostrophes restored (keys are what annotators typed).
 _CONTRACTIONS = {

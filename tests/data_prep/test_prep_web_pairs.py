@@ -1,0 +1,131 @@
+"""img2dataset webdataset tars, the CC tsv and the SBU json -> image-text shards."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from prep_helpers import corrupt_jpeg, image_bytes, report_counts, truncated_png, write, write_json, write_tar
+
+from data_prep import convert_cc, convert_sbu, convert_webdataset
+from data_prep.common import ConversionError
+
+
+def meta(key: str, status: str = "success", **extra) -> bytes:
+    return json.dumps({"key": key, "status": status, "url": f"http://x/{key}.jpg", **extra}).encode()
+
+
+def make_tars(root: Path) -> dict[str, bytes]:
+    good = {k: image_bytes(16, 12, i) for i, k in enumerate(("a", "b", "c"))}
+    write_tar(root / "00000.tar", [
+        ("000000.jpg", good["a"]), ("000000.txt", b"a good pair"), ("000000.json", meta("000000")),
+        ("000001.json", meta("000001", status="failed_to_download")), ("000001.txt", b"never downloaded"),
+        ("000002.jpg", corrupt_jpeg()), ("000002.txt", b"corrupt"), ("000002.json", meta("000002")),
+        ("000003.png", truncated_png()), ("000003.txt", b"truncated"),
+        ("000004.jpg", good["b"]), ("000004.txt", b"  "),
+        ("000005.txt", b"no image"), ("000005.json", meta("000005")),
+        ("000006.jpg", good["b"]), ("000006.txt", b"bad meta"), ("000006.json", b"{oops"),
+        ("000007.jpg", good["b"]), ("000007.txt", b"\xff\xfe not utf-8"),
+    ])
+    write_tar(root / "00001.tar", [("000010.jpg", good["c"]),
+                                   ("000010.json", meta("000010", caption="caption in json"))])
+    full = write_tar(root / "whole.tar", [("000020.jpg", good["a"]), ("000020.txt", b"kept before the damage"),
+                                          ("000021.jpg", image_bytes(64, 64, 9)), ("000021.txt", b"lost")])
+    with tarfile.open(full) as tar:
+        cut = tar.getmember("000021.jpg").offset_data + 100
+    data = full.read_bytes()
+    full.unlink()
+    write(root / "00002.tar", data[:cut])  # cut inside the second sample's image
+    return good
+
+
+def test_webdataset_tars(tmp_path: Path, read_mds) -> None:
+    good = make_tars(tmp_path / "tars")
+    out = tmp_path / "out"
+    (report,) = convert_webdataset.main(["--tars", str(tmp_path / "tars"), "--source", "laion",
+                                         "--out", str(out), "--no-progress", "--num-workers", "1"])
+    rows = read_mds(out)
+    assert [(r["image_id"], r["captions"]) for r in rows] == [
+        ("00000/000000", ["a good pair"]),
+        ("00001/000010", ["caption in json"]),
+        ("00002/000020", ["kept before the damage"]),
+    ]
+    assert rows[0]["image"] == good["a"] and rows[1]["image"] == good["c"]
+    assert {r["source"] for r in rows} == {"laion"}
+    assert report_counts(report) == {
+        "download_failed": 1, "corrupt_image": 2, "empty_caption": 1, "missing_image": 1,
+        "malformed_json": 1, "non_text_caption": 1, "truncated_tar": 1, "truncated_member": 1,
+    }
+    assert report.skipped.reasons["download_failed"].first_ids == ["00000/000001 (failed_to_download)"]
+    assert report.skipped.reasons["truncated_tar"].first_ids[0].startswith("00002.tar")
+    assert report.records == 12 and report.samples_written == 3  # 11 keys + the damaged tar
+
+
+def test_cc_tars_use_the_same_reader(tmp_path: Path, read_mds) -> None:
+    make_tars(tmp_path / "tars")
+    out = tmp_path / "out"
+    convert_cc.main(["--variant", "cc12m", "--tars", str(tmp_path / "tars" / "0000[01].tar"), "--split", "train",
+                     "--out", str(out), "--no-progress"])
+    rows = read_mds(out / "train")
+    assert [r["image_id"] for r in rows] == ["00000/000000", "00001/000010"]
+    assert {r["source"] for r in rows} == {"cc12m"}
+
+
+def test_cc_tsv_with_downloaded_folder(tmp_path: Path, read_mds) -> None:
+    tsv = write(tmp_path / "cc.tsv", "\n".join([
+        "a red car\thttp://x/0.jpg",
+        "no tab on this line",
+        "\thttp://x/2.jpg",
+        "a missing image\thttp://x/3.jpg",
+        "a corrupt image\thttp://x/4.jpg",
+        "a nested image\thttp://x/5.jpg",
+    ]) + "\n")
+    images = tmp_path / "images"
+    write(images / "0.jpg", first := image_bytes(8, 8, 0))
+    write(images / "00000" / "000000002.jpg", image_bytes(8, 8, 2))
+    write(images / "4.jpg", corrupt_jpeg())
+    write(images / "00000" / "000000005.jpg", nested := image_bytes(9, 7, 5))
+    out = tmp_path / "out"
+    (report,) = convert_cc.main(["--tsv", str(tsv), "--images", str(images), "--out", str(out), "--no-progress"])
+    rows = read_mds(out)
+    assert [(r["image_id"], r["captions"], r["source"]) for r in rows] == [
+        ("0", ["a red car"], "cc3m"), ("5", ["a nested image"], "cc3m")]
+    assert rows[0]["image"] == first and rows[1]["image"] == nested
+    assert (rows[1]["width"], rows[1]["height"]) == (9, 7)
+    assert report_counts(report) == {"malformed_tsv_line": 1, "empty_caption": 1, "missing_image": 1,
+                                     "corrupt_image": 1}
+    assert report.skipped.reasons["malformed_tsv_line"].first_ids == ["cc.tsv:2"]
+
+
+def test_cc12m_column_order(tmp_path: Path, read_mds) -> None:
+    tsv = write(tmp_path / "cc12m.tsv", "http://x/0.jpg\ta caption after the url\n")
+    write(tmp_path / "images" / "0.jpg", image_bytes(8, 8, 0))
+    convert_cc.main(["--variant", "cc12m", "--tsv", str(tsv), "--tsv-columns", "url,caption",
+                     "--images", str(tmp_path / "images"), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert [r["captions"] for r in read_mds(tmp_path / "out")] == [["a caption after the url"]]
+
+
+def test_sbu_json_with_downloaded_folder(tmp_path: Path, read_mds) -> None:
+    sbu = write_json(tmp_path / "sbu.json", {
+        "image_urls": ["http://static.flickr.com/1/abc_1.jpg", "http://static.flickr.com/2/def_2.jpg",
+                       "http://static.flickr.com/3/ghi_3.jpg"],
+        "captions": ["Named by url.", "Named by row.", "Never downloaded."],
+        "user_ids": ["u1", "u2", "u3"],
+    })
+    write(tmp_path / "images" / "abc_1.jpg", image_bytes(8, 8, 0))
+    write(tmp_path / "images" / "1.jpg", image_bytes(8, 8, 1))
+    (report,) = convert_sbu.main(["--json", str(sbu), "--images", str(tmp_path / "images"),
+                                  "--out", str(tmp_path / "out"), "--no-progress"])
+    rows = read_mds(tmp_path / "out")
+    assert [(r["image_id"], r["captions"], r["source"]) for r in rows] == [
+        ("0", ["Named by url."], "sbu"), ("1", ["Named by row."], "sbu")]
+    assert report_counts(report) == {"missing_image": 1}
+
+
+def test_sbu_json_with_unequal_lists_is_fatal(tmp_path: Path) -> None:
+    sbu = write_json(tmp_path / "sbu.json", {"image_urls": ["a", "b"], "captions": ["x"], "user_ids": []})
+    (tmp_path / "images").mkdir()
+    with pytest.raises(ConversionError, match="2 image_urls but 1 captions"):
+        convert_sbu.main(["--json", str(sbu), "--images", str(tmp_path / "images"), "--out", str(tmp_path / "o")])

@@ -1,0 +1,8 @@
+"""Entry point: ``composer train.py <config.yaml> [key.path=value ...]``."""
+
+import sys
+
+from vlmo_composer.train import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""One small ``build_<kind>`` per YAML section (llm-foundry's shape)."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import os
+import sys
+from typing import Any, Callable
+
+import torch
+
+from vlmo_composer import registry
+from vlmo_composer.config import ConfigError, from_dict
+from vlmo_composer.optim import param_groups
+
+# Importing these registers the built-in tasks, dataloaders and callbacks.
+import vlmo_composer.callbacks  # noqa: F401
+import vlmo_composer.data.loaders  # noqa: F401
+import vlmo_composer.tasks  # noqa: F401
+
+log = logging.getLogger(__name__)
+
+
+def check_kwargs(factory: Callable, kwargs: dict, where: str, skip: tuple[str, ...] = ()) -> None:
+    """Reject keyword arguments ``factory`` does not take, naming the key and the valid ones."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = sorted(n for n, p in params.items() if n not in skip and n != "self" and p.kind is not p.VAR_POSITIONAL)
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown keys {[f'{where}.{k}' for k in unknown]}; valid keys: {valid}")
+
+
+def instantiate(reg: registry.Registry, name: str, kwargs: dict | None, where: str) -> Any:
+    try:
+        factory = reg.get(name)
+    except KeyError as err:
+        raise ConfigError(f"{where}: {err.args[0]}") from None
+    kwargs = dict(kwargs or {})
+    check_kwargs(factory, kwargs, where)
+    try:
+        return factory(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def import_code_paths(paths: list[str]) -> None:
+    """Import user files so their ``registry.*.register`` calls run before building."""
+    for path in paths:
+        if not os.path.exists(path):
+            raise ConfigError(f"code_paths: {path} does not exist")
+        name = "vlmo_user_" + os.path.splitext(os.path.basename(path))[0]
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+def build_task(cfg: dict) -> Any:
+    values = dict(cfg)
+    name = values.pop("name")
+    try:
+        task_class = registry.tasks.get(name)
+    except KeyError as err:
+        raise ConfigError(f"task.name: {err.args[0]}") from None
+    task_cfg = from_dict(task_class.config_class, values, "task")
+    try:
+        return task_class(task_cfg)
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"task: {err}") from err
+
+
+def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
+    values = dict(cfg)
+    name = values.pop("name")
+    try:
+        factory = registry.optimizers.get(name)
+    except KeyError as err:
+        raise ConfigError(f"optimizer.name: {err.args[0]}") from None
+    check_kwargs(factory, values, "optimizer", skip=("model",))
+    try:
+        return factory(model, **values)
+    except ValueError as err:
+        raise ConfigError(f"optimizer: {err}") from err
+
+
+@registry.optimizers.register("adamw")
+def adamw(
+    model: torch.nn.Module,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.98),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+    lr_multipliers: dict[str, float] | None = None,
+    weight_decay_rule: str = "standard",
+) -> torch.optim.Optimizer:
+    """torch's AdamW over :func:`param_groups` (decay exclusions, lr multipliers, frozen left out).
+
+    (Composer's DecoupledAdamW does not scale the decay by the learning rate, which
+    would change the paper's recipe.)
+    """
+    groups = param_groups(model, lr, weight_decay, lr_multipliers, weight_decay_rule)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+
+
+def build_scheduler(cfg: dict) -> Any:
+    values = dict(cfg)
+    return instantiate(registry.schedulers, values.pop("name"), values, "scheduler")
+
+
+def build_named(reg: registry.Registry, section: dict, where: str) -> list:
+    """``{name: kwargs}`` sections (algorithms, callbacks, loggers)."""
+    return [instantiate(reg, name, kwargs, f"{where}.{name}") for name, kwargs in section.items()]

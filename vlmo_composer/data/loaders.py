@@ -1,0 +1,77 @@
+"""Dataloaders from YAML: a registered dataset name, its arguments, Streaming's arguments.
+
+``dataset:`` takes the dataset class's own options (image size, text length,
+masking, ...) and any ``StreamingDataset`` argument (``remote``/``local``/``split``,
+``shuffle``, ``predownload``, ...), or ``streams:`` — a list (or mapping) of
+``Stream`` entries with ``proportion``/``repeat``/``choose`` to mix sources.
+``batch_size`` is set from the trainer's device batch so resumption is exact.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from streaming import StreamingDataset
+from torch.utils.data import DataLoader
+
+from vlmo_composer import registry
+from vlmo_composer.config import ConfigError, LoaderConfig
+from vlmo_composer.data.datasets import ImageDataset, ImageTextDataset, NLVR2Dataset, TextDataset, VQADataset
+from vlmo_composer.data.streams import build_streams
+
+registry.dataloaders.register("image_text", ImageTextDataset)
+registry.dataloaders.register("text", TextDataset)
+registry.dataloaders.register("image", ImageDataset)
+registry.dataloaders.register("vqa", VQADataset)
+registry.dataloaders.register("nlvr2", NLVR2Dataset)
+
+# Set by the trainer, not by the YAML.
+RESERVED = ("batch_size",)
+
+
+def dataset_arguments(dataset_class: type) -> set[str]:
+    """Options a dataset accepts: its own keyword arguments and StreamingDataset's."""
+    names = set()
+    for cls in (dataset_class, StreamingDataset):
+        params = inspect.signature(cls.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+    return names
+
+
+def build_dataset(cfg: LoaderConfig, batch_size: int, where: str, cache_namespace: str) -> StreamingDataset:
+    dataset_class = registry.dataloaders.get(cfg.name)
+    kwargs = dict(cfg.dataset)
+    valid = dataset_arguments(dataset_class) - set(RESERVED)
+    unknown = sorted(set(kwargs) - valid)
+    if unknown:
+        raise ConfigError(f"unknown keys {[f'{where}.dataset.{k}' for k in unknown]}; valid keys: {sorted(valid)}")
+    if "streams" in kwargs and kwargs["streams"] is not None:
+        try:
+            kwargs["streams"] = build_streams(kwargs["streams"], namespace=cache_namespace)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}.dataset.streams: {err}") from err
+    return dataset_class(batch_size=batch_size, **kwargs)
+
+
+def build_dataloader(
+    cfg: LoaderConfig, batch_size: int, train: bool, where: str = "train_loader", cache_namespace: str = "train"
+) -> DataLoader:
+    dataset = build_dataset(cfg, batch_size, where, cache_namespace)
+    workers = cfg.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=cfg.pin_memory,
+        prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
+        persistent_workers=cfg.persistent_workers and workers > 0,
+        drop_last=train if cfg.drop_last is None else cfg.drop_last,
+        timeout=cfg.timeout,
+    )
+
+
+def describe(dataset: Any) -> str:
+    streams = getattr(dataset, "streams", [])
+    sources = ", ".join(str(s.remote or s.local) for s in streams)
+    return f"{type(dataset).__name__}({dataset.num_samples} samples from {sources})"

@@ -1,0 +1,165 @@
+"""The training command: YAML -> TrainConfig -> builders -> Composer Trainer.
+
+``composer train.py yamls/pretrain/vl_base.yaml optimizer.lr=1e-4`` calls
+:func:`main`; tests call :func:`build_trainer` with the same config a user runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from typing import Optional
+
+import torch
+from composer import Evaluator, Trainer
+from composer.utils import dist, get_device, reproducibility
+
+from vlmo_composer.builders import (
+    build_named,
+    build_optimizer,
+    build_scheduler,
+    build_task,
+    import_code_paths,
+)
+from vlmo_composer import registry
+from vlmo_composer.callbacks import FlattenMetricDicts
+from vlmo_composer.config import ConfigError, TrainConfig, load_config
+from vlmo_composer.data.loaders import build_dataloader
+
+log = logging.getLogger("vlmo_composer")
+
+CONTRASTIVE_TASKS = ("vl_pretrain", "retrieval")
+
+
+def device_batch_size(global_batch: int, world_size: int, what: str = "global_train_batch_size") -> int:
+    if global_batch % world_size:
+        raise ConfigError(f"{what}={global_batch} is not divisible by the {world_size} ranks")
+    return global_batch // world_size
+
+
+def default_precision(device: Optional[str]) -> str:
+    on_gpu = device == "gpu" or (device is None and torch.cuda.is_available())
+    return "amp_bf16" if on_gpu else "fp32"
+
+
+def check_microbatching(cfg: TrainConfig, device_batch: int) -> None:
+    micro = cfg.device_train_microbatch_size
+    if micro is not None and micro < device_batch and cfg.task["name"] in CONTRASTIVE_TASKS:
+        warnings.warn(
+            f"device_train_microbatch_size={micro} < device batch {device_batch}: contrastive losses and hard "
+            "negatives then see only one microbatch at a time (fewer negatives, a different objective). "
+            "Keep the whole device batch in one microbatch and lower global_train_batch_size instead.",
+            stacklevel=2,
+        )
+
+
+def build_evaluators(cfg: TrainConfig, batch_size: int) -> list[Evaluator]:
+    evaluators = []
+    for i, loader in enumerate(cfg.eval_loaders):
+        where = f"eval_loaders[{i}]"
+        dataloader = build_dataloader(loader, batch_size, train=False, where=where, cache_namespace=loader.label)
+        kwargs = {"metric_names": loader.metric_names} if loader.metric_names else {}
+        evaluators.append(Evaluator(label=loader.label, dataloader=dataloader, **kwargs))
+    return evaluators
+
+
+def build_trainer(cfg: TrainConfig) -> Trainer:
+    """Every component from the config; nothing trains until ``fit()``."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if cfg.python_log_level:
+        logging.getLogger("vlmo_composer").setLevel(cfg.python_log_level.upper())
+    import_code_paths(cfg.code_paths)
+    reproducibility.seed_all(cfg.seed)
+    dist.initialize_dist(get_device(cfg.device), timeout=cfg.dist_timeout)
+    world = dist.get_world_size()
+    train_batch = device_batch_size(cfg.global_train_batch_size, world)
+    check_microbatching(cfg, train_batch)
+
+    task = build_task(cfg.task)
+    train_loader = build_dataloader(cfg.train_loader, train_batch, train=True)
+    evaluators = build_evaluators(cfg, cfg.device_eval_batch_size or train_batch)
+    optimizer = build_optimizer(cfg.optimizer, task)
+    scheduler = build_scheduler(cfg.scheduler)
+    algorithms = build_named(registry.algorithms, cfg.algorithms, "algorithms")
+    callbacks = build_named(registry.callbacks, cfg.callbacks, "callbacks") + [FlattenMetricDicts()]
+    loggers = build_named(registry.loggers, cfg.loggers, "loggers")
+
+    return Trainer(
+        model=task,
+        train_dataloader=train_loader,
+        eval_dataloader=evaluators or None,
+        eval_interval=cfg.eval_interval,
+        eval_subset_num_batches=cfg.eval_subset_num_batches,
+        max_duration=cfg.max_duration,
+        optimizers=optimizer,
+        schedulers=scheduler,
+        step_schedulers_every_batch=True,
+        algorithms=algorithms,
+        callbacks=callbacks,
+        loggers=loggers,
+        run_name=cfg.run_name,
+        seed=cfg.seed,
+        device=cfg.device,
+        precision=cfg.precision or default_precision(cfg.device),
+        device_train_microbatch_size=cfg.device_train_microbatch_size or train_batch,
+        parallelism_config=cfg.parallelism_config,
+        compile_config=cfg.compile_config,
+        progress_bar=cfg.progress_bar,
+        log_to_console=cfg.log_to_console,
+        console_log_interval=cfg.console_log_interval,
+        save_folder=cfg.save_folder,
+        save_interval=cfg.save_interval,
+        save_filename=cfg.save_filename,
+        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+        save_overwrite=cfg.save_overwrite,
+        save_weights_only=cfg.save_weights_only,
+        autoresume=cfg.autoresume,
+        load_path=cfg.load_path,
+        load_weights_only=cfg.load_weights_only,
+        load_strict_model_weights=cfg.load_strict_model_weights,
+        load_ignore_keys=cfg.load_ignore_keys,
+        dist_timeout=cfg.dist_timeout,
+    )
+
+
+def summary(trainer: Trainer, seconds: float) -> str:
+    """A short end-of-run report: losses, throughput, evaluation, where checkpoints went."""
+    state = trainer.state
+    samples = int(state.timestamp.sample)
+    lines = [
+        f"run {state.run_name}: {int(state.timestamp.batch)} steps, {samples} samples in {seconds:.0f}s "
+        f"({samples / max(seconds, 1e-9):.1f} samples/s)",
+    ]
+    losses = {k: float(v) for k, v in (state.total_loss_dict or {}).items()}
+    if losses:
+        lines.append("last losses: " + ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in losses.items()))
+    for name, value in state.eval_metric_values.items():
+        if isinstance(value, dict):
+            lines.append(f"{name}: " + ", ".join(f"{k} {float(v):.4f}" for k, v in value.items()))
+        else:
+            lines.append(f"{name}: {float(value):.4f}")
+    saver = getattr(trainer, "_checkpoint_saver", None)
+    if saver is not None and saver.saved_checkpoints:
+        lines.append(f"last checkpoint: {saver.saved_checkpoints[-1]}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: composer train.py <config.yaml> [key.path=value ...]")
+        return 0 if argv else 2
+    try:
+        cfg = load_config(argv[0], argv[1:])
+        trainer = build_trainer(cfg)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return 2
+    start = time.time()
+    trainer.fit()
+    if dist.get_global_rank() == 0:
+        print(summary(trainer, time.time() - start))
+    trainer.close()
+    return 0
