@@ -121,6 +121,11 @@ def bare_pil(paths: list[Path], draft: bool) -> float:
     return rate(len(paths), run)
 
 
+def kib_per_image(out: Path, paths: list[Path]) -> float:
+    shards = (out / "train").rglob("*.mds*")
+    return sum(p.stat().st_size for p in shards) / len(paths) / 1024
+
+
 def read_files(paths: list[Path]) -> float:
     return rate(len(paths), lambda: [p.read_bytes() for p in paths])
 
@@ -145,15 +150,18 @@ def main(argv: list[str] | None = None) -> None:
         json_path, paths = make_inputs(root, args.images, args.width, args.height)
         mean_kb = sum(p.stat().st_size for p in paths) / len(paths) / 1024
         images = root / "images"
-        rows: list[tuple[str, float]] = []
         for path in paths:  # warm the page cache so every row reads from memory
             path.read_bytes()
-        rows.append(("read the files (bytes only)", read_files(paths)))
-        rows.append(("convert, keep bytes (full decode check)",
-                     rate(len(paths), lambda: convert(json_path, images, root / "keep", 1))))
-        rows.append((f"convert, downscale to {args.max_side} + JPEG q95",
-                     rate(len(paths), lambda: convert(json_path, images, root / "resized", 1,
-                                                      "--max-image-side", str(args.max_side)))))
+        rows: list[tuple[str, float, float]] = [
+            ("read the files (bytes only)", read_files(paths), mean_kb),
+            ("convert, keep bytes (full decode check)",
+             rate(len(paths), lambda: convert(json_path, images, root / "keep", 1)),
+             kib_per_image(root / "keep", paths)),
+            (f"convert, downscale to {args.max_side} + JPEG q95",
+             rate(len(paths), lambda: convert(json_path, images, root / "resized", 1,
+                                              "--max-image-side", str(args.max_side))),
+             kib_per_image(root / "resized", paths)),
+        ]
         read_rows: list[tuple[str, float]] = [
             ("bare PIL: decode + resize 224 (files)", bare_pil(paths, draft=False)),
             ("bare PIL: draft decode + resize 224 (files)", bare_pil(paths, draft=True)),
@@ -169,9 +177,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{cores} cores, Python {platform.python_version()}, Pillow {PIL.__version__}, "
           f"torch {torch.__version__}, streaming {streaming.__version__})")
     print(f"\n{args.images} photo-like JPEGs, {args.width}x{args.height}, quality 90, mean {mean_kb:.0f} KiB\n")
-    print("| conversion (one worker) | images/s per worker |\n|---|---|")
-    for name, value in rows:
-        print(f"| {name} | {value:,.0f} |")
+    print("| conversion (one worker) | images/s per worker | KiB per image |\n|---|---|---|")
+    for name, value, kib in rows:
+        print(f"| {name} | {value:,.0f} | {kib:,.0f} |")
     print("\n| training read path (one worker) | samples/s per worker | cores per H200 at "
           f"{GPU_SAMPLES_PER_S:.0f} samples/s |\n|---|---|---|")
     for name, value in read_rows:

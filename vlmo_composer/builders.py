@@ -12,8 +12,11 @@ from typing import Any, Callable
 import torch
 
 from vlmo_composer import registry
-from vlmo_composer.config import ConfigError, from_dict
+from vlmo_composer.config import ConfigError, TrainConfig, from_dict
+from vlmo_composer.data.loaders import check_dataset_arguments
+from vlmo_composer.model import VLMoConfig
 from vlmo_composer.optim import param_groups
+from vlmo_composer.tasks.base import build_model_config
 
 # Importing these registers the built-in tasks, dataloaders and callbacks.
 import vlmo_composer.callbacks  # noqa: F401
@@ -38,14 +41,10 @@ def check_kwargs(factory: Callable, kwargs: dict, where: str, skip: tuple[str, .
 
 
 def instantiate(reg: registry.Registry, name: str, kwargs: dict | None, where: str) -> Any:
-    try:
-        factory = reg.get(name)
-    except KeyError as err:
-        raise ConfigError(f"{where}: {err.args[0]}") from None
     kwargs = dict(kwargs or {})
-    check_kwargs(factory, kwargs, where)
+    check_factory(reg, name, kwargs, where)
     try:
-        return factory(**kwargs)
+        return reg.get(name)(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {err}") from err
 
@@ -62,18 +61,71 @@ def import_code_paths(paths: list[str]) -> None:
         spec.loader.exec_module(module)
 
 
-def build_task(cfg: dict) -> Any:
+def resolve_task(cfg: dict) -> tuple[type, Any]:
+    """The task class and its typed config (strict), without building anything."""
     values = dict(cfg)
     name = values.pop("name")
     try:
         task_class = registry.tasks.get(name)
     except KeyError as err:
         raise ConfigError(f"task.name: {err.args[0]}") from None
-    task_cfg = from_dict(task_class.config_class, values, "task")
+    return task_class, from_dict(task_class.config_class, values, "task")
+
+
+def task_model_config(task_class: type, task_cfg: Any) -> VLMoConfig:
+    try:
+        return build_model_config(task_cfg.model, task_class.model_defaults)
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"task.model: {err.args[0] if isinstance(err, KeyError) else err}") from None
+
+
+def build_task(cfg: dict) -> Any:
+    task_class, task_cfg = resolve_task(cfg)
+    task_model_config(task_class, task_cfg)  # model errors name task.model
     try:
         return task_class(task_cfg)
     except (KeyError, ValueError) as err:
         raise ConfigError(f"task: {err}") from err
+
+
+def validate_config(cfg: TrainConfig) -> VLMoConfig:
+    """Check every section against what it configures, building nothing heavy.
+
+    Runs before any model, dataset or process group exists, so a typo fails in a
+    second with the key's path instead of after minutes of start-up.
+    """
+    import_code_paths(cfg.code_paths)
+    task_class, task_cfg = resolve_task(cfg.task)
+    model_config = task_model_config(task_class, task_cfg)
+    loaders = [("train_loader", cfg.train_loader)] + [(f"eval_loaders[{i}]", l) for i, l in enumerate(cfg.eval_loaders)]
+    for where, loader in loaders:
+        check_dataset_arguments(loader, where)
+    optimizer = dict(cfg.optimizer)
+    try:
+        factory = registry.optimizers.get(optimizer.pop("name"))
+    except KeyError as err:
+        raise ConfigError(f"optimizer.name: {err.args[0]}") from None
+    check_kwargs(factory, optimizer, "optimizer", skip=("model",))
+    scheduler = dict(cfg.scheduler)
+    check_factory(registry.schedulers, scheduler.pop("name"), scheduler, "scheduler")
+    for reg, section, where in (
+        (registry.algorithms, cfg.algorithms, "algorithms"),
+        (registry.callbacks, cfg.callbacks, "callbacks"),
+        (registry.loggers, cfg.loggers, "loggers"),
+    ):
+        for name, kwargs in section.items():
+            check_factory(reg, name, kwargs or {}, f"{where}.{name}")
+    return model_config
+
+
+def check_factory(reg: registry.Registry, name: str, kwargs: dict, where: str) -> None:
+    try:
+        factory = reg.get(name)
+    except KeyError as err:
+        raise ConfigError(f"{where}: {err.args[0]}") from None
+    except ImportError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    check_kwargs(factory, kwargs, where)
 
 
 def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -35,6 +35,9 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        candidates = [a for a in args if a is not type(None)]
+        if len(candidates) == 1:  # Optional[X]: X's own error is the useful one
+            return _convert(value, candidates[0], path)
         errors = []
         for arg in args:
             if arg is type(None):

@@ -21,7 +21,7 @@ from vlmo_composer.builders import (
     build_optimizer,
     build_scheduler,
     build_task,
-    import_code_paths,
+    validate_config,
 )
 from vlmo_composer import registry
 from vlmo_composer.callbacks import FlattenMetricDicts
@@ -70,7 +70,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if cfg.python_log_level:
         logging.getLogger("vlmo_composer").setLevel(cfg.python_log_level.upper())
-    import_code_paths(cfg.code_paths)
+    validate_config(cfg)
     reproducibility.seed_all(cfg.seed)
     dist.initialize_dist(get_device(cfg.device), timeout=cfg.dist_timeout)
     world = dist.get_world_size()

@@ -43,9 +43,14 @@ def test_large_model_on_meta_materialises_with_param_init_fn():
     """What FSDP does with meta init: to_empty, then param_init_fn per module."""
     model = build_on_meta("tiny")
     assert model.blocks[0].norm1.weight.is_meta
-    model.to_empty(device="cpu")
-    for module in model.modules():
-        model.param_init_fn(module)
+    for module in model.modules():  # as Composer's FSDP does: modules owning meta tensors, one by one
+        if any(p.is_meta for p in module.parameters(recurse=False)):
+            module.to_empty(device="cpu", recurse=False)
+            model.param_init_fn(module)
+    assert not any(p.is_meta for p in model.parameters())
+    bound = (3 * 16 * 16) ** -0.5  # PyTorch's default conv init: uniform within 1/sqrt(fan_in)
+    proj = model.transformer.patch_embed.proj.weight
+    assert proj.abs().max() <= bound and proj.std() > bound / 4
     assert torch.equal(model.blocks[0].norm1.weight, torch.ones(64))
     assert torch.equal(model.blocks[1].gamma_1, torch.full((64,), 0.1))
     assert torch.equal(model.relative_position_bias_table, torch.zeros_like(model.relative_position_bias_table))

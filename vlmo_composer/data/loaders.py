@@ -39,19 +39,31 @@ def dataset_arguments(dataset_class: type) -> set[str]:
     return names
 
 
-def build_dataset(cfg: LoaderConfig, batch_size: int, where: str, cache_namespace: str) -> StreamingDataset:
-    dataset_class = registry.dataloaders.get(cfg.name)
-    kwargs = dict(cfg.dataset)
+def check_dataset_arguments(cfg: LoaderConfig, where: str) -> type:
+    """The dataset class for ``cfg.name``; unknown ``dataset:`` keys fail with the valid ones."""
+    try:
+        dataset_class = registry.dataloaders.get(cfg.name)
+    except KeyError as err:
+        raise ConfigError(f"{where}.name: {err.args[0]}") from None
     valid = dataset_arguments(dataset_class) - set(RESERVED)
-    unknown = sorted(set(kwargs) - valid)
+    unknown = sorted(set(cfg.dataset) - valid)
     if unknown:
         raise ConfigError(f"unknown keys {[f'{where}.dataset.{k}' for k in unknown]}; valid keys: {sorted(valid)}")
-    if "streams" in kwargs and kwargs["streams"] is not None:
+    return dataset_class
+
+
+def build_dataset(cfg: LoaderConfig, batch_size: int, where: str, cache_namespace: str) -> StreamingDataset:
+    dataset_class = check_dataset_arguments(cfg, where)
+    kwargs = dict(cfg.dataset)
+    if kwargs.get("streams") is not None:
         try:
             kwargs["streams"] = build_streams(kwargs["streams"], namespace=cache_namespace)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{where}.dataset.streams: {err}") from err
-    return dataset_class(batch_size=batch_size, **kwargs)
+    try:
+        return dataset_class(batch_size=batch_size, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}.dataset: {err}") from err
 
 
 def build_dataloader(

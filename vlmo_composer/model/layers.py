@@ -141,9 +141,6 @@ class PatchEmbed(nn.Module):
             config.in_chans, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
         )
 
-    def init_own_parameters(self) -> None:
-        self.proj.reset_parameters()
-
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if pixel_values.ndim != 4 or pixel_values.shape[1] != self.proj.in_channels:
             raise ValueError(

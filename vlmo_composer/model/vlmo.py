@@ -137,6 +137,8 @@ class VLMo(nn.Module):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            module.reset_parameters()  # PyTorch's default, as the official patch embedding keeps
         if hasattr(module, "init_own_parameters"):
             module.init_own_parameters()
         if module is self:

@@ -48,6 +48,14 @@ class TaskConfig:
     model: dict = field(default_factory=lambda: {"size": "base"})  # {size, ...VLMoConfig overrides}
     init_from: Optional[InitFrom] = None
     trainable: Optional[list[str]] = None  # parameter-name globs; None = the task's default
+    # "meta" builds without memory; FSDP then materialises each block with param_init_fn.
+    init_device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.init_device not in ("cpu", "meta"):
+            raise ValueError(f"init_device '{self.init_device}' is not one of ('cpu', 'meta')")
+        if self.init_device == "meta" and self.init_from is not None:
+            raise ValueError("init_from cannot load into a model built on 'meta'; use load_path, or init_device: cpu")
 
 
 def fetch_local(path: str) -> str:
@@ -91,7 +99,8 @@ class VLMoTask(ComposerModel):
     def __init__(self, cfg: TaskConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.model = VLMo(build_model_config(cfg.model, self.model_defaults))
+        with torch.device(cfg.init_device):
+            self.model = VLMo(build_model_config(cfg.model, self.model_defaults))
         if cfg.init_from is not None:
             self.init_report = self.initialise(cfg.init_from)
             log.info("init_from %s (%s):\n%s", cfg.init_from.path, cfg.init_from.kind, self.init_report)

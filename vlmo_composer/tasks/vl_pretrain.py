@@ -30,6 +30,7 @@ class VLPretrainConfig(TaskConfig):
     vl_ffn_init: str = "scratch"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.vl_ffn_init not in ("scratch", "text", "image"):
             raise ValueError(f"vl_ffn_init '{self.vl_ffn_init}' is not one of ('scratch', 'text', 'image')")
 

@@ -1,0 +1,95 @@
+"""The YAML schema: strict keys with valid choices, typed values, overrides, every shipped YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlmo_composer.builders import resolve_task, validate_config
+from vlmo_composer.config import ConfigError, load_config
+from vlmo_composer.model import VLMo
+from vlmo_composer.train import main
+
+ROOT = Path(__file__).resolve().parents[2]
+YAMLS = sorted((ROOT / "yamls").rglob("*.yaml"))
+QUICKSTART = ROOT / "yamls" / "quickstart.yaml"
+
+
+def test_there_are_yamls_for_every_stage_and_fine_tune():
+    names = {p.relative_to(ROOT / "yamls").as_posix() for p in YAMLS}
+    expected = {
+        "quickstart.yaml",
+        "pretrain/vision_base.yaml", "pretrain/text_base.yaml", "pretrain/vl_base.yaml",
+        "pretrain/vl_large.yaml", "pretrain/vl_large_web.yaml",
+    }
+    assert expected <= names
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.relative_to(ROOT / "yamls").as_posix())
+def test_every_yaml_validates_and_its_model_builds_on_meta(path):
+    cfg = load_config(str(path))
+    model_config = validate_config(cfg)
+    with torch.device("meta"):
+        model = VLMo(model_config)
+    assert model.num_parameters() > 0
+    task_class, _ = resolve_task(cfg.task)
+    assert task_class.__name__.endswith("Task")
+
+
+def test_large_yaml_uses_fsdp_activation_checkpointing_and_bf16():
+    cfg = load_config(str(ROOT / "yamls/pretrain/vl_large.yaml"))
+    assert cfg.precision == "amp_bf16"
+    fsdp = cfg.parallelism_config["fsdp"]
+    assert fsdp["sharding_strategy"] == "FULL_SHARD" and fsdp["activation_checkpointing"] is True
+    assert cfg.task["init_device"] == "meta"
+    assert validate_config(cfg).name == "large"
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optimzer.lr=1", r"unknown key optimzer; valid keys at <root>: \[.*'optimizer'"),
+        ("task.mlm_wieght=1", r"unknown key task.mlm_wieght; valid keys at task: \[.*'mlm_weight'"),
+        ("task.model.hiden_size=8", r"task.model: unknown VLMoConfig keys \['hiden_size'\]; valid keys"),
+        ("task.model.size=huge", r"unknown VLMo size 'huge'; choose one of"),
+        ("train_loader.dataset.imagesize=3", r"unknown keys \['train_loader.dataset.imagesize'\]; valid keys: \[.*'image_size'"),
+        ("train_loader.num_workrs=3", r"unknown key train_loader.num_workrs; valid keys at train_loader"),
+        ("optimizer.beta=[0.9,0.9]", r"unknown keys \['optimizer.beta'\]; valid keys: \[.*'betas'"),
+        ("scheduler.t_warmpu=1ba", r"unknown keys \['scheduler.t_warmpu'\]; valid keys"),
+        ("callbacks.speed_monitor.windowsize=3", r"unknown keys \['callbacks.speed_monitor.windowsize'\]"),
+        ("callbacks.speedmonitor={}", r"callbacks.speedmonitor: unknown callback 'speedmonitor'; registered: \["),
+        ("algorithms.gradient_clipping.clip=1", r"unknown keys \['algorithms.gradient_clipping.clip'\]"),
+        ("task.name=vl_pretrian", r"task.name: unknown task 'vl_pretrian'; registered: \["),
+        ("train_loader.name=imagetext", r"train_loader.name: unknown dataloader 'imagetext'"),
+        ("global_train_batch_size=many", r"global_train_batch_size: expected an integer, got 'many'"),
+        ("task.mlm_weight=high", r"task.mlm_weight: expected a number, got 'high'"),
+        ("progress_bar=3", r"progress_bar: expected true/false, got 3"),
+        ("task.init_from.kind=clip", r"init_from.kind 'clip' is not one of"),
+        ("autoresume=true", r"autoresume needs run_name and save_folder"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key(override, message):
+    overrides = [override]
+    if override.startswith("task.init_from"):
+        overrides.append("task.init_from.path=x.pt")
+    if override.startswith("autoresume"):
+        overrides.append("save_folder=null")
+    with pytest.raises(ConfigError, match=message):
+        validate_config(load_config(str(QUICKSTART), overrides))
+
+
+def test_overrides_and_variables_resolve():
+    cfg = load_config(str(QUICKSTART), ["optimizer.lr=1e-4", "variables.image_size=32", "max_duration=3ba"])
+    assert cfg.optimizer["lr"] == 1e-4
+    assert cfg.train_loader.dataset["image_size"] == 32  # through ${variables.image_size}
+    assert cfg.max_duration == "3ba"
+    with pytest.raises(ConfigError, match="overrides must look like key.path=value"):
+        load_config(str(QUICKSTART), ["+optimizer.lr"])
+
+
+def test_command_line_fails_before_training_with_the_key(capsys):
+    assert main([str(QUICKSTART), "optimizer.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert "config error" in err and "optimizer.lrr" in err and "'lr'" in err
