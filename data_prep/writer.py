@@ -254,9 +254,11 @@ def _run_groups(tasks: list[_GroupTask], num_workers: int, bar: tqdm) -> list[_G
 
 
 def _records_digest(records: Sequence[Any]) -> str:
+    """A digest of every record's full content (frozen dataclasses have a stable repr),
+    so edited annotations are caught even when the ids stay the same."""
     h = hashlib.sha1()
     for r in records:
-        h.update(str(getattr(r, "record_id", r)).encode("utf-8", "replace") + b"\n")
+        h.update(repr(r).encode("utf-8", "replace") + b"\n")
     return h.hexdigest()
 
 

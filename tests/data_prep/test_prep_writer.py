@@ -79,6 +79,10 @@ def test_rerun_is_kept_refused_or_overwritten(tmp_path: Path, read_mds, capsys) 
 
     with pytest.raises(ConversionError, match=r"different settings.*max_image_side.*--overwrite"):
         convert_karpathy.main(karpathy_args(json_path, images, out, "--max-image-side", "8"))
+    edited = json_path.read_text().replace("caption 3 one", "an edited caption")
+    json_path.write_text(edited)  # same ids, other content
+    with pytest.raises(ConversionError, match=r"differs in: input records"):
+        convert_karpathy.main(karpathy_args(json_path, images, out))
     assert index.stat().st_mtime_ns == stamp  # refused before touching anything
 
     (resized, *_) = convert_karpathy.main(karpathy_args(json_path, images, out, "--max-image-side", "8", "--overwrite"))

@@ -122,6 +122,8 @@ def as_floats(computed) -> dict | float:
 
 
 def worker(rank: int, out_dir: str) -> None:
+    import faulthandler, sys
+    faulthandler.dump_traceback_later(40, exit=True, file=open(f"/tmp/fh_rank{rank}.txt", "w"))
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo",

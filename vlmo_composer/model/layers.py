@@ -174,8 +174,25 @@ class TextEmbeddings(nn.Module):
         self.absolute_position = config.absolute_position
         self.vocab_size = config.vocab_size
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Stages differ in text length (196 for the text stage, 40 after). Under relative
+        # positions the position table is unused, so a checkpoint's table of another
+        # length is cut or padded (with this model's values) instead of failing the load.
+        key = prefix + "position_embeddings.weight"
+        if key in state_dict and not self.absolute_position:
+            state_dict[key] = fit_rows(state_dict[key], self.position_embeddings.weight.detach())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         x = self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]
         if self.absolute_position:
             x = x + self.position_embeddings.weight[: input_ids.shape[1]]
         return self.dropout(self.LayerNorm(x))
+
+
+def fit_rows(loaded: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+    """``loaded`` cut to ``current``'s row count, or padded with ``current``'s extra rows."""
+    rows = current.shape[0]
+    if loaded.shape[0] >= rows:
+        return loaded[:rows]
+    return torch.cat([loaded, current[loaded.shape[0]:].to(loaded.device, loaded.dtype)])

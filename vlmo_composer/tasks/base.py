@@ -104,7 +104,10 @@ class VLMoTask(ComposerModel):
         if cfg.init_from is not None:
             self.init_report = self.initialise(cfg.init_from)
             log.info("init_from %s (%s):\n%s", cfg.init_from.path, cfg.init_from.kind, self.init_report)
-        self.freeze(cfg.trainable if cfg.trainable is not None else self.default_trainable)
+        if cfg.trainable is not None:
+            self.freeze(cfg.trainable, strict=True)
+        else:
+            self.freeze(self.default_trainable, strict=False)
 
     @property
     def config(self) -> VLMoConfig:
@@ -125,13 +128,17 @@ class VLMoTask(ComposerModel):
         state = adapt_official_state_dict(source, self.config, report)
         return check_and_load(self.model, state, allow_missing, allow_unexpected, report, source=init.path)
 
-    def freeze(self, trainable: Optional[tuple[str, ...] | list[str]]) -> None:
-        """Only parameters matching a glob train; the rest leave the optimiser and DDP."""
+    def freeze(self, trainable: Optional[tuple[str, ...] | list[str]], strict: bool = True) -> None:
+        """Only parameters matching a glob train; the rest leave the optimiser and DDP.
+
+        ``strict``: a user's glob that matches nothing is an error (a task's defaults
+        may name parameters some sizes lack, e.g. absolute positions).
+        """
         if trainable is None:
             return
         names = [n for n, _ in self.model.named_parameters()]
         unmatched = [p for p in trainable if not any(fnmatch.fnmatchcase(n, p) for n in names)]
-        if unmatched:
+        if unmatched and strict:
             raise ValueError(f"trainable patterns {unmatched} match no parameter of the model")
         for name, param in self.model.named_parameters():
             param.requires_grad_(any(fnmatch.fnmatchcase(name, p) for p in trainable))

@@ -1,0 +1,65 @@
+"""Small training configs for tests: the same TrainConfig a YAML produces."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from vlmo_composer.config import TrainConfig, from_dict
+
+# A few-layer VLMo that trains in seconds on a CPU.
+SMALL_MODEL = dict(size="small", hidden_size=64, num_layers=2, num_heads=2, ffn_size=128, vl_ffn_start=1,
+                   image_size=64, max_text_len=32, drop_path_rate=0.0)
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def stage_config(stage: str, data: Path, tmp: Path, **extra: Any) -> TrainConfig:
+    """A TrainConfig for one of the three stages on the synthetic data."""
+    loaders = {
+        "vision_mim": dict(name="image", dataset=dict(local=str(data / "images/train"), image_size=64,
+                                                      randaugment=False, mim_num_patches=6, mim_min_patches=2)),
+        "text_mlm": dict(name="text", dataset=dict(local=str(data / "text/train"), max_text_len=48)),
+        "vl_pretrain": dict(name="image_text", dataset=dict(local=str(data / "image_text/train"), image_size=64,
+                                                             max_text_len=32, randaugment=False, hflip=False)),
+    }
+    model = dict(SMALL_MODEL)
+    if stage != "vl_pretrain":
+        del model["vl_ffn_start"]  # stages 1 and 2 build no VL-FFN by default
+    if stage == "text_mlm":
+        model["max_text_len"] = 48
+    loader = dict(loaders[stage], num_workers=0)
+    values = {
+        "run_name": f"test-{stage}",
+        "seed": 7,
+        "task": {"name": stage, "model": model},
+        "train_loader": loader,
+        "optimizer": {"name": "adamw", "lr": 1e-3},
+        "scheduler": {"name": "linear_decay_with_warmup", "t_warmup": "1ba"},
+        "max_duration": "3ba",
+        "global_train_batch_size": 8,
+        "device": "cpu",
+        "precision": "fp32",
+        "progress_bar": False,
+        "loggers": {"in_memory": {}},
+        "save_folder": str(tmp / stage),
+        "save_interval": "3ba",
+        "save_overwrite": True,
+        "python_log_level": None,
+    }
+    return from_dict(TrainConfig, merge(values, extra))
+
+
+def in_memory_logger(trainer):
+    from composer.loggers import InMemoryLogger
+
+    return next(d for d in trainer.logger.destinations if isinstance(d, InMemoryLogger))
