@@ -123,7 +123,7 @@ def as_floats(computed) -> dict | float:
 
 def worker(rank: int, out_dir: str) -> None:
     import faulthandler, sys
-    faulthandler.dump_traceback_later(40, exit=True, file=open(f"/tmp/fh_rank{rank}.txt", "w"))
+    faulthandler.dump_traceback_later(40, exit=True, file=open(f"/tmp/fh_{out_dir.replace('/', '_')}_rank{rank}.txt", "w"))
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo",
@@ -144,6 +144,7 @@ def worker(rank: int, out_dir: str) -> None:
         if rank == 0:
             write_vqa_submission(Path(out_dir) / "submission.json", ids, answers)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -25,23 +25,33 @@ def merge(base: dict, extra: dict) -> dict:
 
 def stage_config(stage: str, data: Path, tmp: Path, **extra: Any) -> TrainConfig:
     """A TrainConfig for one of the three stages on the synthetic data."""
+    answer_vocab = str(data / "vqa/answer_vocab.json")
     loaders = {
         "vision_mim": dict(name="image", dataset=dict(local=str(data / "images/train"), image_size=64,
                                                       randaugment=False, mim_num_patches=6, mim_min_patches=2)),
         "text_mlm": dict(name="text", dataset=dict(local=str(data / "text/train"), max_text_len=48)),
         "vl_pretrain": dict(name="image_text", dataset=dict(local=str(data / "image_text/train"), image_size=64,
                                                              max_text_len=32, randaugment=False, hflip=False)),
+        "retrieval": dict(name="image_text", dataset=dict(local=str(data / "image_text/train"), image_size=64,
+                                                           max_text_len=32, randaugment=False, hflip=False, mlm_prob=0.0)),
+        "vqa": dict(name="vqa", dataset=dict(local=str(data / "vqa/train"), image_size=64, max_text_len=32,
+                                             randaugment=False, hflip=False, num_labels=len(_answers(answer_vocab)))),
+        "nlvr2": dict(name="nlvr2", dataset=dict(local=str(data / "nlvr2/train"), image_size=64, max_text_len=32,
+                                                 randaugment=False, hflip=False)),
     }
     model = dict(SMALL_MODEL)
-    if stage != "vl_pretrain":
+    if stage in ("vision_mim", "text_mlm"):
         del model["vl_ffn_start"]  # stages 1 and 2 build no VL-FFN by default
     if stage == "text_mlm":
         model["max_text_len"] = 48
     loader = dict(loaders[stage], num_workers=0)
+    task = {"name": stage, "model": model}
+    if stage == "vqa":
+        task["answer_vocab"] = answer_vocab
     values = {
         "run_name": f"test-{stage}",
         "seed": 7,
-        "task": {"name": stage, "model": model},
+        "task": task,
         "train_loader": loader,
         "optimizer": {"name": "adamw", "lr": 1e-3},
         "scheduler": {"name": "linear_decay_with_warmup", "t_warmup": "1ba"},
@@ -57,6 +67,13 @@ def stage_config(stage: str, data: Path, tmp: Path, **extra: Any) -> TrainConfig
         "python_log_level": None,
     }
     return from_dict(TrainConfig, merge(values, extra))
+
+
+def _answers(path: str) -> list[str]:
+    from vlmo_composer.data.vqa_answers import answer_vocab_from_json
+
+    with open(path) as fh:
+        return answer_vocab_from_json(fh.read())
 
 
 def in_memory_logger(trainer):

@@ -24,14 +24,14 @@ from vlmo_composer.model import NAMED_CONFIGS, VLMo, VLMoConfig
 
 log = logging.getLogger(__name__)
 
-INIT_KINDS = ("official", "beit", "safetensors")
+INIT_KINDS = ("official", "beit", "safetensors", "composer")
 
 
 @dataclass
 class InitFrom:
     """Weights to start from before training (``load_path`` resumes Composer checkpoints)."""
 
-    kind: str  # official | beit | safetensors
+    kind: str  # official | beit | safetensors | composer (a checkpoint of ours, e.g. stage 3 for fine-tuning)
     path: str  # local path or s3://... (downloaded once)
     allow_missing: list[str] = field(default_factory=list)
     allow_unexpected: list[str] = field(default_factory=list)
@@ -67,6 +67,22 @@ def fetch_local(path: str) -> str:
     destination = os.path.join(tempfile.mkdtemp(prefix="vlmo_init_"), os.path.basename(path))
     get_file(path, destination)
     return destination
+
+
+def composer_model_weights(path: str) -> dict[str, torch.Tensor]:
+    """The VLMo weights (``state/model/model.*``) of one of our Composer checkpoints.
+
+    Composer checkpoints are pickles, so this runs only on a path the user gave.
+    Going through the official adaptations lets a 224 px stage-3 checkpoint start a
+    384 px fine-tune (relative table resized) or NLVR2 (third modality row).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Composer checkpoint not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = state.get("state", {}).get("model") if isinstance(state, dict) else None
+    if not isinstance(model, dict):
+        raise ValueError(f"{path} is not a Composer checkpoint (no state/model)")
+    return {k[len("model."):]: v for k, v in model.items() if k.startswith("model.")}
 
 
 def build_model_config(model: dict, task_defaults: dict[str, Any]) -> VLMoConfig:
@@ -122,6 +138,8 @@ class VLMoTask(ComposerModel):
         allow_unexpected = [*self.init_allow_unexpected, *init.allow_unexpected]
         if init.kind == "safetensors":
             source = load_safetensors(path).state_dict()
+        elif init.kind == "composer":
+            source = composer_model_weights(path)
         else:
             source = read_state_dict(path)
         report = LoadReport()

@@ -1,0 +1,74 @@
+"""VQA v2 fine-tuning: fusion encoder, pooler -> VQA head, BCE against soft scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from vlmo_composer import registry
+from vlmo_composer.data.vqa_answers import answer_vocab_from_json
+from vlmo_composer.metrics import VQAScore
+from vlmo_composer.model.flops import TRAIN_MULTIPLIER, fusion_flops
+from vlmo_composer.tasks.base import TaskConfig, VLMoTask, fetch_local
+
+FINETUNE_UNEXPECTED = ("itc_*", "logit_*", "itm_score*", "mlm_score*", "nlvr2_classifier*", "vqa_classifier*")
+
+
+@dataclass
+class VQAConfig(TaskConfig):
+    # The answer vocabulary written by data_prep: its size sets the head and it maps
+    # predictions to strings. Without it the head has num_labels outputs.
+    answer_vocab: Optional[str] = None
+    num_labels: int = 3129
+
+
+def load_answers(path: str) -> list[str]:
+    with open(fetch_local(path)) as fh:
+        return answer_vocab_from_json(fh.read())
+
+
+@registry.tasks.register("vqa")
+class VQATask(VLMoTask):
+    """``BCE(logits, soft scores) x num_labels`` as the official code (after ban-vqa)."""
+
+    config_class = VQAConfig
+    model_defaults = dict(itc_head=False, itc_vl_head=False, itm_head=False, mlm_head=False, vqa_num_labels=3129)
+    init_allow_missing = ("vqa_classifier*",)
+    init_allow_unexpected = FINETUNE_UNEXPECTED
+
+    def __init__(self, cfg: VQAConfig) -> None:
+        self.answers = load_answers(cfg.answer_vocab) if cfg.answer_vocab else None
+        labels = len(self.answers) if self.answers else cfg.num_labels
+        self.model_defaults = {**type(self).model_defaults, "vqa_num_labels": labels}
+        super().__init__(cfg)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        fused = self.model.fuse(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+        logits = self.model.vqa_logits(fused.pooled)
+        targets = batch["vqa_targets"]
+        loss = F.binary_cross_entropy_with_logits(logits.float(), targets) * targets.shape[1]
+        return {"losses": {"total": loss, "vqa": loss.detach()}, "logits": logits}
+
+    def eval_forward(self, batch: dict[str, Any], outputs: Any = None) -> dict[str, torch.Tensor]:
+        if outputs is None:
+            fused = self.model.fuse(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+            outputs = {"logits": self.model.vqa_logits(fused.pooled)}
+        return {"logits": outputs["logits"].float(), "targets": batch["vqa_targets"], "question_ids": batch["question_id"]}
+
+    def get_metrics(self, is_train: bool = False) -> dict:
+        return {} if is_train else {"VQAScore": VQAScore()}
+
+    def predict_answers(self, logits: torch.Tensor) -> list[str]:
+        if self.answers is None:
+            raise ValueError("the task was built with num_labels, not an answer_vocab: no answer strings")
+        return [self.answers[i] for i in logits.argmax(-1).tolist()]
+
+    def flops_per_batch(self, batch: dict[str, Any]) -> float:
+        batch_size, text_len = batch["input_ids"].shape
+        d = self.config.hidden_size
+        head = 2 * d * 2 * d + 2 * 2 * d * self.config.vqa_num_labels
+        return TRAIN_MULTIPLIER * batch_size * (fusion_flops(self.config, text_len) + head)
+
