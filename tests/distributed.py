@@ -19,13 +19,13 @@ def free_port() -> int:
 
 def _entry(rank: int, world: int, port: int, fn, args, out_path: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)  # two ranks on a 2-core box: no OpenMP oversubscription
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        result = fn(rank, world, *args)
-        if rank == 0:
-            torch.save(result, out_path)
-    finally:
-        dist.destroy_process_group()
+    result = fn(rank, world, *args)
+    if rank == 0:
+        torch.save(result, out_path)
+    dist.barrier()  # tearing down while the other rank is still inside the group can hang
+    dist.destroy_process_group()
 
 
 def run_distributed(fn, world: int = 2, args: tuple = ()):

@@ -127,12 +127,11 @@ def itm_rerank(
             positions = torch.tensor([p for p, _, _ in chunk])
             rows = torch.tensor([r for _, r, _ in chunk])
             captions = torch.tensor([c for _, _, c in chunk])
-            fused = model.fuse(
+            itm[rows, captions] = model.match_scores(
                 features.input_ids[captions].to(device),
                 features.attention_mask[captions].to(device),
                 pixels[positions].to(device),
-            )
-            itm[rows, captions] = model.itm_logits(fused.pooled)[:, 1].float().cpu()
+            ).float().cpu()
     scores_i2t = torch.full_like(scores, float("-inf"))
     rows = torch.arange(scores.shape[0])[:, None]
     scores_i2t[rows, tr_top] = itm[rows, tr_top] + scores[rows, tr_top]

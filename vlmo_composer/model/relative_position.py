@@ -61,7 +61,20 @@ class RelativePositionLayout:
         return _fused_index(self.window, self.text_len, text_length)
 
 
-@lru_cache(maxsize=None)
+def _plain_tensors(fn):
+    """Cache index tensors built outside ``inference_mode``: an inference tensor cached by a
+    first call under ``inference_mode`` would break every later training pass."""
+
+    @lru_cache(maxsize=None)
+    def cached(*args):
+        with torch.inference_mode(False):
+            return fn(*args)
+
+    cached.__doc__ = fn.__doc__
+    return cached
+
+
+@_plain_tensors
 def _image_index(window: int) -> torch.Tensor:
     """``[1 + w*w, 1 + w*w]`` index for ``[cls; patches]`` (BEiT's scheme)."""
     n_grid = (2 * window - 1) ** 2
@@ -77,7 +90,7 @@ def _image_index(window: int) -> torch.Tensor:
     return index
 
 
-@lru_cache(maxsize=None)
+@_plain_tensors
 def _text_index(window: int, text_len: int, length: int) -> torch.Tensor:
     """``[T, T]`` index for text tokens ``[CLS, t1, ...]``."""
     if length > text_len:
@@ -93,7 +106,7 @@ def _text_index(window: int, text_len: int, length: int) -> torch.Tensor:
     return index
 
 
-@lru_cache(maxsize=None)
+@_plain_tensors
 def _fused_index(window: int, text_len: int, text_length: int) -> torch.Tensor:
     """``[T + 1 + w*w]`` square index for the fused ``[text; image]`` sequence."""
     layout = RelativePositionLayout(window, text_len)

@@ -209,7 +209,8 @@ class VLMo(nn.Module):
                 index = self.layout.text_index(text_len)
             else:
                 index = self.layout.fused_index(text_len)
-            self._index_cache[key] = index.to(device)
+            with torch.inference_mode(False):  # a cached inference tensor would break later training
+                self._index_cache[key] = index.to(device)
         return self._index_cache[key]
 
     def _attention_biases(
@@ -348,6 +349,19 @@ class VLMo(nn.Module):
 
     def nlvr2_logits(self, pooled_pair: torch.Tensor) -> torch.Tensor:
         return self.nlvr2_classifier(pooled_pair)
+
+    def nlvr2_pair_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, left: torch.Tensor, right: torch.Tensor
+    ) -> torch.Tensor:
+        """NLVR2 (False, True) logits: the sentence fused with each image (the right one with
+        modality id 2) as one batch of ``2B``, the two poolers concatenated."""
+        images = torch.cat([self.embed_image(left, image_type_id=1), self.embed_image(right, image_type_id=2)])
+        fused = self.fuse(torch.cat([input_ids, input_ids]), torch.cat([attention_mask, attention_mask]), image_embeds=images)
+        return self.nlvr2_logits(torch.cat(fused.pooled.chunk(2), dim=-1))
+
+    def match_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        """ITM "match" logit of each (text, image) pair, the re-ranking score."""
+        return self.itm_logits(self.fuse(input_ids, attention_mask, pixel_values).pooled)[:, 1]
 
     def forward(
         self,

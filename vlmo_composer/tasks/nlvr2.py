@@ -35,12 +35,9 @@ class NLVR2Task(VLMoTask):
     init_allow_unexpected = FINETUNE_UNEXPECTED
 
     def logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        left = self.model.embed_image(batch["pixel_values_0"], image_type_id=1)
-        right = self.model.embed_image(batch["pixel_values_1"], image_type_id=2)
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        fused = self.model.fuse(torch.cat([ids, ids]), torch.cat([mask, mask]), image_embeds=torch.cat([left, right]))
-        pooled_left, pooled_right = fused.pooled.chunk(2)
-        return self.model.nlvr2_logits(torch.cat([pooled_left, pooled_right], dim=-1))
+        return self.model.nlvr2_pair_logits(
+            batch["input_ids"], batch["attention_mask"], batch["pixel_values_0"], batch["pixel_values_1"]
+        )
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         logits = self.logits(batch)

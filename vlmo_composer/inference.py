@@ -1,0 +1,591 @@
+"""Inference API: load a VLMo from any source, encode, retrieve, answer, export.
+
+open_clip's shape, so its users feel at home::
+
+    model, preprocess, tokenizer = create_model_and_transforms("exported/vlmo-vqa")
+    answers = model.answer_questions([Image.open("cat.jpg")], ["what animal is this?"])
+
+A source is one of three things:
+
+* an exported folder (``model.safetensors`` + ``config.json`` + tokenizer files
+  + ``answer_vocab.json``, written by :meth:`VLMoInference.export`): everything
+  needed is in it;
+* an official VLMo file (``.pt``/``.pth``/``.ckpt``): read with
+  ``torch.load(weights_only=True)``; the file records no shape, so pass ``size``;
+* one of our Composer checkpoints, only with ``kind="composer"``: Composer
+  checkpoints are pickles and unpickling can run code, so a file is never
+  unpickled because of what it looks like, only because the user said so
+  (:meth:`VLMoInference.from_training_config` reads the exact model config from
+  the training YAML).
+
+Outputs come back on the CPU in float32 whatever the device, so galleries of any
+size stay off the accelerator and results compare across devices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import torch
+from PIL import Image
+from transformers import PreTrainedTokenizerBase
+
+from vlmo_composer.checkpoints.io import LoadReport, check_and_load, read_state_dict
+from vlmo_composer.checkpoints.official import adapt_official_state_dict, config_from_official
+from vlmo_composer.checkpoints.safetensors_io import CONFIG_NAME, WEIGHTS_NAME, load_safetensors, save_safetensors
+from vlmo_composer.data.images import decode_image
+from vlmo_composer.data.tokenizer import encode_text, get_tokenizer
+from vlmo_composer.data.transforms import ImageTransform, build_image_transform
+from vlmo_composer.data.vqa_answers import answer_vocab_to_json
+from vlmo_composer.model import VLMo, VLMoConfig
+from vlmo_composer.model.relative_position import window_from_table_rows
+
+SOURCE_KINDS = ("auto", "exported", "official", "composer")
+ANSWER_VOCAB_NAME = "answer_vocab.json"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"  # its presence marks exported tokenizer files
+POSITIONS_KEY = "text_embeddings.position_embeddings.weight"
+
+ImageInput = Union[torch.Tensor, Image.Image, str, os.PathLike, bytes]
+Images = Union[torch.Tensor, Image.Image, os.PathLike, Sequence[ImageInput]]
+Texts = Union[str, Sequence[str], Mapping[str, torch.Tensor]]
+PathOrList = Union[str, os.PathLike, Sequence[str]]
+
+
+@dataclass
+class RetrievalHits:
+    """The top ``k`` gallery entries of each query, best first.
+
+    ``scores`` are cosine similarities, or with re-ranking ``ITM match logit +
+    cosine`` (the rule of :mod:`vlmo_composer.retrieval`).
+    """
+
+    indices: torch.Tensor  # [Q, k] rows of the gallery
+    scores: torch.Tensor  # [Q, k] float32
+    direction: str  # "text->image" or "image->text"
+
+
+@dataclass
+class NLVR2Prediction:
+    labels: list[bool]  # is the sentence true of the image pair
+    probabilities: torch.Tensor  # [N] P(True), float32
+
+
+class VLMoInference:
+    """A VLMo in eval mode with its preprocessing, tokenizer and answer vocabulary.
+
+    Args:
+        model: the network (moved to ``device`` and put in eval mode).
+        tokenizer: defaults to the bundled BERT uncased vocabulary.
+        answers: VQA answer strings in label order (needed by :meth:`answer_questions`).
+        device: where the forward passes run.
+        dtype: compute precision. Weights stay float32; ``bfloat16``/``float16``
+            run under autocast, which only CUDA supports here.
+    """
+
+    def __init__(
+        self,
+        model: VLMo,
+        tokenizer: Optional[PreTrainedTokenizerBase] = None,
+        answers: Optional[Sequence[str]] = None,
+        device: Union[str, torch.device] = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.device = torch.device(device)
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
+        if dtype != torch.float32 and self.device.type != "cuda":
+            raise ValueError(f"dtype {dtype} runs under CUDA autocast; on {self.device.type} use float32")
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device} requested but CUDA is not available")
+        self.dtype = dtype
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer if tokenizer is not None else get_tokenizer()
+        self.preprocess: ImageTransform = build_image_transform(self.config.image_size, train=False)
+        self.answers: Optional[list[str]] = None
+        if answers is not None:
+            self.answers = list(answers)
+            if len(self.answers) != self.config.vqa_num_labels:
+                raise ValueError(
+                    f"the answer vocabulary has {len(self.answers)} answers but the model's VQA head has "
+                    f"{self.config.vqa_num_labels} outputs"
+                )
+
+    @property
+    def config(self) -> VLMoConfig:
+        return self.model.config
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: Union[str, os.PathLike],
+        kind: str = "auto",
+        size: Union[str, VLMoConfig, None] = None,
+        image_size: Optional[int] = None,
+        answer_vocab: Optional[PathOrList] = None,
+        tokenizer: Union[str, PreTrainedTokenizerBase, None] = None,
+        device: Union[str, torch.device] = "cpu",
+        dtype: torch.dtype = torch.float32,
+        **model_overrides: Any,
+    ) -> "VLMoInference":
+        """Load from an exported folder, an official file or (``kind="composer"``) a Composer checkpoint.
+
+        Args:
+            source: a folder (exported), a file, or an ``s3://`` file URI.
+            kind: ``auto`` (folder -> exported, file -> official), or name the kind.
+            size: named size (``base``, ``large``, ...) or a config, for files: their
+                heads, resolution and (Composer) text length are read from the weights.
+            image_size: run at another resolution (relative table interpolated).
+            answer_vocab: ``answer_vocab.json`` path or answers in label order
+                (exported folders carry theirs).
+            tokenizer: a tokenizer or a name/path for ``get_tokenizer`` (exported
+                folders carry theirs; default: the bundled BERT uncased vocabulary).
+            model_overrides: other :class:`VLMoConfig` fields the training run changed.
+        """
+        if kind not in SOURCE_KINDS:
+            raise ValueError(f"kind '{kind}' is not one of {SOURCE_KINDS}")
+        path = str(source)
+        if "://" not in path and not os.path.exists(path):
+            raise FileNotFoundError(f"no model at {path} (expected an exported folder or a checkpoint file)")
+        if kind == "auto":
+            kind = "exported" if os.path.isdir(path) else "official"
+        folder = Path(path) if kind == "exported" else None
+        if folder is not None:
+            if size is not None:
+                raise ValueError(f"{path} is an exported folder: its {CONFIG_NAME} sets the model, do not pass size")
+            model = load_safetensors(folder)
+            overrides = {**model_overrides, **({"image_size": image_size} if image_size else {})}
+            if overrides:  # e.g. another resolution: rebuilt, then loaded with the same adaptations
+                model = _load_weights(VLMo(model.config.replace(**overrides)), model.state_dict(), source=path)
+        else:
+            model = _model_from_file(path, kind, size, image_size, model_overrides)
+        if answer_vocab is None and folder is not None and (folder / ANSWER_VOCAB_NAME).exists():
+            answer_vocab = str(folder / ANSWER_VOCAB_NAME)
+        if tokenizer is None and folder is not None and (folder / TOKENIZER_CONFIG_NAME).exists():
+            tokenizer = str(folder)
+        if tokenizer is None or isinstance(tokenizer, str):
+            tokenizer = get_tokenizer(tokenizer)
+        return cls(model, tokenizer, _read_answers(answer_vocab), device, dtype)
+
+    @classmethod
+    def from_training_config(
+        cls,
+        yaml_path: str,
+        checkpoint: Optional[str] = None,
+        overrides: Sequence[str] = (),
+        device: Union[str, torch.device] = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> "VLMoInference":
+        """The exact model a training YAML built, with the weights of one of its Composer checkpoints.
+
+        ``checkpoint`` defaults to the run's ``latest-rank0.pt`` under ``save_folder``
+        (as ``eval.py``); it is unpickled, so point it only at checkpoints you trust.
+        A VQA task's ``answer_vocab`` comes along.
+        """
+        from vlmo_composer.builders import build_task
+        from vlmo_composer.config import ConfigError, load_config
+        from vlmo_composer.evaluate import default_checkpoint
+        from vlmo_composer.tasks.base import composer_model_weights, fetch_local
+
+        cfg = load_config(yaml_path, list(overrides))
+        checkpoint = checkpoint or default_checkpoint(cfg)
+        if checkpoint is None:
+            raise ConfigError(f"{yaml_path} has no save_folder: pass checkpoint=")
+        state = composer_model_weights(fetch_local(checkpoint))
+        # The task builds the model exactly as training did (e.g. VQA sizes its head from
+        # the answer vocabulary); its own init_from is skipped: the checkpoint replaces it.
+        task = build_task({**cfg.task, "init_from": None, "init_device": "cpu"})
+        model = _load_weights(task.model, state, source=checkpoint)
+        return cls(model, None, getattr(task, "answers", None), device, dtype)
+
+    # ------------------------------------------------------------------ inputs
+    def tokenize(self, texts: Texts) -> dict[str, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` ``[N, max_text_len]`` (padded as in training).
+
+        A mapping with ``input_ids`` (and optionally ``attention_mask``) is taken as
+        already tokenised, for models whose vocabulary is not the tokenizer's.
+        """
+        if isinstance(texts, Mapping):
+            if "input_ids" not in texts:
+                raise ValueError("tokenised texts need 'input_ids' (and optionally 'attention_mask')")
+            ids = torch.as_tensor(texts["input_ids"]).long()
+            mask = torch.as_tensor(texts.get("attention_mask", torch.ones_like(ids))).long()
+            if ids.ndim != 2 or mask.shape != ids.shape:
+                raise ValueError(
+                    f"input_ids must be [N, T] with an attention_mask of the same shape; got "
+                    f"{tuple(ids.shape)} and {tuple(mask.shape)}"
+                )
+            if ids.shape[1] > self.config.max_text_len:
+                raise ValueError(f"texts of {ids.shape[1]} tokens exceed max_text_len={self.config.max_text_len}")
+        else:
+            texts = [texts] if isinstance(texts, str) else list(texts)
+            if not texts:
+                raise ValueError("no texts given")
+            bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+            if bad:
+                raise TypeError(f"texts must be strings; items {bad[:10]} are not")
+            enc = encode_text(texts, self.config.max_text_len, self.tokenizer)
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+        if len(ids) == 0:
+            raise ValueError("no texts given")
+        outside = ids[(ids < 0) | (ids >= self.config.vocab_size)]
+        if len(outside):
+            raise ValueError(
+                f"token id {int(outside[0])} is outside the model's vocabulary of {self.config.vocab_size}: "
+                "the tokenizer does not match this model (pass token ids that fit it)"
+            )
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def _image_list(self, images: Images) -> Union[torch.Tensor, list]:
+        """A ``[N, 3, S, S]`` pixel tensor, or a list of images preprocessed lazily by :meth:`_pixels`."""
+        if torch.is_tensor(images):
+            pixels = images.unsqueeze(0) if images.ndim == 3 else images
+            self._check_pixels(pixels, "images")
+            return pixels
+        items = [images] if isinstance(images, (Image.Image, str, os.PathLike, bytes)) else list(images)
+        if not items:
+            raise ValueError("no images given")
+        return items
+
+    def _check_pixels(self, pixels: torch.Tensor, what: str) -> None:
+        size = self.config.image_size
+        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (self.config.in_chans, size, size):
+            raise ValueError(
+                f"{what}: pixel tensors must be [N, {self.config.in_chans}, {size}, {size}] (use .preprocess); "
+                f"got {tuple(pixels.shape)}"
+            )
+
+    def _pixel_tensor(self, item: ImageInput, index: int) -> torch.Tensor:
+        if torch.is_tensor(item):
+            self._check_pixels(item.unsqueeze(0), f"image {index}")
+            return item
+        if isinstance(item, (str, os.PathLike)):
+            try:
+                image = decode_image(Path(item).read_bytes())
+            except (OSError, ValueError) as err:
+                raise ValueError(f"image {index} ({item}): {err}") from err
+        elif isinstance(item, bytes):
+            image = decode_image(item)
+        elif isinstance(item, Image.Image):
+            image = item.convert("RGB")
+        else:
+            raise TypeError(
+                f"image {index} is a {type(item).__name__}; expected a PIL image, a path, bytes or a pixel tensor"
+            )
+        return self.preprocess(image)
+
+    def _pixels(self, images: Union[torch.Tensor, list], rows: Sequence[int]) -> torch.Tensor:
+        if torch.is_tensor(images):
+            return images[torch.as_tensor(rows, dtype=torch.long)].to(self.device, torch.float32)
+        return torch.stack([self._pixel_tensor(images[i], i) for i in rows]).to(self.device)
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.dtype)
+            if self.dtype != torch.float32
+            else contextlib.nullcontext()
+        )
+        # no_grad, not inference_mode: the relative-position indices are cached process-wide,
+        # and inference tensors cached here would break a later training step.
+        with torch.no_grad(), autocast:
+            yield
+
+    def _require(self, present: bool, what: str, head: str) -> None:
+        if not present:
+            raise ValueError(
+                f"{what} needs the {head}, which this model ({self.config.name}) lacks: load a checkpoint "
+                "trained with it"
+            )
+
+    # ------------------------------------------------------------------ dual encoder
+    def encode_images(self, images: Images, batch_size: int = 64) -> torch.Tensor:
+        """L2-normalised ITC embeddings ``[N, D]`` of PIL images, paths, bytes or pixel tensors."""
+        self._require(self.config.itc_head, "encode_images", "ITC head (itc_image_proj)")
+        images = self._image_list(images)
+        out = []
+        for rows in _batches(len(images), batch_size):
+            pixels = self._pixels(images, rows)
+            with self._running():
+                out.append(self.model.encode_image(pixels).float().cpu())
+        return torch.cat(out)
+
+    def encode_texts(self, texts: Texts, batch_size: int = 256) -> torch.Tensor:
+        """L2-normalised ITC embeddings ``[N, D]`` of strings (or tokenised ids)."""
+        self._require(self.config.itc_head, "encode_texts", "ITC head (itc_text_proj)")
+        tokens = self.tokenize(texts)
+        out = []
+        for rows in _batches(len(tokens["input_ids"]), batch_size):
+            ids, mask = (tokens[k][rows].to(self.device) for k in ("input_ids", "attention_mask"))
+            with self._running():
+                out.append(self.model.encode_text(ids, mask).float().cpu())
+        return torch.cat(out)
+
+    def similarity(self, images_or_features: Any, texts_or_features: Any) -> torch.Tensor:
+        """Cosine similarities ``[N_images, N_texts]``; a 2-D float tensor is taken as embeddings."""
+        image_feats = self._features(images_or_features, self.encode_images, "images")
+        text_feats = self._features(texts_or_features, self.encode_texts, "texts")
+        return image_feats @ text_feats.T
+
+    def _features(self, value: Any, encode: Callable, what: str) -> torch.Tensor:
+        if torch.is_tensor(value) and value.ndim == 2 and value.is_floating_point():
+            if value.shape[1] != self.config.hidden_size:
+                raise ValueError(
+                    f"{what}: embeddings of width {value.shape[1]} do not match the model's {self.config.hidden_size}"
+                )
+            return value.float().cpu()
+        return encode(value)
+
+    # ------------------------------------------------------------------ retrieval
+    def retrieve(self, queries: Any, gallery: Any, k: int = 5, rerank_k: Optional[int] = None) -> RetrievalHits:
+        """The top ``k`` of ``gallery`` for every query: texts find images, images find texts.
+
+        Ranked by the dual encoder; with ``rerank_k`` each query's top ``rerank_k`` are
+        re-scored by the fusion encoder (ITM match logit + cosine) and the best ``k``
+        of those kept: slower, more accurate. Strings are texts: give image files as
+        ``pathlib.Path``, PIL images or pixel tensors.
+        """
+        text_queries, text_gallery = _is_text(queries), _is_text(gallery)
+        if text_queries == text_gallery:
+            kinds = "texts" if text_queries else "images"
+            raise ValueError(f"queries and gallery are both {kinds}; retrieval needs texts against images")
+        if text_queries:
+            tokens, images = self.tokenize(queries), self._image_list(gallery)
+            query_feats, gallery_feats = self.encode_texts(tokens), self.encode_images(images)
+        else:
+            tokens, images = self.tokenize(gallery), self._image_list(queries)
+            query_feats, gallery_feats = self.encode_images(images), self.encode_texts(tokens)
+        num_gallery = len(gallery_feats)
+        if not 1 <= k <= num_gallery:
+            raise ValueError(f"k={k} must lie in [1, {num_gallery}] (the gallery size)")
+        scores = query_feats @ gallery_feats.T
+        direction = "text->image" if text_queries else "image->text"
+        if rerank_k is None:
+            top = scores.topk(k, dim=1)
+            return RetrievalHits(top.indices, top.values, direction)
+        if not k <= rerank_k <= num_gallery:
+            raise ValueError(f"rerank_k={rerank_k} must lie in [k={k}, {num_gallery}] (the gallery size)")
+        self._require(self.config.itm_head, "re-ranking", "ITM head (itm_score)")
+        candidates = scores.topk(rerank_k, dim=1).indices  # [Q, R]
+        query_rows = torch.arange(len(scores))[:, None].expand_as(candidates).reshape(-1)
+        text_rows, image_rows = query_rows, candidates.reshape(-1)
+        if not text_queries:
+            text_rows, image_rows = image_rows, text_rows
+        itm = self._fused_head(tokens, images, text_rows, image_rows, lambda p: self.model.itm_logits(p)[:, 1])
+        reranked = itm.view_as(candidates) + scores.gather(1, candidates)
+        top = reranked.topk(k, dim=1)
+        return RetrievalHits(candidates.gather(1, top.indices), top.values, direction)
+
+    def _fused_head(
+        self,
+        tokens: dict[str, torch.Tensor],
+        images: Union[torch.Tensor, list],
+        text_rows: torch.Tensor,
+        image_rows: torch.Tensor,
+        head: Callable[[torch.Tensor], torch.Tensor],
+        batch_size: int = 64,
+    ) -> torch.Tensor:
+        """``head(pooled)`` of the fusion encoder on the pairs ``(text_rows[i], image_rows[i])``."""
+        out = []
+        for rows in _batches(len(text_rows), batch_size):
+            t, i = text_rows[rows], image_rows[rows]
+            pixels = self._pixels(images, i.tolist())
+            ids, mask = (tokens[key][t].to(self.device) for key in ("input_ids", "attention_mask"))
+            with self._running():
+                out.append(head(self.model.fuse(ids, mask, pixels).pooled).float().cpu())
+        return torch.cat(out)
+
+    # ------------------------------------------------------------------ VQA
+    def vqa_logits(self, images: Images, questions: Texts, batch_size: int = 32) -> torch.Tensor:
+        """VQA head logits ``[N, num_labels]`` for question ``i`` about image ``i``."""
+        self._require(self.config.vqa_num_labels > 0, "VQA", "VQA head (vqa_classifier)")
+        tokens, images = self.tokenize(questions), self._image_list(images)
+        rows = _paired_rows(len(images), len(tokens["input_ids"]), "images", "questions")
+        return self._fused_head(tokens, images, rows, rows, self.model.vqa_logits, batch_size)
+
+    def answer_questions(self, images: Images, questions: Texts, batch_size: int = 32) -> list[str]:
+        """The highest-scoring answer string for each (image, question) pair."""
+        if self.answers is None and self.config.vqa_num_labels > 0:
+            raise ValueError(
+                "no answer vocabulary: pass answer_vocab= (the answer_vocab.json the VQA data was prepared with); "
+                "vqa_logits works without it"
+            )
+        logits = self.vqa_logits(images, questions, batch_size)
+        return [self.answers[i] for i in logits.argmax(-1).tolist()]
+
+    # ------------------------------------------------------------------ NLVR2
+    def nlvr2_logits(
+        self, left_images: Images, right_images: Images, sentences: Texts, batch_size: int = 32
+    ) -> torch.Tensor:
+        """(False, True) logits ``[N, 2]``: two fusion passes, the right image with modality id 2."""
+        self._require(self.config.nlvr2_head, "NLVR2", "NLVR2 head (nlvr2_classifier)")
+        tokens = self.tokenize(sentences)
+        left, right = self._image_list(left_images), self._image_list(right_images)
+        _paired_rows(len(left), len(right), "left images", "right images")
+        _paired_rows(len(left), len(tokens["input_ids"]), "image pairs", "sentences")
+        out = []
+        for rows in _batches(len(left), batch_size):
+            ids, mask = (tokens[key][rows].to(self.device) for key in ("input_ids", "attention_mask"))
+            pixels_left, pixels_right = self._pixels(left, rows), self._pixels(right, rows)
+            with self._running():
+                out.append(self.model.nlvr2_pair_logits(ids, mask, pixels_left, pixels_right).float().cpu())
+        return torch.cat(out)
+
+    def predict_nlvr2(
+        self, left_images: Images, right_images: Images, sentences: Texts, batch_size: int = 32
+    ) -> NLVR2Prediction:
+        """Is each sentence true of its image pair (argmax, as the accuracy metric decides)."""
+        logits = self.nlvr2_logits(left_images, right_images, sentences, batch_size)
+        return NLVR2Prediction([bool(x) for x in (logits.argmax(-1) == 1).tolist()], logits.softmax(-1)[:, 1])
+
+    # ------------------------------------------------------------------ export
+    def export(self, folder: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+        """Write a folder :meth:`from_pretrained` loads to bit-identical outputs.
+
+        ``model.safetensors`` + ``config.json`` (no pickle anywhere), the tokenizer
+        (``vocab.txt`` and its settings) and ``answer_vocab.json`` when known.
+        """
+        folder = Path(folder)
+        ours = (WEIGHTS_NAME, CONFIG_NAME, TOKENIZER_CONFIG_NAME, ANSWER_VOCAB_NAME)
+        existing = [name for name in ours if (folder / name).exists()]
+        if existing and not overwrite:
+            raise FileExistsError(f"{folder} already holds {existing}; pass overwrite=True to replace them")
+        save_safetensors(self.model, folder)
+        self.tokenizer.save_pretrained(str(folder))
+        answers_path = folder / ANSWER_VOCAB_NAME
+        if self.answers is not None:
+            answers_path.write_text(answer_vocab_to_json(self.answers) + "\n")
+        elif answers_path.exists():
+            answers_path.unlink()  # a stale vocabulary would be loaded with the new weights
+        return folder
+
+
+def create_model_and_transforms(
+    source: Union[str, os.PathLike],
+    size: Union[str, VLMoConfig, None] = None,
+    image_size: Optional[int] = None,
+    device: Union[str, torch.device] = "cpu",
+    dtype: torch.dtype = torch.float32,
+    answer_vocab: Optional[PathOrList] = None,
+    kind: str = "auto",
+    **model_overrides: Any,
+) -> tuple[VLMoInference, ImageTransform, PreTrainedTokenizerBase]:
+    """``(model, preprocess, tokenizer)`` as open_clip returns them; see :meth:`VLMoInference.from_pretrained`."""
+    model = VLMoInference.from_pretrained(
+        source, kind=kind, size=size, image_size=image_size, answer_vocab=answer_vocab,
+        device=device, dtype=dtype, **model_overrides,
+    )
+    return model, model.preprocess, model.tokenizer
+
+
+# ---------------------------------------------------------------------- helpers
+def _model_from_file(
+    path: str, kind: str, size: Union[str, VLMoConfig, None], image_size: Optional[int], overrides: dict
+) -> VLMo:
+    """An official file (never unpickled) or a Composer checkpoint (unpickled: ``kind`` was explicit)."""
+    from vlmo_composer.tasks.base import composer_model_weights, fetch_local
+
+    local = fetch_local(path)
+    if kind == "composer":
+        state = composer_model_weights(local)
+    else:
+        try:
+            state = read_state_dict(local)
+        except ValueError as err:
+            raise ValueError(
+                f"{err}\nIf {path} is a Composer checkpoint you trust, pass kind='composer' "
+                "(it is then unpickled, which can run code)"
+            ) from err
+    if size is None:
+        raise ValueError(
+            f"{path}: a {kind} checkpoint does not record the model's shape; pass size= (a named size or a "
+            "VLMoConfig) and the training's model overrides, or use from_training_config"
+        )
+    return _load_weights(VLMo(_checkpoint_config(state, size, image_size, overrides, kind)), state, source=path)
+
+
+def _checkpoint_config(
+    state: dict[str, torch.Tensor],
+    size: Union[str, VLMoConfig],
+    image_size: Optional[int],
+    overrides: dict,
+    kind: str,
+) -> VLMoConfig:
+    """A named size with heads from the keys; resolution (and Composer text length) from the weights.
+
+    Reading the resolution from the weights keeps a 480 px VQA checkpoint at 480
+    unless the user asks otherwise; our checkpoints store exactly ``max_text_len``
+    text positions, official ones may store more.
+    """
+    if isinstance(size, VLMoConfig):  # taken as given
+        return size.replace(**overrides, **({"image_size": image_size} if image_size else {}))
+    config = config_from_official(state, size).replace(**overrides)
+    inferred: dict[str, Any] = {}
+    trained = _trained_image_size(state, config)
+    if trained is not None and "image_size" not in overrides:
+        inferred["image_size"] = trained
+    if kind == "composer" and POSITIONS_KEY in state and "max_text_len" not in overrides:
+        inferred["max_text_len"] = state[POSITIONS_KEY].shape[0]
+    if image_size is not None:
+        inferred["image_size"] = image_size
+    return config.replace(**inferred)
+
+
+def _trained_image_size(state: dict[str, torch.Tensor], config: VLMoConfig) -> Optional[int]:
+    table = state.get("relative_position_bias_table")
+    if config.relative_position and table is not None:
+        return window_from_table_rows(table.shape[0], config.relative_text_len) * config.patch_size
+    positions = state.get("transformer.pos_embed")
+    if config.absolute_position and positions is not None:
+        return math.isqrt(positions.shape[1] - 1) * config.patch_size
+    return None
+
+
+def _load_weights(model: VLMo, state: dict[str, torch.Tensor], source: str) -> VLMo:
+    """A strict load (every key must match) after the official adaptations (resolution, modality row)."""
+    state = adapt_official_state_dict(state, model.config, LoadReport())
+    check_and_load(model, state, source=source)
+    return model
+
+
+def _read_answers(answer_vocab: Optional[PathOrList]) -> Optional[list[str]]:
+    if answer_vocab is None:
+        return None
+    if isinstance(answer_vocab, (str, os.PathLike)):
+        from vlmo_composer.tasks.vqa import load_answers
+
+        try:
+            return load_answers(str(answer_vocab))
+        except ValueError as err:
+            raise ValueError(f"{answer_vocab}: {err}") from err
+    answers = list(answer_vocab)
+    if not all(isinstance(a, str) for a in answers):
+        raise TypeError("answer_vocab must be a path or a list of answer strings")
+    return answers
+
+
+def _is_text(value: Any) -> bool:
+    if isinstance(value, (str, Mapping)):
+        return True
+    if torch.is_tensor(value) or isinstance(value, (Image.Image, bytes, os.PathLike)):
+        return False
+    return isinstance(value, Sequence) and len(value) > 0 and all(isinstance(v, str) for v in value)
+
+
+def _batches(n: int, batch_size: int) -> Iterator[list[int]]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, n, batch_size):
+        yield list(range(start, min(start + batch_size, n)))
+
+
+def _paired_rows(n_a: int, n_b: int, what_a: str, what_b: str) -> torch.Tensor:
+    if n_a != n_b:
+        raise ValueError(f"{n_a} {what_a} but {n_b} {what_b}: they pair one to one")
+    return torch.arange(n_a)
