@@ -158,7 +158,8 @@ def plan_nlvr2(seed: int, split: str, count: int, size: int) -> list[PairRecord]
         label = i % 2 == 0  # exactly balanced
         a, b, sentence = nlvr2_example(rng, label)
         seeds = (f"{seed}/nlvr2/{split}/{i}/0", f"{seed}/nlvr2/{split}/{i}/1")
-        records.append(PairRecord(f"{split}-{i:06d}", (a, b), seeds, size, sentence, int(label)))
+        # NLVR2 identifier layout {split}-{set}-{pair}-{sentence}: every pair is its own set.
+        records.append(PairRecord(f"{split}-{i}-0-0", (a, b), seeds, size, sentence, int(label)))
     return records
 
 

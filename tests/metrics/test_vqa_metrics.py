@@ -132,3 +132,11 @@ def test_submission_sorted_deduplicated(tmp_path):
     ]
     with pytest.raises(ValueError, match="question 10 has two different answers: 'yes' and 'no'"):
         write_vqa_submission(path, [10, 10], ["yes", "no"])
+
+
+def test_disagreeing_annotators_get_the_punctuation_step_only():
+    # vqaEval.py applies processPunctuation (not the word step) to disagreeing annotators:
+    # their case and articles stay, so "The dog" / "Dog" never match a normalised "dog".
+    assert vqa_accuracy("dog", ["Dog"] * 3 + ["cat"] * 7) == 0.0
+    assert vqa_accuracy("dog", ["dog!"] * 3 + ["cat"] * 7) == pytest.approx(0.9)
+    assert vqa_accuracy("dog", ["the dog"] * 3 + ["cat"] * 7) == 0.0

@@ -63,7 +63,9 @@ class Runs:
         return process
 
     def output(self, name: str, chars: int = 4000) -> str:
-        return (self.workdir / f"{name}.out").read_text(errors="replace")[-chars:]
+        """What the latest process of run ``name`` printed (its end)."""
+        text = (self.workdir / f"{name}.out").read_text(errors="replace")
+        return text[text.rfind("\n$ ") + 1:][-chars:]
 
     def wait_for_success(self, process: subprocess.Popen, name: str) -> None:
         process.wait(timeout=PROCESS_TIMEOUT)
@@ -162,7 +164,8 @@ def test_killed_run_resumes_from_s3_like_an_uninterrupted_run(synthetic_data, s3
         control = runs.start("c", "seed=8", "train_loader.dataset.shuffle_seed=12", f"save_folder={tmp_path / 'c'}",
                              f"save_interval={MAX_BATCH}ba", "autoresume=false")
         runs.wait_for_success(resumed, "b")
-        # Once more after completion: autoresume finds the final checkpoint and trains nothing.
+        # Once more after completion (a scheduler's retry): autoresume finds the final checkpoint in S3,
+        # trains nothing and exits cleanly.
         rerun = runs.start("b")
         for process, name in ((run_a, "a"), (control, "c"), (rerun, "b")):
             runs.wait_for_success(process, name)

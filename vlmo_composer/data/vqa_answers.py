@@ -83,24 +83,29 @@ MIN_ANSWER_COUNT = 9
 """An answer enters the vocabulary with at least this many train+val occurrences."""
 
 
-def normalize_answer(answer: str) -> str:
-    """Normalise an answer as the official VQA v2 evaluation does.
-
-    Punctuation is removed (or turned into a space when it joins two words),
-    periods not part of a number are dropped, text is lower-cased, number words
-    become digits, articles are removed and missing apostrophes restored.
-    """
-    text = answer
-    keep_joined = _COMMA_BETWEEN_DIGITS.search(answer) is not None
+def process_punctuation(text: str) -> str:
+    """The official VQA v2 evaluation's punctuation step (no case or word changes)."""
+    out = text
+    keep_joined = _COMMA_BETWEEN_DIGITS.search(text) is not None
     for p in _PUNCTUATION:
-        if keep_joined or (p + " " in answer or " " + p in answer):
-            text = text.replace(p, "")
+        if keep_joined or (p + " " in text or " " + p in text):
+            out = out.replace(p, "")
         else:
-            text = text.replace(p, " ")
-    text = _PERIOD_STRIP.sub("", text, count=re.UNICODE)
+            out = out.replace(p, " ")
+    return _PERIOD_STRIP.sub("", out, count=re.UNICODE)
+
+
+def process_digit_article(text: str) -> str:
+    """The official evaluation's word step: lower case, number words to digits,
+    articles dropped, missing apostrophes restored."""
     words = [_NUMBER_WORDS.get(w, w) for w in text.lower().split()]
-    words = [_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
-    return " ".join(words).replace(",", "")
+    return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
+
+
+def normalize_answer(answer: str) -> str:
+    """Normalise an answer as VLMo does when building labels: the official evaluation's
+    punctuation and word steps, then commas removed."""
+    return process_digit_article(process_punctuation(answer)).replace(",", "")
 
 
 def soft_score(num_matching: int) -> float:

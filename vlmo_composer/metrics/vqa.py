@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from vlmo_composer.data.vqa_answers import normalize_answer
+from vlmo_composer.data.vqa_answers import process_digit_article, process_punctuation
 from vlmo_composer.metrics.common import IdKeyedMetric, as_id_tensor, first_index_per_id
 
 
@@ -42,9 +42,12 @@ def vqa_accuracy(pred: str, gt_answers: Sequence[str]) -> float:
         raise TypeError("gt_answers must be the list of annotator answers, not one string")
     if len(gt_answers) == 0:
         raise ValueError("VQA accuracy needs the annotators' answers; this question has none")
-    answer = normalize_answer(pred.replace("\n", " ").replace("\t", " ").strip())
+    # As the official VQA API's vqaEval.py (GT-Vision-Lab/VQA): the prediction always gets
+    # the punctuation and word steps; the annotators' answers get the punctuation step,
+    # and only when they disagree.
+    answer = process_digit_article(process_punctuation(pred.replace("\n", " ").replace("\t", " ").strip()))
     if len(set(gt_answers)) > 1:
-        gt_answers = [normalize_answer(a) for a in gt_answers]
+        gt_answers = [process_punctuation(a) for a in gt_answers]
     matches = sum(a == answer for a in gt_answers)
     # Leaving annotator j out leaves ``matches - (gt_j == answer)`` matching others.
     per_subset = [min(1, (matches - (a == answer)) / 3) for a in gt_answers]
