@@ -138,5 +138,5 @@ def test_disagreeing_annotators_get_the_punctuation_step_only():
     # vqaEval.py applies processPunctuation (not the word step) to disagreeing annotators:
     # their case and articles stay, so "The dog" / "Dog" never match a normalised "dog".
     assert vqa_accuracy("dog", ["Dog"] * 3 + ["cat"] * 7) == 0.0
-    assert vqa_accuracy("dog", ["dog!"] * 3 + ["cat"] * 7) == pytest.approx(0.9)
+    assert vqa_accuracy("dog", ["dog."] * 3 + ["cat"] * 7) == pytest.approx(0.9)  # final period stripped
     assert vqa_accuracy("dog", ["the dog"] * 3 + ["cat"] * 7) == 0.0
