@@ -61,14 +61,20 @@ def import_code_paths(paths: list[str]) -> None:
         spec.loader.exec_module(module)
 
 
+def lookup(reg: registry.Registry, name: str, where: str) -> Any:
+    """A registered factory, or a ConfigError naming the key and the registered names."""
+    try:
+        return reg.get(name)
+    except KeyError as err:
+        raise ConfigError(f"{where}: {err.args[0]}") from None
+    except ImportError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
 def resolve_task(cfg: dict) -> tuple[type, Any]:
     """The task class and its typed config (strict), without building anything."""
     values = dict(cfg)
-    name = values.pop("name")
-    try:
-        task_class = registry.tasks.get(name)
-    except KeyError as err:
-        raise ConfigError(f"task.name: {err.args[0]}") from None
+    task_class = lookup(registry.tasks, values.pop("name"), "task.name")
     return task_class, from_dict(task_class.config_class, values, "task")
 
 
@@ -101,10 +107,7 @@ def validate_config(cfg: TrainConfig) -> VLMoConfig:
     for where, loader in loaders:
         check_dataset_arguments(loader, where)
     optimizer = dict(cfg.optimizer)
-    try:
-        factory = registry.optimizers.get(optimizer.pop("name"))
-    except KeyError as err:
-        raise ConfigError(f"optimizer.name: {err.args[0]}") from None
+    factory = lookup(registry.optimizers, optimizer.pop("name"), "optimizer.name")
     check_kwargs(factory, optimizer, "optimizer", skip=("model",))
     scheduler = dict(cfg.scheduler)
     check_factory(registry.schedulers, scheduler.pop("name"), scheduler, "scheduler")
@@ -119,22 +122,12 @@ def validate_config(cfg: TrainConfig) -> VLMoConfig:
 
 
 def check_factory(reg: registry.Registry, name: str, kwargs: dict, where: str) -> None:
-    try:
-        factory = reg.get(name)
-    except KeyError as err:
-        raise ConfigError(f"{where}: {err.args[0]}") from None
-    except ImportError as err:
-        raise ConfigError(f"{where}: {err}") from None
-    check_kwargs(factory, kwargs, where)
+    check_kwargs(lookup(reg, name, where), kwargs, where)
 
 
 def build_optimizer(cfg: dict, model: torch.nn.Module) -> torch.optim.Optimizer:
     values = dict(cfg)
-    name = values.pop("name")
-    try:
-        factory = registry.optimizers.get(name)
-    except KeyError as err:
-        raise ConfigError(f"optimizer.name: {err.args[0]}") from None
+    factory = lookup(registry.optimizers, values.pop("name"), "optimizer.name")
     check_kwargs(factory, values, "optimizer", skip=("model",))
     try:
         return factory(model, **values)

@@ -89,3 +89,32 @@ def test_stage3_logs_each_loss_term_and_chains_from_stage2(synthetic_data, tmp_p
     parts = {t: data[f"loss/train/{t}"][-1][1] for t in ("itc", "itm", "mlm")}
     assert abs(float(total) - (parts["itc"] + parts["itm"] + 0.25 * parts["mlm"])) < 1e-4
     stage3.close()
+
+
+def test_vision_stage_can_start_from_beit_weights(tmp_path):
+    """`init_from: {kind: beit}` loads a timm BEiT file into the stage-1 task."""
+    import timm
+
+    from vlmo_composer.builders import build_task
+
+    beit = timm.create_model("beit_base_patch16_224", pretrained=False, num_classes=0)
+    path = tmp_path / "beit.pth"
+    torch.save({"model": beit.state_dict()}, path)
+    task = build_task({"name": "vision_mim", "model": {"size": "base"},
+                       "init_from": {"kind": "beit", "path": str(path)}})
+    block = task.model.blocks[5]
+    assert torch.equal(block.mlp_imag.fc2.weight, beit.blocks[5].mlp.fc2.weight)
+    assert torch.equal(block.attn.qkv.weight, beit.blocks[5].attn.qkv.weight)
+    assert not block.mlp_text.fc1.weight.requires_grad and block.mlp_imag.fc1.weight.requires_grad
+
+
+def test_algorithms_from_the_yaml_run(synthetic_data, tmp_path):
+    cfg = stage_config("vl_pretrain", synthetic_data, tmp_path, max_duration="2ba",
+                       algorithms={"gradient_clipping": {"clipping_type": "norm", "clipping_threshold": 1.0},
+                                   "ema": {"half_life": "1ba"}})
+    trainer = build_trainer(cfg)
+    names = sorted(type(a).__name__ for a in trainer.state.algorithms)
+    assert names == ["EMA", "GradientClipping"]
+    trainer.fit()
+    assert int(trainer.state.timestamp.batch) == 2
+    trainer.close()
