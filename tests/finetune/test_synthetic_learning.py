@@ -23,7 +23,8 @@ from vlmo_composer.train import build_trainer
 
 pytestmark = pytest.mark.slow
 
-MODEL = dict(size="small", image_size=64, max_text_len=32, drop_path_rate=0.0, init_std=0.08)
+# The quick-start model (see yamls/quickstart.yaml for why init_std and layer_scale_init).
+MODEL = dict(size="small", image_size=64, max_text_len=32, drop_path_rate=0.0, init_std=0.08, layer_scale_init=1.0)
 IMAGE = dict(image_size=64, randaugment=False, hflip=False)
 
 

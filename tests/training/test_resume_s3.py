@@ -4,8 +4,9 @@ uninterrupted run with the same seed.
 
 Everything is real: ``python train.py`` processes, Composer's spawned uploaders,
 a moto S3 server, SIGKILL to the whole process group. The training data stays
-local; only checkpoints go to ``s3://``. 48 images at batch 8 are 6 steps per
-epoch, so the 8-step runs resume mid-epoch and then cross into the second epoch.
+local; only checkpoints go to ``s3://``, after steps 4 and 8. 48 images at batch 8
+are 6 steps per epoch, so the killed run resumes mid-epoch (step 4) and then
+crosses into the second epoch.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import boto3
 import pytest
@@ -30,7 +31,7 @@ CONFIG = HERE / "resume_s3.yaml"
 MAX_BATCH = 8  # max_duration in the YAML
 FINAL_CHECKPOINT = f"ep1-ba{MAX_BATCH}-rank0.pt"
 STEPS_PER_EPOCH = 6
-KILL_AFTER = 4  # kill once autoresume would start from this batch or later
+RESUME_POINT = 4  # the checkpoint autoresume must find (save_interval in the YAML)
 PROCESS_TIMEOUT = 600.0
 CHECKPOINT_BATCH = re.compile(r"-ba(\d+)-rank0\.pt$")
 
@@ -71,15 +72,28 @@ class Runs:
         process.wait(timeout=PROCESS_TIMEOUT)
         assert process.returncode == 0, f"run {name} failed ({process.returncode}):\n{self.output(name)}"
 
-    def wait_for_latest_checkpoint(self, process: subprocess.Popen, name: str, at_least: int) -> None:
+    def wait_until(self, process: subprocess.Popen, name: str, done: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + PROCESS_TIMEOUT
-        while checkpoint_batch(self.latest_checkpoint(name)) < at_least:
+        while not done():
             if process.poll() is not None:
-                pytest.fail(f"run {name} ended ({process.returncode}) before its latest checkpoint reached batch "
-                            f"{at_least}:\n{self.output(name)}")
+                pytest.fail(f"run {name} ended ({process.returncode}) before {what}:\n{self.output(name)}")
             if time.monotonic() > deadline:
-                pytest.fail(f"no checkpoint at batch >= {at_least} for run {name} in {PROCESS_TIMEOUT:.0f}s")
+                pytest.fail(f"run {name}: no {what} in {PROCESS_TIMEOUT:.0f}s")
             time.sleep(0.2)
+
+    def wait_for_latest_checkpoint(self, process: subprocess.Popen, name: str, at_least: int) -> None:
+        self.wait_until(process, name, lambda: checkpoint_batch(self.latest_checkpoint(name)) >= at_least,
+                        f"its latest checkpoint reached batch {at_least}")
+
+    def wait_for_steps(self, process: subprocess.Popen, name: str, steps: int) -> None:
+        """Until run ``name`` logged ``steps`` steps in all: its dataset exists by then.
+
+        Two processes that create Streaming datasets at the same moment can pick the same
+        shared-memory prefix (FileExistsError: '/000NNN_locals'), so runs start one by one.
+        """
+        log = self.workdir / f"{name}-order.jsonl"
+        self.wait_until(process, name, lambda: log.exists() and log.read_text().count("\n") >= steps,
+                        f"step {steps}")
 
     @staticmethod
     def kill(process: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -145,24 +159,27 @@ def test_killed_run_resumes_from_s3_like_an_uninterrupted_run(synthetic_data, s3
     runs = Runs(tmp_path, synthetic_data, s3_bucket)
     try:
         # A trains without interruption; B, beside it, sleeps after each step from batch 4 on so that
-        # it is still training when autoresume could pick up its batch-4 (or later) checkpoint.
+        # it is still training when its batch-4 checkpoint becomes the one autoresume would load.
         run_a = runs.start("a")
-        killed = runs.start("b", f"callbacks.resume_test_hooks.slow_from_batch={KILL_AFTER}",
+        runs.wait_for_steps(run_a, "a", 1)
+        killed = runs.start("b", f"callbacks.resume_test_hooks.slow_from_batch={RESUME_POINT}",
                             "callbacks.resume_test_hooks.slow_seconds=8")
-        runs.wait_for_latest_checkpoint(killed, "b", at_least=KILL_AFTER)
+        runs.wait_for_latest_checkpoint(killed, "b", at_least=RESUME_POINT)
         runs.kill(killed)
         assert killed.returncode == -signal.SIGKILL
 
-        resume_point = checkpoint_batch(runs.latest_checkpoint("b"))  # final: every uploader is dead now
-        killed_steps = len(runs.sample_order("b"))
-        assert KILL_AFTER <= resume_point <= killed_steps < MAX_BATCH, (resume_point, killed_steps)
+        assert runs.latest_checkpoint("b") == f"b/checkpoints/ep0-ba{RESUME_POINT}-rank0.pt"  # uploaders dead too
         assert FINAL_CHECKPOINT not in runs.checkpoints("b")
+        killed_steps = len(runs.sample_order("b"))
+        assert RESUME_POINT <= killed_steps < MAX_BATCH
 
         # The same command again resumes from S3. Beside it, a negative control with other seeds
         # (checkpoints saved locally, to spare S3 uploads).
         resumed = runs.start("b")
+        runs.wait_for_steps(resumed, "b", killed_steps + 1)
         control = runs.start("c", "seed=8", "train_loader.dataset.shuffle_seed=12", f"save_folder={tmp_path / 'c'}",
                              f"save_interval={MAX_BATCH}ba", "autoresume=false")
+        runs.wait_for_steps(control, "c", 1)
         runs.wait_for_success(resumed, "b")
         # Once more after completion (a scheduler's retry): autoresume finds the final checkpoint in S3,
         # trains nothing and exits cleanly.
@@ -181,18 +198,18 @@ def test_killed_run_resumes_from_s3_like_an_uninterrupted_run(synthetic_data, s3
     order_b = runs.sample_order("b")
     before_kill, after_resume = order_b[:killed_steps], order_b[killed_steps:]
     assert before_kill == order_a[:killed_steps]
-    assert [e["batch"] for e in after_resume] == list(range(resume_point + 1, MAX_BATCH + 1)), (
-        f"after the kill at batch {killed_steps} (latest checkpoint: batch {resume_point}) B trained batches "
-        f"{[e['batch'] for e in after_resume]}; a restart after completion must train nothing"
+    assert [e["batch"] for e in after_resume] == list(range(RESUME_POINT + 1, MAX_BATCH + 1)), (
+        f"after the kill B trained batches {[e['batch'] for e in after_resume]}: the resumed run must go on "
+        f"from its S3 checkpoint (batch {RESUME_POINT}), the restart after completion must train nothing"
     )
-    assert after_resume == order_a[resume_point:]
+    assert after_resume == order_a[RESUME_POINT:]
 
     # Weights: both S3 runs end at the same final checkpoint, equal within 1e-6.
     assert runs.latest_checkpoint("a") == f"a/checkpoints/{FINAL_CHECKPOINT}"
     assert runs.latest_checkpoint("b") == f"b/checkpoints/{FINAL_CHECKPOINT}"
     weights_a = runs.weights("a", FINAL_CHECKPOINT)
     difference = max_abs_difference(weights_a, runs.weights("b", FINAL_CHECKPOINT))
-    assert difference <= 1e-6, f"resumed from batch {resume_point}: weights differ by up to {difference:.3g}"
+    assert difference <= 1e-6, f"resumed from batch {RESUME_POINT}: weights differ by up to {difference:.3g}"
 
     # The comparisons can fail: other seeds give other weights and another order.
     assert max_abs_difference(weights_a, model_weights(tmp_path / "c" / FINAL_CHECKPOINT)) > 1e-3
