@@ -62,3 +62,30 @@ def test_hard_negatives_follow_the_similarities():
     for _ in range(5):
         neg = sample_hard_negatives(logits, logits.clone(), torch.arange(4))
         assert torch.equal(neg.text_for_image, wrong) and torch.equal(neg.image_for_text, wrong)
+
+
+def test_trimming_text_padding_does_not_change_the_losses():
+    """trim_text_padding cuts the batch to its longest caption: same losses, less compute."""
+    from vlmo_composer.tasks.vl_pretrain import VLPretrainConfig, VLPretrainTask
+
+    model = dict(size="small", hidden_size=64, num_layers=2, num_heads=2, ffn_size=128, vl_ffn_start=1,
+                 image_size=32, max_text_len=16, drop_path_rate=0.0, text_embed_dropout=0.0)
+    torch.manual_seed(0)
+    plain = VLPretrainTask(VLPretrainConfig(model=model)).eval()
+    trimmed = VLPretrainTask(VLPretrainConfig(model=model, trim_text_padding=True)).eval()
+    trimmed.load_state_dict(plain.state_dict())
+    ids = torch.randint(1000, 2000, (4, 16))
+    mask = torch.zeros(4, 16, dtype=torch.long)
+    for row, length in enumerate((5, 9, 7, 3)):
+        mask[row, :length] = 1
+    labels = torch.full_like(ids, -100)
+    labels[:, 2] = ids[:, 2]
+    batch = {"pixel_values": torch.randn(4, 3, 32, 32), "input_ids": ids * mask, "attention_mask": mask,
+             "mlm_input_ids": ids * mask, "mlm_labels": labels}
+    assert trimmed.prepare(batch)["input_ids"].shape == (4, 9)
+    torch.manual_seed(3)
+    a = plain(batch)["losses"]
+    torch.manual_seed(3)
+    b = trimmed(batch)["losses"]
+    for key in ("itc", "itm", "mlm", "total"):
+        assert abs(a[key].item() - b[key].item()) < 1e-5, key

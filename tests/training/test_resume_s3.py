@@ -34,6 +34,7 @@ STEPS_PER_EPOCH = 6
 RESUME_POINT = 4  # the checkpoint autoresume must find (save_interval in the YAML)
 PROCESS_TIMEOUT = 600.0
 CHECKPOINT_BATCH = re.compile(r"-ba(\d+)-rank0\.pt$")
+SHARED_MEMORY = Path("/dev/shm")
 
 
 class Runs:
@@ -116,6 +117,24 @@ class Runs:
         for process in self.processes:
             self.kill(process)
 
+    def streaming_shared_memory(self) -> set[str]:
+        """Prefixes of the Streaming shared memory registered for this test's data."""
+        prefixes = set()
+        for locals_entry in SHARED_MEMORY.glob("*_locals"):
+            try:
+                if str(self.data).encode() in locals_entry.read_bytes():
+                    prefixes.add(locals_entry.name.split("_")[0])
+            except FileNotFoundError:
+                continue
+        return prefixes
+
+    @staticmethod
+    def remove_shared_memory(prefixes: set[str]) -> None:
+        """What a killed run's datasets leave in /dev/shm (a normal exit removes it)."""
+        for prefix in prefixes:
+            for entry in SHARED_MEMORY.glob(f"{prefix}_*"):
+                entry.unlink(missing_ok=True)
+
     def sample_order(self, name: str) -> list[dict]:
         return [json.loads(line) for line in (self.workdir / f"{name}-order.jsonl").read_text().splitlines()]
 
@@ -162,11 +181,13 @@ def test_killed_run_resumes_from_s3_like_an_uninterrupted_run(synthetic_data, s3
         # it is still training when its batch-4 checkpoint becomes the one autoresume would load.
         run_a = runs.start("a")
         runs.wait_for_steps(run_a, "a", 1)
+        shared_memory_before = runs.streaming_shared_memory()
         killed = runs.start("b", f"callbacks.resume_test_hooks.slow_from_batch={RESUME_POINT}",
                             "callbacks.resume_test_hooks.slow_seconds=8")
         runs.wait_for_latest_checkpoint(killed, "b", at_least=RESUME_POINT)
         runs.kill(killed)
         assert killed.returncode == -signal.SIGKILL
+        runs.remove_shared_memory(runs.streaming_shared_memory() - shared_memory_before)
 
         assert runs.latest_checkpoint("b") == f"b/checkpoints/ep0-ba{RESUME_POINT}-rank0.pt"  # uploaders dead too
         assert FINAL_CHECKPOINT not in runs.checkpoints("b")

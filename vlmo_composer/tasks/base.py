@@ -50,6 +50,9 @@ class TaskConfig:
     trainable: Optional[list[str]] = None  # parameter-name globs; None = the task's default
     # "meta" builds without memory; FSDP then materialises each block with param_init_fn.
     init_device: str = "cpu"
+    # Cut the batch's text to its longest caption (less compute on CPU; on GPUs fixed
+    # shapes are usually faster and avoid a host sync, so it is off by default).
+    trim_text_padding: bool = False
 
     def __post_init__(self) -> None:
         if self.init_device not in ("cpu", "meta"):
@@ -160,6 +163,17 @@ class VLMoTask(ComposerModel):
             raise ValueError(f"trainable patterns {unmatched} match no parameter of the model")
         for name, param in self.model.named_parameters():
             param.requires_grad_(any(fnmatch.fnmatchcase(name, p) for p in trainable))
+
+    # ------------------------------------------------------------------ batches
+    TEXT_KEYS = ("input_ids", "attention_mask", "mlm_input_ids", "mlm_labels")
+
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Trim text padding when configured (relative positions make any length valid)."""
+        mask = batch.get("attention_mask")
+        if not self.cfg.trim_text_padding or mask is None or mask.ndim != 2:
+            return batch
+        length = int(mask.sum(dim=1).max())
+        return {k: v[:, :length] if k in self.TEXT_KEYS else v for k, v in batch.items()}
 
     # ------------------------------------------------------------------ Composer API
     def loss(self, outputs: dict, batch: Any) -> dict[str, torch.Tensor]:

@@ -35,6 +35,7 @@ class NLVR2Task(VLMoTask):
     init_allow_unexpected = FINETUNE_UNEXPECTED
 
     def logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        batch = self.prepare(batch)
         return self.model.nlvr2_pair_logits(
             batch["input_ids"], batch["attention_mask"], batch["pixel_values_0"], batch["pixel_values_1"]
         )

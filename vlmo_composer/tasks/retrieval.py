@@ -41,6 +41,7 @@ class RetrievalTask(RetrievalEvalMixin, VLMoTask):
                     param.requires_grad_(False)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        batch = self.prepare(batch)
         image = self.model.encode_image(batch["pixel_values"])
         text = self.model.encode_text(batch["input_ids"], batch["attention_mask"])
         itc = contrastive_loss(image, text, self.model.logit_scale)

@@ -46,6 +46,7 @@ class TextMLMTask(VLMoTask):
     init_allow_unexpected = ("*mlp_vl*", "*norm2_vl*", "itc_*", "logit_*", "itm_score*", "mim_*")
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        batch = self.prepare(batch)
         text = self.model.forward_text(batch["mlm_input_ids"], batch["attention_mask"])
         logits, labels = masked_logits(text.states, batch["mlm_labels"], self.model.mlm_logits)
         loss = mlm_loss(logits, labels)

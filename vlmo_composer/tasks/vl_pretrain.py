@@ -99,7 +99,7 @@ class VLPretrainTask(RetrievalEvalMixin, VLMoTask):
                 block.norm2_vl.load_state_dict(getattr(block, f"norm2_{suffix}").state_dict())
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {"losses": vl_pretrain_losses(self.model, batch, self.cfg.mlm_weight)}
+        return {"losses": vl_pretrain_losses(self.model, self.prepare(batch), self.cfg.mlm_weight)}
 
     def flops_per_batch(self, batch: dict[str, Any]) -> float:
         batch_size, text_len = batch["input_ids"].shape

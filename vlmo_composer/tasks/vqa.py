@@ -46,6 +46,7 @@ class VQATask(VLMoTask):
         super().__init__(cfg)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        batch = self.prepare(batch)
         fused = self.model.fuse(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
         logits = self.model.vqa_logits(fused.pooled)
         targets = batch["vqa_targets"]
