@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 import time
 import warnings
 from typing import Optional
 
 import torch
 from composer import Evaluator, Trainer
-from composer.utils import dist, get_device, reproducibility
+from composer.utils import dist, format_name_with_dist, get_device, reproducibility
 
 from vlmo_composer.builders import (
     build_named,
@@ -24,7 +25,7 @@ from vlmo_composer.builders import (
     validate_config,
 )
 from vlmo_composer import registry
-from vlmo_composer.callbacks import FlattenMetricDicts
+from vlmo_composer.callbacks import FlattenMetricDicts, MidEpochRngRestore
 from vlmo_composer.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
 
@@ -42,6 +43,16 @@ def device_batch_size(global_batch: int, world_size: int, what: str = "global_tr
 def default_precision(device: Optional[str]) -> str:
     on_gpu = device == "gpu" or (device is None and torch.cuda.is_available())
     return "amp_bf16" if on_gpu else "fp32"
+
+
+def check_remote_resumption(cfg: TrainConfig) -> None:
+    if cfg.autoresume and cfg.save_folder and "://" in cfg.save_folder and not cfg.save_overwrite:
+        warnings.warn(
+            "autoresume to an object store with save_overwrite: false can fail after a preemption: the "
+            "'latest' pointer trails the uploads, so a resumed run may save a checkpoint name that already "
+            "exists. Set save_overwrite: true.",
+            stacklevel=2,
+        )
 
 
 def check_microbatching(cfg: TrainConfig, device_batch: int) -> None:
@@ -76,6 +87,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     world = dist.get_world_size()
     train_batch = device_batch_size(cfg.global_train_batch_size, world)
     check_microbatching(cfg, train_batch)
+    check_remote_resumption(cfg)
 
     task = build_task(cfg.task)
     train_loader = build_dataloader(cfg.train_loader, train_batch, train=True)
@@ -83,10 +95,13 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     optimizer = build_optimizer(cfg.optimizer, task)
     scheduler = build_scheduler(cfg.scheduler)
     algorithms = build_named(registry.algorithms, cfg.algorithms, "algorithms")
-    callbacks = build_named(registry.callbacks, cfg.callbacks, "callbacks") + [FlattenMetricDicts()]
+    rng_restore = MidEpochRngRestore()
+    callbacks = build_named(registry.callbacks, cfg.callbacks, "callbacks") + [FlattenMetricDicts(), rng_restore]
     loggers = build_named(registry.loggers, cfg.loggers, "loggers")
+    if cfg.autoresume:
+        drop_stale_autoresume_copy(cfg)
 
-    return Trainer(
+    trainer = Trainer(
         model=task,
         train_dataloader=train_loader,
         eval_dataloader=evaluators or None,
@@ -122,6 +137,20 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         load_ignore_keys=cfg.load_ignore_keys,
         dist_timeout=cfg.dist_timeout,
     )
+    if trainer._rng_state is not None and int(trainer.state.timestamp.batch_in_epoch) > 0:
+        rng_restore.rng_state, trainer._rng_state = trainer._rng_state, None
+    return trainer
+
+
+def drop_stale_autoresume_copy(cfg: TrainConfig) -> None:
+    """Composer downloads a remote ``latest`` checkpoint to ``./<save_folder>/`` and reuses that
+    copy if it exists, so a second preemption would resume from the first one's checkpoint."""
+    if not cfg.save_folder or "://" not in cfg.save_folder:
+        return
+    folder = format_name_with_dist(cfg.save_folder, cfg.run_name)
+    copy = Path(folder) / format_name_with_dist("latest-rank{rank}.pt", cfg.run_name)
+    if copy.exists():
+        copy.unlink()
 
 
 def summary(trainer: Trainer, seconds: float) -> str:
@@ -158,6 +187,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"config error: {err}", file=sys.stderr)
         return 2
     start = time.time()
+    if trainer.state.timestamp >= trainer.state.max_duration:  # an autoresumed run that had finished
+        print(f"run {trainer.state.run_name} already trained to {cfg.max_duration}; nothing to do")
+        trainer.close()
+        return 0
     trainer.fit()
     if dist.get_global_rank() == 0:
         print(summary(trainer, time.time() - start))

@@ -1,10 +1,9 @@
-"""Fixtures for the data_prep tests: reading MDS back with Streaming, a local S3 server."""
+"""Fixtures for the data_prep tests: reading MDS back with Streaming (the S3 server is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import itertools
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,33 +28,3 @@ def read_mds(tmp_path: Path) -> Callable[[str], list[dict[str, Any]]]:
         return [dataset[i] for i in range(dataset.num_samples)]
 
     return read
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A real S3-compatible server (moto server mode) on 127.0.0.1 with one bucket.
-
-    The environment variables reach every process the test starts, as they
-    would on a user's machine.
-    """
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "S3_ENDPOINT_URL": endpoint}.items():
-        monkeypatch.setenv(key, value)
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="mds-test")
-    try:
-        yield "mds-test"
-    finally:
-        server.stop()
