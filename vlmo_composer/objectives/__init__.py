@@ -21,4 +21,5 @@ __all__ = [
     "normalized_patch_targets",
     "patchify",
     "rank_and_world",
+    "sample_hard_negatives",
 ]
