@@ -1,10 +1,12 @@
-"""Run a function on N real processes (gloo on 127.0.0.1) and collect rank 0's result."""
+"""Run a function on N real processes (gloo) and collect what every rank returned."""
 
 from __future__ import annotations
 
 import os
 import socket
 import tempfile
+import time
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -17,20 +19,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _entry(rank: int, world: int, port: int, fn, args, out_path: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)  # two ranks on a 2-core box: no OpenMP oversubscription
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _entry(rank: int, world: int, fn, args, out_dir: str) -> None:
+    torch.set_num_threads(1)  # several ranks on a 2-core box: no OpenMP oversubscription
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{out_dir}/rendezvous",  # no port to pick, so no race with other jobs
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=60),
+    )
     result = fn(rank, world, *args)
-    if rank == 0:
-        torch.save(result, out_path)
-    dist.barrier()  # tearing down while the other rank is still inside the group can hang
-    dist.destroy_process_group()
+    torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()
+    # gloo's teardown can hang when the peer has already left; the results are on disk,
+    # so leave without running it (exit code 0 tells the parent all went well).
+    os._exit(0)
 
 
-def run_distributed(fn, world: int = 2, args: tuple = ()):
-    """``fn(rank, world, *args)`` on ``world`` processes; returns what rank 0 returned."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "result.pt")
-        mp.spawn(_entry, args=(world, free_port(), fn, args, out), nprocs=world, join=True)
-        return torch.load(out, weights_only=False)
+def run_distributed(fn, world: int = 2, args: tuple = (), timeout_s: float = 150.0) -> list:
+    """``fn(rank, world, *args)`` on ``world`` processes; returns every rank's result in rank order.
+
+    A rank that fails makes this raise with its traceback; workers are never left behind.
+    """
+    with tempfile.TemporaryDirectory() as out_dir:
+        context = mp.spawn(_entry, args=(world, fn, args, out_dir), nprocs=world, join=False)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not context.join(timeout=1):  # raises if a worker failed
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"distributed workers did not finish in {timeout_s} s")
+        finally:
+            for process in context.processes:
+                if process.is_alive():
+                    process.kill()
+                process.join()
+        return [torch.load(os.path.join(out_dir, f"rank{r}.pt"), weights_only=False) for r in range(world)]

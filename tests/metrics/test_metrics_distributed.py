@@ -8,14 +8,12 @@ one rank never updates VQAScore at all.
 from __future__ import annotations
 
 import json
-import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from distributed import run_distributed
 
 from vlmo_composer.metrics import (
     NLVR2Accuracy,
@@ -121,16 +119,7 @@ def as_floats(computed) -> dict | float:
     return computed.item()
 
 
-def worker(rank: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        # A file rendezvous: no port to pick, so no race with other jobs on this machine.
-        init_method=f"file://{out_dir}/rendezvous",
-        rank=rank,
-        world_size=WORLD_SIZE,
-        timeout=timedelta(seconds=60),
-    )
+def worker(rank: int, world: int, out_dir: str) -> dict:
     data = scenario()
     metrics = new_metrics()
     update_rank(metrics, data, rank)
@@ -140,28 +129,13 @@ def worker(rank: int, out_dir: str) -> None:
     results["gathered_ids"] = ids
     if rank == 0:
         write_vqa_submission(Path(out_dir) / "submission.json", ids, answers)
-    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    # Tearing the group down while the peer is still in it can hang; on an error the
-    # traceback ends the process instead and the fixture stops the other one.
-    dist.barrier()
-    dist.destroy_process_group()
+    return results
 
 
 @pytest.fixture(scope="module")
-def distributed_run(tmp_path_factory) -> Path:
+def distributed_run(tmp_path_factory) -> tuple[Path, list]:
     out_dir = tmp_path_factory.mktemp("metrics_dist")
-    context = mp.spawn(worker, args=(str(out_dir),), nprocs=WORLD_SIZE, join=False)
-    deadline = time.monotonic() + SPAWN_TIMEOUT_S
-    try:
-        while not context.join(timeout=1):  # raises if a worker failed
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"metric workers did not finish in {SPAWN_TIMEOUT_S} s")
-    finally:
-        for process in context.processes:  # never leave a worker behind
-            if process.is_alive():
-                process.kill()
-            process.join()
-    return out_dir
+    return out_dir, run_distributed(worker, world=WORLD_SIZE, args=(str(out_dir),), timeout_s=SPAWN_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +151,7 @@ def single_process() -> dict:
 @pytest.mark.parametrize("rank", range(WORLD_SIZE))
 @pytest.mark.parametrize("name", ["retrieval", "vqa_accuracy", "vqa_score", "nlvr2"])
 def test_every_rank_equals_single_process(distributed_run, single_process, rank, name):
-    results = torch.load(distributed_run / f"rank{rank}.pt")
+    results = distributed_run[1][rank]
     assert results[name] == single_process[name]
 
 
@@ -197,9 +171,10 @@ def test_single_process_reference_is_the_plain_computation(single_process):
 def test_predictions_gathered_into_one_submission(distributed_run):
     data = scenario()
     expected_ids = data["question_ids"][0:5] + data["question_ids"][4:9]
+    out_dir, results = distributed_run
     for rank in range(WORLD_SIZE):
-        assert torch.load(distributed_run / f"rank{rank}.pt")["gathered_ids"] == expected_ids
-    submission = json.loads((distributed_run / "submission.json").read_text())
+        assert results[rank]["gathered_ids"] == expected_ids
+    submission = json.loads((out_dir / "submission.json").read_text())
     assert submission == [
         {"question_id": q, "answer": a}
         for q, a in zip(data["question_ids"], data["preds"], strict=True)

@@ -70,7 +70,7 @@ def _ranked(rank, world):
 def test_itc_loss_and_gradients_do_not_depend_on_the_number_of_ranks():
     single_model, batch = make_model_and_batch()
     single_loss, single_grads, _ = itc_loss_and_grads(single_model, batch)
-    ranked = run_distributed(_ranked, world=2)
+    ranked = run_distributed(_ranked, world=2)[0]
     assert abs(ranked["loss"].item() - single_loss.item()) < 1e-5
     assert ranked["grads"].keys() == single_grads.keys()
     worst = max((ranked["grads"][n] - g).abs().max().item() for n, g in single_grads.items())
@@ -81,7 +81,7 @@ def test_itc_loss_and_gradients_do_not_depend_on_the_number_of_ranks():
 
 
 def test_hard_negatives_are_drawn_from_every_rank():
-    ranked = run_distributed(_ranked, world=2)
+    ranked = run_distributed(_ranked, world=2)[0]
     local = GLOBAL_BATCH // 2
     assert ranked["pulled_ok"]
     from_other_rank = (ranked["draws"] >= local).float().mean().item()  # rank 0's view: indices >= 4 are rank 1's
