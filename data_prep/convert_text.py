@@ -54,43 +54,40 @@ def split_sentences(text: str) -> list[str]:
 
 
 def chunk_text(text: str, max_chars: int) -> list[str]:
-    """Greedily pack whole sentences into pieces of at most ``max_chars`` characters."""
+    """Greedily pack whole sentences into pieces of at most ``max_chars`` characters.
+
+    A sentence longer than a piece is packed word by word, and a word longer than
+    a piece is cut.
+    """
     if len(text) <= max_chars:
         return [text]
+    units: list[str] = []
+    for sentence in split_sentences(text):
+        units += [sentence] if len(sentence) <= max_chars else _pack(_cut_words(sentence, max_chars), max_chars)
+    return _pack(units, max_chars)
+
+
+def _cut_words(sentence: str, max_chars: int) -> list[str]:
+    words = []
+    for word in sentence.split(" "):
+        words += [word[i:i + max_chars] for i in range(0, max(len(word), 1), max_chars)]
+    return words
+
+
+def _pack(units: list[str], max_chars: int) -> list[str]:
+    """Join consecutive units with spaces while the result fits in ``max_chars``."""
     pieces: list[str] = []
     current = ""
-    for sentence in split_sentences(text):
-        parts = [sentence] if len(sentence) <= max_chars else _split_words(sentence, max_chars)
-        for part in parts:
-            if current and len(current) + 1 + len(part) <= max_chars:
-                current = f"{current} {part}"
-            else:
-                if current:
-                    pieces.append(current)
-                current = part
+    for unit in units:
+        if current and len(current) + 1 + len(unit) <= max_chars:
+            current = f"{current} {unit}"
+        else:
+            if current:
+                pieces.append(current)
+            current = unit
     if current:
         pieces.append(current)
     return pieces
-
-
-def _split_words(sentence: str, max_chars: int) -> list[str]:
-    parts, current = [], ""
-    for word in sentence.split(" "):
-        while len(word) > max_chars:  # a "word" longer than a piece: cut it
-            if current:
-                parts.append(current)
-                current = ""
-            parts.append(word[:max_chars])
-            word = word[max_chars:]
-        if current and len(current) + 1 + len(word) <= max_chars:
-            current = f"{current} {word}"
-        else:
-            if current:
-                parts.append(current)
-            current = word
-    if current:
-        parts.append(current)
-    return parts
 
 
 def split_units(text: str, unit: str) -> list[str]:
