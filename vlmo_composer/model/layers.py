@@ -6,7 +6,7 @@ Attribute names follow the official implementation (``norm2_imag``, ``mlp_vl``,
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -33,11 +33,30 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class AttentionBias(NamedTuple):
+    """One layer's additive attention mask, kept as its two broadcastable parts.
+
+    ``relative`` is the relative-position bias ``[1, H, N, N]``, ``key_padding`` is
+    ``[B, 1, 1, N]`` with ``-inf`` at padded keys. They are summed inside attention,
+    in the compute dtype, so only the running layer ever holds a ``[B, H, N, N]``
+    mask, and activation checkpointing stores just the small parts.
+    """
+
+    relative: Optional[torch.Tensor]
+    key_padding: Optional[torch.Tensor]
+
+    def mask(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
+        parts = [part.to(dtype) for part in self if part is not None]
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+
 class Attention(nn.Module):
     """Multi-head self-attention shared by all modalities.
 
     ``qkv`` has no bias; separate ``q_bias`` and ``v_bias`` (the key bias is zero),
-    as in BEiT. Relative-position bias and key padding arrive as one additive mask
+    as in BEiT. Relative-position bias and key padding become one additive mask
     so ``scaled_dot_product_attention`` can pick a fused kernel.
     """
 
@@ -54,16 +73,15 @@ class Attention(nn.Module):
             nn.init.zeros_(self.q_bias)
             nn.init.zeros_(self.v_bias)
 
-    def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_bias: Optional[AttentionBias]) -> torch.Tensor:
         batch, length, dim = x.shape
         bias = None
         if self.q_bias is not None:
             bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
         qkv = F.linear(x, self.qkv.weight, bias)
         q, k, v = qkv.reshape(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        if attn_bias is not None:
-            attn_bias = attn_bias.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
+        mask = None if attn_bias is None else attn_bias.mask(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
 
 
@@ -107,7 +125,7 @@ class MoMEBlock(nn.Module):
         return x + self.drop_path(update if gamma is None else gamma * update)
 
     def forward(
-        self, x: torch.Tensor, attn_bias: Optional[torch.Tensor], mode: str, text_len: int = 0
+        self, x: torch.Tensor, attn_bias: Optional[AttentionBias], mode: str, text_len: int = 0
     ) -> torch.Tensor:
         x = self._residual(x, self.attn(self.norm1(x), attn_bias), self.gamma_1)
         if mode == FUSION:

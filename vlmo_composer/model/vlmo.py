@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vlmo_composer.model.config import VLMoConfig
 from vlmo_composer.model.heads import ITMHead, MLMHead, Pooler, Projection, classifier
-from vlmo_composer.model.layers import FUSION, IMAGE, TEXT, VL, MoMEBlock, PatchEmbed, TextEmbeddings
+from vlmo_composer.model.layers import FUSION, IMAGE, TEXT, VL, AttentionBias, MoMEBlock, PatchEmbed, TextEmbeddings
 from vlmo_composer.model.relative_position import RelativePositionLayout, gather_relative_bias
 
 
@@ -215,8 +215,8 @@ class VLMo(nn.Module):
 
     def _attention_biases(
         self, kind: str, text_len: int, device: torch.device, key_padding: Optional[torch.Tensor]
-    ) -> list[Optional[torch.Tensor]]:
-        """One additive mask per layer: relative bias ``[1, H, N, N]`` plus ``-inf`` at padded keys."""
+    ) -> list[AttentionBias]:
+        """Per layer: its relative bias ``[1, H, N, N]`` and ``-inf`` at padded keys ``[B, 1, 1, N]``."""
         num_layers = self.config.num_layers
         relative = None
         if self.relative_position_bias_table is not None:
@@ -226,11 +226,7 @@ class VLMo(nn.Module):
         if key_padding is not None:
             padding = torch.zeros(key_padding.shape, device=device, dtype=torch.float32)
             padding = padding.masked_fill(~key_padding.bool(), float("-inf"))[:, None, None, :]
-        if relative is None:
-            return [padding] * num_layers
-        if padding is None:
-            return list(relative)
-        return [relative[i] + padding for i in range(num_layers)]
+        return [AttentionBias(None if relative is None else relative[i], padding) for i in range(num_layers)]
 
     # ------------------------------------------------------------------ block stack
     def _run_block(self, index: int, x: torch.Tensor, bias, mode: str, text_len: int = 0) -> torch.Tensor:
