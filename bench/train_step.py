@@ -136,7 +136,8 @@ def print_table(rows: list[dict], device: torch.device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="small")
+    parser.add_argument("--size", default="small", choices=["small", "base", "base_plus", "large"],
+                        help="a named size with the BERT vocabulary (tiny has a toy one)")
     parser.add_argument("--batch", type=int, nargs="+", default=[16])
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"])
