@@ -17,7 +17,7 @@ install: $(STAMP)
 # The main job on the embedded default: synthetic data, a small VLMo trained on CPU
 # (a few minutes), then retrieval recall on the synthetic test split next to chance.
 quickstart: install
-	$(BIN)/python data_prep/make_synthetic.py --out data/synthetic
+	$(BIN)/python data_prep/make_synthetic.py --out data/synthetic --overwrite
 	$(BIN)/composer -n 1 train.py yamls/quickstart.yaml
 	$(BIN)/python eval.py yamls/quickstart.yaml --rerank-k 8 --output runs/quickstart/metrics.json
 

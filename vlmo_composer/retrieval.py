@@ -87,7 +87,7 @@ def _unique_first(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def chance_recall(features: RetrievalFeatures) -> dict[str, float]:
     """Expected TR@1 / IR@1 of a random ranking (for judging a small run)."""
     num_images, num_texts = len(features.image_ids), len(features.text_ids)
-    captions_per_image = torch.bincount(features.text_to_image, minlength=num_images).float()
+    captions_per_image = torch.bincount(features.text_to_image, minlength=num_images).double()
     return {"chance_tr_r1": (captions_per_image / num_texts).mean().item(), "chance_ir_r1": 1.0 / num_images}
 
 
