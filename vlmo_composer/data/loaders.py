@@ -13,6 +13,7 @@ import inspect
 from typing import Any
 
 from streaming import StreamingDataset
+import torch
 from torch.utils.data import DataLoader
 
 from vlmo_composer import registry
@@ -75,7 +76,7 @@ def build_dataloader(
         dataset,
         batch_size=batch_size,
         num_workers=workers,
-        pin_memory=cfg.pin_memory,
+        pin_memory=cfg.pin_memory and torch.cuda.is_available(),  # pinning without a GPU only warns
         prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
         persistent_workers=cfg.persistent_workers and workers > 0,
         drop_last=train if cfg.drop_last is None else cfg.drop_last,
