@@ -3,10 +3,10 @@
 Times forward + backward + AdamW step on synthetic inputs already on the device
 (the data pipeline has its own benchmark), for each combination of batch size and
 torch.compile setting, and prints a table: step time, samples/s, peak memory, the
-activation memory autograd saves for backward (a device-independent number, taken
-on the first eager step), and MFU by the analytic FLOP count of ``vlmo_composer.model.flops`` (663 GFLOP per
-sample for base at 224 px / 40 tokens with every token's MLM logits; we compute
-MLM logits only at masked tokens, and count what runs).
+activation memory autograd saves for backward (device-independent, taken on the
+first eager step), and MFU by the analytic FLOP count of ``vlmo_composer.model.flops``
+(663 GFLOP per sample for base at 224 px / 40 tokens with every token's MLM logits;
+we compute MLM logits only at masked tokens, and count what runs).
 
     python bench/train_step.py --size small --batch 32 --device cpu            # CPU, seconds
     python bench/train_step.py --size base --batch 64 128 --precision bf16     # one GPU
