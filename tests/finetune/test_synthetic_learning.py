@@ -16,8 +16,8 @@ import pytest
 import torch
 from streaming import StreamingDataset
 
-from training.helpers import merge
-from vlmo_composer.config import TrainConfig, from_dict
+from training.helpers import cpu_run_config
+from vlmo_composer.config import TrainConfig
 from vlmo_composer.evaluate import evaluate
 from vlmo_composer.train import build_trainer
 
@@ -49,15 +49,9 @@ def run_config(task: dict, train: dict, evals: list, tmp: Path, name: str, **ext
         "scheduler": {"name": "linear_decay_with_warmup", "t_warmup": "20ba"},
         "max_duration": "200ba",
         "global_train_batch_size": 64,
-        "device": "cpu",
-        "precision": "fp32",
-        "progress_bar": False,
-        "save_folder": str(tmp / name),
         "save_interval": "1000ep",
-        "save_overwrite": True,
-        "python_log_level": None,
     }
-    return from_dict(TrainConfig, merge(values, extra))
+    return cpu_run_config(tmp / name, values, **extra)
 
 
 def train_and_evaluate(cfg: TrainConfig, **eval_kwargs) -> tuple[Path, dict]:

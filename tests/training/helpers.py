@@ -23,6 +23,19 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def cpu_run_config(save_folder: Path, values: dict, **extra: Any) -> TrainConfig:
+    """``values`` (then ``extra`` overrides) as a quiet fp32 CPU run checkpointing to ``save_folder``."""
+    run = {
+        "device": "cpu",
+        "precision": "fp32",
+        "progress_bar": False,
+        "save_folder": str(save_folder),
+        "save_overwrite": True,
+        "python_log_level": None,
+    }
+    return from_dict(TrainConfig, merge(merge(run, values), extra))
+
+
 def stage_config(stage: str, data: Path, tmp: Path, **extra: Any) -> TrainConfig:
     """A TrainConfig for one of the three stages on the synthetic data."""
     answer_vocab = str(data / "vqa/answer_vocab.json")
@@ -57,16 +70,10 @@ def stage_config(stage: str, data: Path, tmp: Path, **extra: Any) -> TrainConfig
         "scheduler": {"name": "linear_decay_with_warmup", "t_warmup": "1ba"},
         "max_duration": "3ba",
         "global_train_batch_size": 8,
-        "device": "cpu",
-        "precision": "fp32",
-        "progress_bar": False,
         "loggers": {"in_memory": {}},
-        "save_folder": str(tmp / stage),
         "save_interval": "3ba",
-        "save_overwrite": True,
-        "python_log_level": None,
     }
-    return from_dict(TrainConfig, merge(values, extra))
+    return cpu_run_config(tmp / stage, values, **extra)
 
 
 def _answers(path: str) -> list[str]:
