@@ -1,0 +1,144 @@
+"""Fixture builders that follow each dataset's *published* layout, and say where it comes from.
+
+Sources (read with the search/fetch tools, not copied):
+
+* img2dataset (github.com/rom1504/img2dataset, v1.47.0):
+  - ``dataset_examples/cc3m.md``: Google's CC3M tsv is ``caption<TAB>url`` without a header; the
+    recipe adds one in place with ``sed -i '1s/^/caption\\turl\\n/' cc3m.tsv`` before downloading
+    (``cc12m.md`` adds ``url\\tcaption``);
+  - ``downloader.py``: ``compute_key`` = ``10**ceil(log10(number_sample_per_shard)) * shard_id +
+    row_in_shard``, zero-padded to that many digits plus ``oom_shard_count`` (5): with the default
+    10000 rows per shard the key is the 0-based data row, ``000000123``; each sample's meta holds
+    the input columns (``caption`` then ``url``, reader.py's ``column_list``), then ``key``,
+    ``status`` (``success`` / ``failed_to_download`` / ``failed_to_resize``), ``error_message``,
+    ``width``, ``height``, ``original_width``, ``original_height``;
+  - ``writer.py``: the ``files`` format writes ``<shard>/<key>.jpg/.txt/.json`` for successes
+    only, the ``webdataset`` format writes ``<shard>.tar`` with ``<key>.jpg/.txt/.json`` for
+    successes only; both write every row's meta (failures included) to ``<shard>.parquet``;
+  - ``logger.py`` ``write_stats``: ``<shard>_stats.json`` with ``count``, ``successes``,
+    ``failed_to_download``, ``failed_to_resize``, ``status_dict`` (message -> count, "success"
+    included), durations.
+* SBU: ``sbu-captions-all.json`` ``{"image_urls", "captions", "user_ids"}`` (img2dataset's
+  ``dataset_examples/SBUcaptions.md``, www.cs.rice.edu/~vo9/sbucaptions/); the 2011 release
+  ``SBU_captioned_photo_dataset_urls.txt`` / ``..._captions.txt``, one url / caption per line in
+  the same order (the page linked from the VLMo/ViLT data guides).
+* NLVR2 (github.com/lil-lab/nlvr, ``nlvr2/README.md`` and ``nlvr2/data/*.json``): json lines with
+  ``validation, sentence, left_url, writer, label ("True"/"False"), right_url, synset, query,
+  identifier`` (``split-set_id-pair_id-sentence_id``), ``directory`` in train only,
+  ``extra_validations`` in dev/test; ``test2.json`` added on 2022-08-18; images
+  ``split-set_id-pair_id-img0.png``/``-img1.png``. The image zips unpack to ``images/train/<dir>/``,
+  ``dev/``, ``test1/`` (ViLT ``DATA.md`` NLVR2 tree, which the VLMo guide follows).
+* Visual Genome (visualgenome.org api v1.4 and the VLMo/ViLT guides): ``region_descriptions.json``
+  ``[{"regions": [{region_id, width, height, image_id, phrase, y, x}], "id"}]``, images
+  ``VG_100K/<id>.jpg`` and ``VG_100K_2/<id>.jpg``.
+* VQA v2 (visualqa.org download page; github.com/GT-Vision-Lab/VQA README): zips unpack to flat
+  ``v2_OpenEnded_mscoco_*_questions.json`` / ``v2_mscoco_*_annotations.json``; the repository
+  keeps them under ``Questions/`` and ``Annotations/``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from prep_helpers import write, write_json
+
+SAMPLES_PER_SHARD = 10000  # img2dataset's default number_sample_per_shard
+KEY_DIGITS = 4 + 5  # ceil(log10(10000)) + oom_shard_count
+
+
+def img2dataset_key(row: int, shard: int = 0) -> str:
+    return f"{shard * SAMPLES_PER_SHARD + row:0{KEY_DIGITS}d}"
+
+
+@dataclass
+class Download:
+    """One input row as img2dataset saw it: the image it got, or the error it recorded."""
+
+    caption: str
+    url: str
+    image: bytes | None = None
+    status: str = "success"
+    error_message: str | None = None
+
+
+def img2dataset_meta(row: int, d: Download, width: int | None = 8, height: int | None = 8) -> dict:
+    ok = d.status == "success"
+    return {"caption": d.caption, "url": d.url, "key": img2dataset_key(row), "status": d.status,
+            "error_message": d.error_message, "width": width if ok else None,
+            "height": height if ok else None, "original_width": width if ok else None,
+            "original_height": height if ok else None}
+
+
+def _write_parquet_and_stats(root: Path, shard: str, metas: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = ["caption", "url", "key", "status", "error_message", "width", "height",
+               "original_width", "original_height"]
+    pq.write_table(pa.table({c: [m[c] for m in metas] for c in columns}), root / f"{shard}.parquet")
+    status_dict: dict[str, int] = {}
+    for m in metas:
+        message = "success" if m["status"] == "success" else m["error_message"]
+        status_dict[message] = status_dict.get(message, 0) + 1
+    write_json(root / f"{shard}_stats.json", {
+        "count": len(metas), "successes": sum(m["status"] == "success" for m in metas),
+        "failed_to_download": sum(m["status"] == "failed_to_download" for m in metas),
+        "failed_to_resize": sum(m["status"] == "failed_to_resize" for m in metas),
+        "duration": 1.0, "start_time": 0.0, "end_time": 1.0, "status_dict": status_dict})
+
+
+def img2dataset_files_output(root: Path, downloads: list[Download]) -> Path:
+    """``--output_format files``: shard folder ``00000/`` with successes, ``00000.parquet``, stats."""
+    metas = []
+    for row, d in enumerate(downloads):
+        meta = img2dataset_meta(row, d)
+        metas.append(meta)
+        if d.status == "success":
+            key = meta["key"]
+            write(root / "00000" / f"{key}.jpg", d.image or b"")
+            write(root / "00000" / f"{key}.txt", d.caption)
+            write(root / "00000" / f"{key}.json", json.dumps(meta, indent=4))
+    _write_parquet_and_stats(root, "00000", metas)
+    return root
+
+
+def img2dataset_webdataset_output(root: Path, downloads: list[Download]) -> Path:
+    """``--output_format webdataset``: ``00000.tar`` with successes only, ``00000.parquet``, stats."""
+    root.mkdir(parents=True, exist_ok=True)
+    metas = []
+    with tarfile.open(root / "00000.tar", "w") as tar:
+        for row, d in enumerate(downloads):
+            meta = img2dataset_meta(row, d)
+            metas.append(meta)
+            if d.status != "success":
+                continue
+            for ext, data in (("jpg", d.image or b""), ("txt", d.caption.encode()),
+                              ("json", json.dumps(meta, indent=4).encode())):
+                info = tarfile.TarInfo(f"{meta['key']}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    _write_parquet_and_stats(root, "00000", metas)
+    return root
+
+
+def cc3m_tsv(path: Path, rows: list[tuple[str, str]], recipe_header: bool) -> Path:
+    """Google's ``caption<TAB>url`` tsv, optionally with the header img2dataset's recipe adds."""
+    lines = (["caption\turl"] if recipe_header else []) + [f"{c}\t{u}" for c, u in rows]
+    return write(path, "\n".join(lines) + "\n")
+
+
+def nlvr2_line(identifier: str, sentence: str, label: str, directory: int | None = None) -> str:
+    """One json line as in lil-lab/nlvr ``nlvr2/data/*.json`` (field order as published)."""
+    obj: dict = {"validation": {"77": label}, "sentence": sentence,
+                 "left_url": f"https://example.org/{identifier}/left.jpg", "writer": "103", "label": label,
+                 "right_url": f"https://example.org/{identifier}/right.jpg", "synset": "beer bottle",
+                 "query": "some beer bottles2", "identifier": identifier}
+    if directory is None:
+        obj["extra_validations"] = {"56": label, "43": label}
+    else:
+        obj["directory"] = directory
+    return json.dumps(obj)
