@@ -1,15 +1,24 @@
-"""The flags every converter accepts and the script entry wrapper."""
+"""The flags every converter accepts and the one entry every converter runs through.
+
+A converter is a parser and a planner (arguments -> split jobs: records plus
+the function that builds a row from one); :class:`Converter` does the rest.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from data_prep.common import ConversionError
-from data_prep.writer import WriterOptions
+from data_prep.report import SplitReport
+from data_prep.writer import SplitJob, WriterOptions, write_dataset
+
+Plan = Sequence[SplitJob] | tuple[Sequence[SplitJob], Mapping[str, str]]
+"""What a planner returns: the split jobs, optionally with small files to write at ``--out``."""
 
 # Flags that change how a conversion runs, not what it writes: a re-run may change them.
 _RUNTIME_ONLY = frozenset({"out", "num_workers", "overwrite", "staging_dir", "no_progress"})
@@ -19,6 +28,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
     return value
 
 
@@ -82,3 +98,22 @@ def run_cli(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | N
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+@dataclass(frozen=True)
+class Converter:
+    """One converter script: ``tool`` names it in the manifest, ``plan`` reads its inputs."""
+
+    tool: str
+    build_parser: Callable[[], argparse.ArgumentParser]
+    plan: Callable[[argparse.Namespace], Plan]
+
+    def main(self, argv: Sequence[str] | None = None) -> list[SplitReport]:
+        """Parse ``argv``, plan the splits and write them (the same call a user's command makes)."""
+        args = self.build_parser().parse_args(argv)
+        planned = self.plan(args)
+        jobs, extra = planned if isinstance(planned, tuple) else (planned, {})
+        return write_dataset(args.out, list(jobs), writer_options(args), self.tool, manifest_args(args), extra)
+
+    def cli(self, argv: Sequence[str] | None = None) -> int:
+        return run_cli(self.main, argv)

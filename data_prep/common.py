@@ -21,12 +21,17 @@ from data_prep.report import SkipLog
 
 
 class SkipRecord(Exception):
-    """This record produces no sample; ``reason`` is the report's key."""
+    """This record produces no sample; ``reason`` is the report's key.
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    ``count_detail``: the report also counts ``detail`` as a message (e.g. a
+    downloader's error), so the user sees how often each cause occurred.
+    """
+
+    def __init__(self, reason: str, detail: str = "", count_detail: bool = False) -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        self.count_detail = count_detail
 
 
 class ConversionError(Exception):
@@ -126,23 +131,3 @@ def list_image_files(root: str) -> list[str]:
             if is_image_file(name):
                 found.append(os.path.relpath(os.path.join(folder, name), root))
     return sorted(found)
-
-
-def index_downloaded_images(root: str) -> dict[str, str]:
-    """Map the names a downloader gives images to their paths.
-
-    Downloaders name files by row: ``123.jpg`` or img2dataset's
-    ``00000/000000123.jpg`` (row = key when shards hold 10000 rows). Both are
-    indexed under the row number as a plain integer string ("123"), and every
-    file also under its own base name (for url-named downloads).
-    """
-    require_dir(root, "image folder")
-    index: dict[str, str] = {}
-    for rel in list_image_files(root):
-        path = os.path.join(root, rel)
-        name = os.path.basename(rel)
-        stem = os.path.splitext(name)[0]
-        index.setdefault(name, path)
-        if stem.isdigit():
-            index.setdefault(str(int(stem)), path)
-    return index

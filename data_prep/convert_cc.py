@@ -1,49 +1,67 @@
 """Conceptual Captions 3M / 12M -> image-text MDS.
 
-From img2dataset webdataset tars:
+From img2dataset webdataset tars (``--output_format webdataset``; failed
+downloads are counted from each shard's ``.parquet`` / ``_stats.json``):
 
     python data_prep/convert_cc.py --variant cc3m --tars /data/cc3m/train --split train --out /data/mds/cc3m
 
-or from the raw tsv next to a folder of images named by row (``123.jpg`` or
-``00000/000000123.jpg``, row = 0-based line number of the tsv):
+or from the tsv next to a folder of images named by row (``123.jpg`` or
+img2dataset's ``--output_format files`` ``00000/000000123.jpg``; row = 0-based
+data line of the tsv, a header excluded):
 
     python data_prep/convert_cc.py --variant cc3m --tsv Train_GCC-training.tsv \\
         --images /data/cc3m/images --split train --out s3://bucket/mds/cc3m
 
-CC3M's tsv is ``caption<TAB>url``; CC12M's is ``url<TAB>caption``
-(``--tsv-columns url,caption``).
+Google's CC3M tsv is ``caption<TAB>url`` without a header, CC12M's
+``url<TAB>caption`` (``--tsv-columns url,caption``). A ``caption<TAB>url`` or
+``url<TAB>caption`` first line (the header img2dataset's recipes add) is read
+as a header and gives the column order. A download whose img2dataset ``.json``
+names another url or caption than its row is not used (see ``downloaded.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
-from typing import Any
 
-from data_prep.cli import add_common_args, add_split_arg, manifest_args, run_cli, writer_options
+from data_prep.cli import Converter, add_common_args, add_split_arg
 from data_prep.common import ConversionError, require_file
-from data_prep.downloaded import downloaded_job
-from data_prep.report import SkipLog, SplitReport
+from data_prep.downloaded import CaptionedRow, downloaded_job
+from data_prep.report import SkipLog
 from data_prep.tar_pairs import tar_pairs_job
-from data_prep.writer import write_dataset
+from data_prep.writer import SplitJob
+
+COLUMN_ORDERS = ("caption,url", "url,caption")
 
 
-def read_caption_tsv(path: str, columns: str, skipped: SkipLog) -> list[tuple[int, Any, str]]:
-    """(row, caption, url) of each well-formed line; other lines are counted."""
+def _header_order(fields: list[str]) -> str | None:
+    """The column order a ``caption<TAB>url`` / ``url<TAB>caption`` header line gives, else None."""
+    order = ",".join(f.strip().lower() for f in fields)
+    return order if order in COLUMN_ORDERS else None
+
+
+def read_caption_tsv(path: str, columns: str, skipped: SkipLog) -> list[CaptionedRow]:
+    """Each well-formed data line (numbered from 0 after a header); other lines are counted."""
     require_file(path, "caption tsv")
-    caption_first = columns == "caption,url"
     name = os.path.basename(path)
-    rows = []
+    rows: list[CaptionedRow] = []
+    data_row = 0
     try:
         with open(path, encoding="utf-8", errors="replace", newline="") as f:
-            for row, line in enumerate(f):
+            for number, line in enumerate(f, start=1):
                 fields = line.rstrip("\r\n").split("\t")
-                if len(fields) != 2:
-                    skipped.add("malformed_tsv_line", f"{name}:{row + 1}")
+                if number == 1 and _header_order(fields):
+                    columns = _header_order(fields) or columns
                     continue
-                caption, url = fields if caption_first else fields[::-1]
-                rows.append((row, caption, url))
+                if fields == [""]:  # a blank line is no row (CSV readers such as img2dataset's skip it)
+                    skipped.add("malformed_tsv_line", f"{name}:{number}")
+                    continue
+                row, data_row = data_row, data_row + 1
+                if len(fields) != 2:
+                    skipped.add("malformed_tsv_line", f"{name}:{number}")
+                    continue
+                caption, url = fields if columns == "caption,url" else fields[::-1]
+                rows.append(CaptionedRow(row, caption, url))
     except OSError as e:
         raise ConversionError(f"cannot read caption tsv {path}: {e}") from None
     return rows
@@ -57,25 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--tars", nargs="+", help="img2dataset webdataset tars (files, folders, globs)")
     inputs.add_argument("--tsv", help="raw caption tsv (needs --images)")
     parser.add_argument("--images", help="folder of downloaded images named by tsv row")
-    parser.add_argument("--tsv-columns", choices=("caption,url", "url,caption"), default="caption,url")
+    parser.add_argument("--tsv-columns", choices=COLUMN_ORDERS, default="caption,url",
+                        help="column order of a tsv without a header (CC3M caption,url; CC12M url,caption)")
     add_split_arg(parser)
     add_common_args(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def plan(args: argparse.Namespace) -> list[SplitJob]:
     if args.tars:
-        job = tar_pairs_job(args.tars, args.variant, args.split, args.max_image_side)
-    elif not args.images:
-        parser.error("--tsv needs --images")
-    else:
-        skipped = SkipLog()
-        rows = read_caption_tsv(args.tsv, args.tsv_columns, skipped)
-        job = downloaded_job(rows, args.images, args.variant, args.split, args.max_image_side, skipped)
-    return write_dataset(args.out, [job], writer_options(args), "convert_cc", manifest_args(args))
+        return [tar_pairs_job(args.tars, args.variant, args.split, args.max_image_side)]
+    if not args.images:
+        raise ConversionError("--tsv needs --images (the folder of downloaded images)")
+    skipped = SkipLog()
+    rows = read_caption_tsv(args.tsv, args.tsv_columns, skipped)
+    return [downloaded_job(rows, args.images, args.variant, args.split, args.max_image_side, skipped)]
 
+
+CONVERTER = Converter("convert_cc", build_parser, plan)
+main = CONVERTER.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(CONVERTER.cli())

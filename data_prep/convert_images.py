@@ -16,15 +16,13 @@ import argparse
 import functools
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from data_prep.cli import add_common_args, add_split_arg, manifest_args, run_cli, writer_options
+from data_prep.cli import Converter, add_common_args, add_split_arg
 from data_prep.common import ConversionError, is_image_file, list_image_files, require_dir
 from data_prep.images import load_image
-from data_prep.report import SplitReport
-from data_prep.writer import SampleContext, SplitJob, write_dataset
+from data_prep.writer import SampleContext, SplitJob
 from vlmo_composer.data.schema import IMAGE, IMAGE_LABELED
 
 CLASSES_NAME = "classes.json"
@@ -77,17 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
-    args = build_parser().parse_args(argv)
+def plan(args: argparse.Namespace) -> list[SplitJob]:
     records, classes = plan_images(args.images, args.labels)
     if not records:
         raise ConversionError(f"no image files under {args.images}")
     build = functools.partial(build_image_row, max_image_side=args.max_image_side)
     schema = IMAGE if classes is None else IMAGE_LABELED
     extra = {} if classes is None else {CLASSES_NAME: json.dumps({"classes": classes}, indent=1)}
-    job = SplitJob(args.split, schema, records, build, extra_files=extra)
-    return write_dataset(args.out, [job], writer_options(args), "convert_images", manifest_args(args))
+    return [SplitJob(args.split, schema, records, build, extra_files=extra)]
 
+
+CONVERTER = Converter("convert_images", build_parser, plan)
+main = CONVERTER.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(CONVERTER.cli())

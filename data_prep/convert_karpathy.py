@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-from collections.abc import Sequence
 from typing import Any
 
-from data_prep.cli import add_common_args, manifest_args, run_cli, writer_options
+from data_prep.cli import Converter, add_common_args
 from data_prep.common import ConversionError, load_json, require_dir
 from data_prep.image_text import ImageTextRecord, build_image_text
-from data_prep.report import SkipLog, SplitReport
-from data_prep.writer import SplitJob, write_dataset
+from data_prep.report import SkipLog
+from data_prep.writer import SplitJob
 from vlmo_composer.data.schema import IMAGE_TEXT
 
 SPLIT_OF = {"train": "train", "restval": "train", "val": "val", "test": "test"}
@@ -70,14 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
-    args = build_parser().parse_args(argv)
+def plan(args: argparse.Namespace) -> list[SplitJob]:
     records, skipped = plan_karpathy(args.json, args.images, args.dataset)
     build = functools.partial(build_image_text, max_image_side=args.max_image_side)
     jobs = [SplitJob(split, IMAGE_TEXT, records[split], build) for split in SPLITS]
     jobs[0].skipped.merge(skipped)  # entries without a usable split are reported with train
-    return write_dataset(args.out, jobs, writer_options(args), "convert_karpathy", manifest_args(args))
+    return jobs
 
+
+CONVERTER = Converter("convert_karpathy", build_parser, plan)
+main = CONVERTER.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(CONVERTER.cli())

@@ -1,11 +1,18 @@
-"""NLVR2 -> NLVR2 MDS (``train``, ``dev``, ``test1``): one row per sentence and image pair.
+"""NLVR2 -> NLVR2 MDS (``train``, ``dev``, ``test1``, ``test2``): one row per sentence and image pair.
 
-    python data_prep/convert_nlvr2.py --data-dir nlvr/nlvr2/data --images /data/nlvr2/images \\
+    python data_prep/convert_nlvr2.py --data-dir nlvr/nlvr2/data --images /data/nlvr2 \\
         --out s3://bucket/mds/nlvr2
 
-``--data-dir`` holds the json-lines files ``train.json``, ``dev.json``,
-``test1.json``; ``--images`` holds ``train/<directory>/``, ``dev/`` and
-``test1/`` with ``{identifier minus its last -k}-img0.png`` / ``-img1.png``.
+``--data-dir`` holds lil-lab/nlvr's json-lines files ``train.json``,
+``dev.json``, ``test1.json`` and ``test2.json`` (released 2022; converted when
+present). ``--images`` holds the image zips as they unpack:
+``images/train/<directory>/``, ``dev/``, ``test1/``, ``test2/`` (the layout of
+the VLMo/ViLT data guides), or the flat ``train/<directory>/``, ``dev/``, ...
+Images are ``{identifier minus its last -k}-img0.png`` / ``-img1.png``.
+
+A split whose image pairs are missing for more than ``--max-missing-images``
+(default 10%) of its examples stops the conversion: that is a wrong
+``--images`` or an unfinished unzip, not a few lost downloads.
 """
 
 from __future__ import annotations
@@ -13,19 +20,20 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from data_prep.cli import add_common_args, manifest_args, run_cli, writer_options
-from data_prep.common import SkipRecord, clean_text, iter_json_lines, require_dir
+from data_prep.cli import Converter, add_common_args, fraction
+from data_prep.common import ConversionError, SkipRecord, clean_text, iter_json_lines, require_dir
 from data_prep.images import load_image
-from data_prep.report import SkipLog, SplitReport
-from data_prep.writer import SampleContext, SplitJob, write_dataset
+from data_prep.report import SkipLog
+from data_prep.writer import SampleContext, SplitJob
 from vlmo_composer.data.schema import NLVR2
 
-SPLITS = ("train", "dev", "test1")
+SPLITS = ("train", "dev", "test1", "test2")
+REQUIRED_SPLITS = ("train", "dev", "test1")
 LABELS = {"true": 1, "false": 0}
+MAX_MISSING_IMAGES = 0.1
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,15 @@ def build_nlvr2_row(record: Nlvr2Record, context: SampleContext,
             "label": label, "identifier": record.record_id}
 
 
+def image_folder(images: str, split: str) -> str:
+    """The split's folder: as the zips unpack (``images/train``, ``dev``), else the flat one."""
+    candidates = ([os.path.join(images, "images", "train"), os.path.join(images, "train")] if split == "train"
+                  else [os.path.join(images, split), os.path.join(images, "images", split)])
+    return next((c for c in candidates if os.path.isdir(c)), candidates[0])
+
+
 def plan_split(split: str, data_dir: str, images: str, skipped: SkipLog) -> list[Nlvr2Record]:
+    folder = image_folder(images, split)
     records = []
     for number, obj in iter_json_lines(os.path.join(data_dir, f"{split}.json"), f"NLVR2 {split} json lines", skipped):
         identifier = obj.get("identifier")
@@ -57,34 +73,52 @@ def plan_split(split: str, data_dir: str, images: str, skipped: SkipLog) -> list
             skipped.add("malformed_json_line", f"{split}.json:{number}")
             continue
         pair = identifier.rsplit("-", 1)[0]
-        folder = os.path.join(images, split, str(obj.get("directory", ""))) if split == "train" \
-            else os.path.join(images, split)
-        paths = (os.path.join(folder, f"{pair}-img0.png"), os.path.join(folder, f"{pair}-img1.png"))
+        pair_folder = os.path.join(folder, str(obj["directory"])) if "directory" in obj else folder
+        paths = (os.path.join(pair_folder, f"{pair}-img0.png"), os.path.join(pair_folder, f"{pair}-img1.png"))
         records.append(Nlvr2Record(identifier, paths, obj.get("sentence"), obj.get("label")))
     return records
 
 
+def check_images_present(split: str, records: list[Nlvr2Record], folder: str, max_missing: float) -> None:
+    """Fail before writing when more than ``max_missing`` of a split's examples lack an image."""
+    missing = sum(not all(os.path.isfile(p) for p in r.image_paths) for r in records)
+    if records and missing / len(records) > max_missing:
+        raise ConversionError(
+            f"NLVR2 {split}: {missing} of {len(records)} examples ({missing / len(records):.0%}) have no image "
+            f"pair under {folder} (more than --max-missing-images {max_missing:g}); expected the zips unpacked "
+            "as images/train/<directory>/, dev/, test1/, test2/ (or train/<directory>/ ...) under --images")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", required=True, help="folder with train.json, dev.json, test1.json")
-    parser.add_argument("--images", required=True, help="folder with train/<directory>/, dev/, test1/")
-    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
+    parser.add_argument("--data-dir", required=True, help="folder with train.json, dev.json, test1.json[, test2.json]")
+    parser.add_argument("--images", required=True,
+                        help="folder with images/train/<directory>/, dev/, test1/[, test2/] (or train/<directory>/)")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=None,
+                        help="default: train, dev, test1, and test2 when test2.json exists")
+    parser.add_argument("--max-missing-images", type=fraction, default=MAX_MISSING_IMAGES,
+                        help="fail when a larger fraction of a split's examples has no image pair (default 0.1)")
     add_common_args(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
-    args = build_parser().parse_args(argv)
+def plan(args: argparse.Namespace) -> list[SplitJob]:
     require_dir(args.images, "NLVR2 image root")
+    splits = args.splits or [s for s in SPLITS if s in REQUIRED_SPLITS
+                             or os.path.isfile(os.path.join(args.data_dir, f"{s}.json"))]
     build = functools.partial(build_nlvr2_row, max_image_side=args.max_image_side)
     jobs = []
     for split in SPLITS:
-        if split in args.splits:
+        if split in splits:
             skipped = SkipLog()
             records = plan_split(split, args.data_dir, args.images, skipped)
+            check_images_present(split, records, image_folder(args.images, split), args.max_missing_images)
             jobs.append(SplitJob(split, NLVR2, records, build, skipped=skipped))
-    return write_dataset(args.out, jobs, writer_options(args), "convert_nlvr2", manifest_args(args))
+    return jobs
 
+
+CONVERTER = Converter("convert_nlvr2", build_parser, plan)
+main = CONVERTER.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(CONVERTER.cli())

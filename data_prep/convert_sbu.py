@@ -1,64 +1,89 @@
 """SBU Captions -> image-text MDS.
 
-From img2dataset webdataset tars:
+From img2dataset webdataset tars (failed downloads counted from each shard's
+``.parquet`` / ``_stats.json``):
 
     python data_prep/convert_sbu.py --tars /data/sbu/tars --out /data/mds/sbu
 
-or from the original json (``{"image_urls", "captions", "user_ids"}``) next
-to a folder of images named by row (``123.jpg``, ``00000/000000123.jpg``) or
-by the url's file name:
+or from the url list next to a folder of images named by row (``123.jpg``,
+img2dataset's ``00000/000000123.jpg``), either ``sbu-captions-all.json``
+(``{"image_urls", "captions", "user_ids"}``) or the 2011 release's two text
+files (one url / one caption per line, in the same order):
 
     python data_prep/convert_sbu.py --json sbu-captions-all.json --images /data/sbu/images \\
         --out s3://bucket/mds/sbu
+    python data_prep/convert_sbu.py --urls-txt SBU_captioned_photo_dataset_urls.txt \\
+        --captions-txt SBU_captioned_photo_dataset_captions.txt --images /data/sbu/images --out ...
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import Any
 
-from data_prep.cli import add_common_args, add_split_arg, manifest_args, run_cli, writer_options
-from data_prep.common import ConversionError, load_json
-from data_prep.downloaded import downloaded_job
-from data_prep.report import SkipLog, SplitReport
+from data_prep.cli import Converter, add_common_args, add_split_arg
+from data_prep.common import ConversionError, load_json, require_file
+from data_prep.downloaded import CaptionedRow, downloaded_job
+from data_prep.report import SkipLog
 from data_prep.tar_pairs import tar_pairs_job
-from data_prep.writer import write_dataset
+from data_prep.writer import SplitJob
 
 
-def read_sbu_json(path: str) -> list[tuple[int, Any, str]]:
+def _pair_up(urls: list, captions: list, what: str) -> list[CaptionedRow]:
+    if len(urls) != len(captions):
+        raise ConversionError(f"{what}: {len(urls)} image_urls but {len(captions)} captions")
+    return [CaptionedRow(i, c, u if isinstance(u, str) else "") for i, (u, c) in enumerate(zip(urls, captions))]
+
+
+def read_sbu_json(path: str) -> list[CaptionedRow]:
     data = load_json(path, "SBU json")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("image_urls", "captions")):
         raise ConversionError(f"{path} is not an SBU json: expected lists 'image_urls' and 'captions'")
-    urls, captions = data["image_urls"], data["captions"]
-    if len(urls) != len(captions):
-        raise ConversionError(f"{path}: {len(urls)} image_urls but {len(captions)} captions")
-    return [(i, c, u if isinstance(u, str) else "") for i, (u, c) in enumerate(zip(urls, captions))]
+    return _pair_up(data["image_urls"], data["captions"], path)
+
+
+def _read_lines(path: str, what: str) -> list[str]:
+    require_file(path, what)
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+            lines = [line.rstrip("\r\n") for line in f]
+    except OSError as e:
+        raise ConversionError(f"cannot read {what} {path}: {e}") from None
+    return lines
+
+
+def read_sbu_txt(urls_path: str, captions_path: str) -> list[CaptionedRow]:
+    """The 2011 release: line i of the url file and line i of the caption file are one pair."""
+    urls = _read_lines(urls_path, "SBU url list")
+    captions = _read_lines(captions_path, "SBU caption list")
+    return _pair_up([u.strip() for u in urls], captions, f"{urls_path} and {captions_path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     inputs = parser.add_mutually_exclusive_group(required=True)
     inputs.add_argument("--tars", nargs="+", help="img2dataset webdataset tars (files, folders, globs)")
-    inputs.add_argument("--json", help="SBU json (needs --images)")
-    parser.add_argument("--images", help="folder of downloaded images named by row or url file name")
+    inputs.add_argument("--json", help="sbu-captions-all.json (needs --images)")
+    inputs.add_argument("--urls-txt", help="SBU_captioned_photo_dataset_urls.txt (needs --captions-txt, --images)")
+    parser.add_argument("--captions-txt", help="SBU_captioned_photo_dataset_captions.txt")
+    parser.add_argument("--images", help="folder of downloaded images named by row")
     add_split_arg(parser)
     add_common_args(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def plan(args: argparse.Namespace) -> list[SplitJob]:
     if args.tars:
-        job = tar_pairs_job(args.tars, "sbu", args.split, args.max_image_side)
-    elif not args.images:
-        parser.error("--json needs --images")
-    else:
-        job = downloaded_job(read_sbu_json(args.json), args.images, "sbu", args.split, args.max_image_side,
-                             SkipLog())
-    return write_dataset(args.out, [job], writer_options(args), "convert_sbu", manifest_args(args))
+        return [tar_pairs_job(args.tars, "sbu", args.split, args.max_image_side)]
+    if not args.images:
+        raise ConversionError("--json / --urls-txt need --images (the folder of downloaded images)")
+    if args.urls_txt and not args.captions_txt:
+        raise ConversionError("--urls-txt needs --captions-txt")
+    rows = read_sbu_json(args.json) if args.json else read_sbu_txt(args.urls_txt, args.captions_txt)
+    return [downloaded_job(rows, args.images, "sbu", args.split, args.max_image_side, SkipLog())]
 
+
+CONVERTER = Converter("convert_sbu", build_parser, plan)
+main = CONVERTER.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(CONVERTER.cli())

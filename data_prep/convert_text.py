@@ -19,13 +19,12 @@ import glob
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from data_prep.cli import add_common_args, add_split_arg, manifest_args, positive_int, run_cli, writer_options
+from data_prep.cli import Converter, add_common_args, add_split_arg, positive_int
 from data_prep.common import ConversionError
-from data_prep.report import SplitReport
-from data_prep.writer import SampleContext, SplitJob, write_dataset
+from data_prep.writer import SampleContext, SplitJob
 from vlmo_composer.data.schema import TEXT
 
 UNITS = ("document", "paragraph", "line")
@@ -186,13 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
-    args = build_parser().parse_args(argv)
+def plan(args: argparse.Namespace) -> list[SplitJob]:
     records = [r for path in expand_inputs(args.inputs) for r in plan_file(path, args.unit)]
     build = functools.partial(build_text_rows, unit=args.unit, max_chars=args.max_chars, text_key=args.text_key)
-    job = SplitJob(args.split, TEXT, records, build)
-    return write_dataset(args.out, [job], writer_options(args), "convert_text", manifest_args(args))
+    return [SplitJob(args.split, TEXT, records, build)]
 
+
+CONVERTER = Converter("convert_text", build_parser, plan)
+main = CONVERTER.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(CONVERTER.cli())

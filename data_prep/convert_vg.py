@@ -1,10 +1,12 @@
 """Visual Genome region descriptions -> image-text MDS (all phrases of an image in one row).
 
     python data_prep/convert_vg.py --regions region_descriptions.json \\
-        --image-data image_data.json --images /data/vg --out s3://bucket/mds/vg
+        --images /data/vg --out s3://bucket/mds/vg [--image-data image_data.json]
 
-``--images`` holds ``VG_100K/`` and ``VG_100K_2/``; an image's folder comes
-from its url in ``image_data.json`` (else both folders are tried).
+``--images`` holds ``VG_100K/`` and ``VG_100K_2/`` (as the two image zips
+unpack). ``region_descriptions.json`` is all that is needed (the VLMo guide
+downloads only it): an image is looked up as ``<id>.jpg`` in both folders.
+With the optional ``image_data.json`` its folder comes from its url.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ import argparse
 import functools
 import os
 import urllib.parse
-from collections.abc import Sequence
 from typing import Any
 
-from data_prep.cli import add_common_args, add_split_arg, manifest_args, run_cli, writer_options
+from data_prep.cli import Converter, add_common_args, add_split_arg
 from data_prep.common import ConversionError, load_json, require_dir
 from data_prep.image_text import ImageTextRecord, build_image_text
-from data_prep.report import SkipLog, SplitReport
-from data_prep.writer import SplitJob, write_dataset
+from data_prep.report import SkipLog
+from data_prep.writer import SplitJob
 from vlmo_composer.data.schema import IMAGE_TEXT
 
 IMAGE_FOLDERS = ("VG_100K", "VG_100K_2")
@@ -38,9 +39,9 @@ def _image_path(images: str, image_id: str, meta: dict[str, Any] | None) -> str:
     return ""  # reported as missing_image
 
 
-def plan_vg(regions_path: str, image_data_path: str, images: str) -> tuple[list[ImageTextRecord], SkipLog]:
+def plan_vg(regions_path: str, image_data_path: str | None, images: str) -> tuple[list[ImageTextRecord], SkipLog]:
     regions = load_json(regions_path, "VG region_descriptions.json")
-    image_data = load_json(image_data_path, "VG image_data.json")
+    image_data = load_json(image_data_path, "VG image_data.json") if image_data_path else []
     if not isinstance(regions, list) or not isinstance(image_data, list):
         raise ConversionError("VG region_descriptions.json and image_data.json must both hold a json list")
     require_dir(images, "VG image root")
@@ -67,20 +68,21 @@ def plan_vg(regions_path: str, image_data_path: str, images: str) -> tuple[list[
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--regions", required=True, help="region_descriptions.json")
-    parser.add_argument("--image-data", required=True, help="image_data.json")
+    parser.add_argument("--image-data", default=None, help="image_data.json (optional)")
     parser.add_argument("--images", required=True, help="folder holding VG_100K/ and VG_100K_2/")
     add_split_arg(parser)
     add_common_args(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
-    args = build_parser().parse_args(argv)
+def plan(args: argparse.Namespace) -> list[SplitJob]:
     records, skipped = plan_vg(args.regions, args.image_data, args.images)
     build = functools.partial(build_image_text, max_image_side=args.max_image_side)
-    job = SplitJob(args.split, IMAGE_TEXT, records, build, skipped=skipped)
-    return write_dataset(args.out, [job], writer_options(args), "convert_vg", manifest_args(args))
+    return [SplitJob(args.split, IMAGE_TEXT, records, build, skipped=skipped)]
 
+
+CONVERTER = Converter("convert_vg", build_parser, plan)
+main = CONVERTER.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(CONVERTER.cli())

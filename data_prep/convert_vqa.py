@@ -5,8 +5,9 @@
 
 ``--vqa-root`` holds the official files (``v2_OpenEnded_mscoco_{train2014,
 val2014,test2015,test-dev2015}_questions.json``, ``v2_mscoco_{train2014,
-val2014}_annotations.json``); ``--images`` the COCO folders ``train2014/``,
-``val2014/``, ``test2015/``.
+val2014}_annotations.json``), either flat as the zips unpack or under
+``Questions/`` and ``Annotations/`` as in the GT-Vision-Lab/VQA repository;
+``--images`` the COCO folders ``train2014/``, ``val2014/``, ``test2015/``.
 
 The answer vocabulary and the targets follow the official VLMo code exactly
 (see ``vlmo_composer/data/vqa_answers.py``): normalised
@@ -22,16 +23,15 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from data_prep.cli import add_common_args, manifest_args, positive_int, run_cli, writer_options
+from data_prep.cli import Converter, add_common_args, positive_int
 from data_prep.common import ConversionError, clean_text, load_json, require_dir
 from data_prep.images import load_image
-from data_prep.report import SkipLog, SplitReport
+from data_prep.report import SkipLog
 from data_prep.vqa_rows import ANSWER_VOCAB_NAME, VqaQuestion, vqa_rows
-from data_prep.writer import SampleContext, SplitJob, write_dataset
+from data_prep.writer import SampleContext, SplitJob
 from vlmo_composer.data.schema import VQA
 from vlmo_composer.data.vqa_answers import (
     MIN_ANSWER_COUNT,
@@ -51,6 +51,8 @@ ANNOTATION_FILES = {
     "train": "v2_mscoco_train2014_annotations.json",
     "val": "v2_mscoco_val2014_annotations.json",
 }
+SUBFOLDERS = {"questions": "Questions", "annotations": "Annotations"}
+"""Where the GT-Vision-Lab/VQA repository keeps each kind of file (the zips unpack flat)."""
 IMAGE_FOLDERS = {"train": "train2014", "val": "val2014", "test-dev": "test2015", "test": "test2015"}
 
 
@@ -68,7 +70,15 @@ def build_vqa_rows(record: VqaImageRecord, context: SampleContext,
     return vqa_rows(load_image(record.path, max_image_side).data, record.record_id, record.questions)
 
 
-def _list_of(path: str, key: str, what: str) -> list[Any]:
+def vqa_file(vqa_root: str, name: str, key: str) -> str:
+    """``<root>/<name>``, or ``<root>/Questions/<name>`` / ``<root>/Annotations/<name>``."""
+    flat = os.path.join(vqa_root, name)
+    nested = os.path.join(vqa_root, SUBFOLDERS[key], name)
+    return nested if not os.path.isfile(flat) and os.path.isfile(nested) else flat
+
+
+def _list_of(vqa_root: str, name: str, key: str, what: str) -> list[Any]:
+    path = vqa_file(vqa_root, name, key)
     data = load_json(path, what)
     items = data.get(key) if isinstance(data, dict) else None
     if not isinstance(items, list):
@@ -80,7 +90,7 @@ def load_annotations(vqa_root: str) -> dict[str, dict[int, dict[str, Any]]]:
     """question_id -> annotation, for train and val (in file order)."""
     by_split = {}
     for split, name in ANNOTATION_FILES.items():
-        annotations = _list_of(os.path.join(vqa_root, name), "annotations", f"{split} annotations")
+        annotations = _list_of(vqa_root, name, "annotations", f"{split} annotations")
         by_split[split] = {a["question_id"]: a for a in annotations
                            if isinstance(a, dict) and "question_id" in a}
     return by_split
@@ -101,7 +111,7 @@ def _raw_answers(annotation: dict[str, Any]) -> tuple[str, ...]:
 
 def plan_split(split: str, vqa_root: str, images: str, annotations: dict[int, dict[str, Any]] | None,
                answer_to_label: dict[str, int], dropped: SkipLog) -> list[VqaImageRecord]:
-    questions = _list_of(os.path.join(vqa_root, QUESTION_FILES[split]), "questions", f"{split} questions")
+    questions = _list_of(vqa_root, QUESTION_FILES[split], "questions", f"{split} questions")
     folder = IMAGE_FOLDERS[split]
     per_image: dict[int, list[VqaQuestion]] = {}
     for i, q in enumerate(questions):
@@ -143,8 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
-    args = build_parser().parse_args(argv)
+def plan(args: argparse.Namespace) -> tuple[list[SplitJob], dict[str, str]]:
     require_dir(args.images, "COCO image root")
     annotations = load_annotations(args.vqa_root)
     answers = vocabulary(annotations, args.min_answer_count)
@@ -160,8 +169,11 @@ def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
     build = functools.partial(build_vqa_rows, max_image_side=args.max_image_side)
     jobs = [SplitJob(s, VQA, records[s], build, dropped=dropped[s]) for s in splits]
     vocab = {ANSWER_VOCAB_NAME: answer_vocab_to_json(answers, args.min_answer_count)}
-    return write_dataset(args.out, jobs, writer_options(args), "convert_vqa", manifest_args(args), vocab)
+    return jobs, vocab
 
+
+CONVERTER = Converter("convert_vqa", build_parser, plan)
+main = CONVERTER.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(CONVERTER.cli())

@@ -4,18 +4,17 @@
         --source laion --out s3://bucket/mds/laion
 
 ``--tars`` takes files, folders (every ``*.tar`` inside) or globs. Samples
-whose json ``status`` is not ``success`` are skipped and counted.
+whose json ``status`` is not ``success`` are skipped and counted, and so are the
+rows img2dataset lists as failed in each shard's ``.parquet`` / ``_stats.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 
-from data_prep.cli import add_common_args, add_split_arg, manifest_args, run_cli, writer_options
-from data_prep.report import SplitReport
+from data_prep.cli import Converter, add_common_args, add_split_arg
 from data_prep.tar_pairs import tar_pairs_job
-from data_prep.writer import write_dataset
+from data_prep.writer import SplitJob
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,11 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
-    args = build_parser().parse_args(argv)
-    job = tar_pairs_job(args.tars, args.source, args.split, args.max_image_side)
-    return write_dataset(args.out, [job], writer_options(args), "convert_webdataset", manifest_args(args))
+def plan(args: argparse.Namespace) -> list[SplitJob]:
+    return [tar_pairs_job(args.tars, args.source, args.split, args.max_image_side)]
 
+
+CONVERTER = Converter("convert_webdataset", build_parser, plan)
+main = CONVERTER.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(CONVERTER.cli())

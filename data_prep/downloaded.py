@@ -1,38 +1,121 @@
 """Captioned rows next to a folder of images a downloader already fetched.
 
-Conceptual Captions (tsv) and SBU (json) list captions with urls; the images
-are fetched separately and named by row (``123.jpg`` or img2dataset's
-``00000/000000123.jpg``) or by the url's file name. A row without a file is
-kept as a record so the report counts it as ``missing_image``.
+Conceptual Captions (tsv) and SBU (json, txt) list captions with urls; the
+images are fetched separately. A download belongs to a row only by its key,
+the number in its file name: ``123.jpg``, or img2dataset's
+``00000/000000123.jpg`` (its key is the 0-based data row with the default
+10000 rows per shard). When the downloader kept the row's metadata next to
+the image (img2dataset's ``<key>.json``), its url and caption must be the
+row's, or the file is another row's image. A url's file name is never used:
+many urls end in ``1.jpg``. Every row that gets no image is counted:
+``missing_image``, ``download_failed`` (img2dataset's shard parquet says so,
+with its message), ``url_mismatch``, ``caption_mismatch``, ``ambiguous_image``
+(two files claim the row).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
-import urllib.parse
+from dataclasses import dataclass
 from typing import Any
 
-from data_prep.common import index_downloaded_images
-from data_prep.image_text import ImageTextRecord, build_image_text
+from data_prep.common import SkipRecord, clean_text, list_image_files, require_dir
+from data_prep.image_text import image_text_sample
+from data_prep.images import read_file_bytes
+from data_prep.img2dataset_output import FailedRow, failed_rows_in_folder
 from data_prep.report import SkipLog
-from data_prep.writer import SplitJob
+from data_prep.writer import SampleContext, SplitJob
 from vlmo_composer.data.schema import IMAGE_TEXT
 
 
-def match_rows(rows: list[tuple[int, Any, str]], images: str, source: str) -> list[ImageTextRecord]:
-    """Records for (row number, caption, url) rows, each with its downloaded file if any."""
-    index = index_downloaded_images(images)
-    records = []
-    for row, caption, url in rows:
-        url_name = os.path.basename(urllib.parse.urlparse(url).path) if url else ""
-        path = index.get(str(row)) or (index.get(url_name, "") if url_name else "")
-        records.append(ImageTextRecord(str(row), path, (caption,), source))
-    return records
+@dataclass(frozen=True)
+class CaptionedRow:
+    """One line of a url list: its 0-based data row (header excluded), caption and url."""
+
+    row: int
+    caption: Any
+    url: str
 
 
-def downloaded_job(rows: list[tuple[int, Any, str]], images: str, source: str, split: str,
+@dataclass(frozen=True)
+class DownloadedRecord:
+    record_id: str  # the row
+    paths: tuple[str, ...]  # every image file named by this row (more than one: ambiguous)
+    caption: Any
+    url: str
+    source: str
+    failure: str = ""  # img2dataset's error message for this row
+
+
+def index_downloads(root: str) -> dict[int, list[str]]:
+    """Image files named by a row number (``123.jpg``, ``00000/000000123.jpg``), by row."""
+    require_dir(root, "image folder")
+    by_row: dict[int, list[str]] = {}
+    for rel in list_image_files(root):
+        stem = os.path.splitext(os.path.basename(rel))[0]
+        if stem.isdigit():
+            by_row.setdefault(int(stem), []).append(os.path.join(root, rel))
+    return by_row
+
+
+def _failure(row: CaptionedRow, failed: dict[int, FailedRow]) -> str:
+    entry = failed.get(row.row)
+    return entry.message if entry is not None and entry.url in (None, row.url) else ""
+
+
+def match_rows(rows: list[CaptionedRow], images: str, source: str) -> list[DownloadedRecord]:
+    """One record per row, with the files its key names and img2dataset's failure if any."""
+    downloads = index_downloads(images)
+    failed = failed_rows_in_folder(images)
+    return [DownloadedRecord(str(r.row), tuple(downloads.get(r.row, ())), r.caption, r.url, source,
+                             _failure(r, failed)) for r in rows]
+
+
+def _read_meta(image_path: str) -> dict[str, Any] | None:
+    path = os.path.splitext(image_path)[0] + ".json"
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise SkipRecord("malformed_json", os.path.basename(path)) from None
+    if not isinstance(meta, dict):
+        raise SkipRecord("malformed_json", os.path.basename(path))
+    return meta
+
+
+def confirm_download(record: DownloadedRecord) -> str:
+    """The one file that is this row's download, or :class:`SkipRecord` saying why none is."""
+    if len(record.paths) > 1:
+        raise SkipRecord("ambiguous_image", "several files for this row: " + ", ".join(
+            os.path.basename(p) for p in record.paths))
+    if not record.paths:
+        if record.failure:
+            raise SkipRecord("download_failed", record.failure, count_detail=True)
+        raise SkipRecord("missing_image", "no file named by this row")
+    path = record.paths[0]
+    meta = _read_meta(path)
+    if meta is not None:
+        url = meta.get("url")
+        if isinstance(url, str) and url.strip() != record.url.strip():
+            raise SkipRecord("url_mismatch", f"{os.path.basename(path)} was downloaded from {url}")
+        caption = meta.get("caption")
+        if isinstance(caption, str) and clean_text(caption) != clean_text(record.caption):
+            raise SkipRecord("caption_mismatch", f"{os.path.basename(path)} has caption {caption[:60]!r}")
+    return path
+
+
+def build_downloaded_row(record: DownloadedRecord, context: SampleContext,
+                         max_image_side: int | None = None) -> dict[str, Any]:
+    data = read_file_bytes(confirm_download(record))
+    return image_text_sample(record.record_id, data, [record.caption], record.source, context, max_image_side)
+
+
+def downloaded_job(rows: list[CaptionedRow], images: str, source: str, split: str,
                    max_image_side: int | None, skipped: SkipLog) -> SplitJob:
     """The image-text job for captioned rows next to a folder of downloads."""
-    build = functools.partial(build_image_text, max_image_side=max_image_side)
+    build = functools.partial(build_downloaded_row, max_image_side=max_image_side)
     return SplitJob(split, IMAGE_TEXT, match_rows(rows, images, source), build, skipped=skipped)

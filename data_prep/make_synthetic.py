@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from data_prep.cli import add_common_args, manifest_args, positive_int, run_cli, writer_options
+from data_prep.cli import Converter, add_common_args, positive_int
 from data_prep.common import ConversionError
-from data_prep.report import SkipLog, SplitReport
+from data_prep.report import SkipLog
 from data_prep.synthetic_scenes import (
     Scene,
     annotator_answers,
@@ -39,7 +38,7 @@ from data_prep.synthetic_scenes import (
     render_scene,
 )
 from data_prep.vqa_rows import ANSWER_VOCAB_NAME, VqaQuestion, vqa_rows
-from data_prep.writer import SampleContext, SplitJob, write_dataset
+from data_prep.writer import SampleContext, SplitJob
 from vlmo_composer.data.schema import IMAGE, IMAGE_TEXT, NLVR2, TEXT, VQA
 from vlmo_composer.data.vqa_answers import answer_targets, answer_vocab_to_json, build_answer_vocab
 
@@ -201,12 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> list[SplitReport]:
-    args = build_parser().parse_args(argv)
+def plan(args: argparse.Namespace) -> tuple[list[SplitJob], dict[str, str]]:
     counts = {"train": args.train, "val": args.val, "test": args.test}
-    jobs, extra = plan_jobs(args.seed, counts, args.image_size, args.questions_per_image, args.min_answer_count)
-    return write_dataset(args.out, jobs, writer_options(args), "make_synthetic", manifest_args(args), extra)
+    return plan_jobs(args.seed, counts, args.image_size, args.questions_per_image, args.min_answer_count)
 
+
+CONVERTER = Converter("make_synthetic", build_parser, plan)
+main = CONVERTER.main
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(CONVERTER.cli())

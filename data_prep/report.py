@@ -14,11 +14,26 @@ from typing import Any
 MAX_EXAMPLE_IDS = 5
 """How many offending ids the report keeps per reason."""
 
+MAX_DETAILS = 50
+"""How many distinct messages (e.g. img2dataset's download errors) a reason counts; the rest are "other"."""
+
 
 @dataclass
 class ReasonCount:
     count: int = 0
     first_ids: list[str] = field(default_factory=list)
+    details: dict[str, int] = field(default_factory=dict)
+    """Counts by message, for reasons whose causes vary (``download_failed``: "HTTP Error 404: ...")."""
+
+    def count_detail(self, detail: str, count: int) -> None:
+        key = detail if detail in self.details or len(self.details) < MAX_DETAILS else "other"
+        self.details[key] = self.details.get(key, 0) + count
+
+    def to_json(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {"count": self.count, "first_ids": list(self.first_ids)}
+        if self.details:
+            obj["details"] = dict(sorted(self.details.items(), key=lambda kv: (-kv[1], kv[0])))
+        return obj
 
 
 @dataclass
@@ -27,11 +42,14 @@ class SkipLog:
 
     reasons: dict[str, ReasonCount] = field(default_factory=dict)
 
-    def add(self, reason: str, item_id: Any, count: int = 1) -> None:
+    def add(self, reason: str, item_id: Any, count: int = 1, detail: str | None = None) -> None:
+        """Count ``count`` items under ``reason``; ``detail`` (a message) is counted too."""
         entry = self.reasons.setdefault(reason, ReasonCount())
         entry.count += count
         if len(entry.first_ids) < MAX_EXAMPLE_IDS:
             entry.first_ids.append(str(item_id))
+        if detail is not None:
+            entry.count_detail(detail, count)
 
     def merge(self, other: SkipLog) -> None:
         for reason, theirs in other.reasons.items():
@@ -39,6 +57,8 @@ class SkipLog:
             mine.count += theirs.count
             room = MAX_EXAMPLE_IDS - len(mine.first_ids)
             mine.first_ids.extend(theirs.first_ids[: max(room, 0)])
+            for detail, n in theirs.details.items():
+                mine.count_detail(detail, n)
 
     @property
     def total(self) -> int:
@@ -49,11 +69,12 @@ class SkipLog:
         return entry.count if entry else 0
 
     def to_json(self) -> dict[str, Any]:
-        return {k: asdict(v) for k, v in sorted(self.reasons.items())}
+        return {k: v.to_json() for k, v in sorted(self.reasons.items())}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> SkipLog:
-        return cls({k: ReasonCount(int(v["count"]), list(v["first_ids"])) for k, v in obj.items()})
+        return cls({k: ReasonCount(int(v["count"]), list(v["first_ids"]), dict(v.get("details", {})))
+                    for k, v in obj.items()})
 
 
 @dataclass
@@ -115,6 +136,7 @@ def format_summary(reports: list[SplitReport], elapsed_s: float) -> str:
             for reason, entry in sorted(log.reasons.items()):
                 ids = ", ".join(entry.first_ids)
                 lines.append(f"  {r.split or '-'}: {kind} {entry.count} x {reason} (first: {ids})")
+                lines += [f"      {n} x {detail}" for detail, n in entry.to_json().get("details", {}).items()]
     for r in reports:
         lines.append(f"  {r.split or '-'} -> {r.location}")
         if r.samples_written == 0:

@@ -2,7 +2,9 @@
 
 The main process only indexes the tars (member offsets, no data), so the
 records are tiny and the workers read each image straight from its offset.
-Samples whose json ``status`` is not ``success`` are skipped and counted.
+Samples whose json ``status`` is not ``success`` are skipped and counted, and
+so are the rows img2dataset lists as failed in each shard's ``.parquet``
+(``_stats.json`` when pyarrow is not installed), with its error messages.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from data_prep.common import ConversionError, SkipRecord
 from data_prep.image_text import image_text_sample
+from data_prep.img2dataset_output import count_shard_failures
 from data_prep.report import SkipLog
 from data_prep.writer import SampleContext, SplitJob
 from vlmo_composer.data.schema import IMAGE_TEXT
@@ -77,10 +80,13 @@ def index_tar(path: str, source: str, skipped: SkipLog) -> list[TarPairRecord]:
 
 
 def plan_tar_pairs(inputs: list[str], source: str) -> tuple[list[TarPairRecord], SkipLog]:
+    """The tars' samples, and the rows img2dataset could not download (from each shard's
+    ``.parquet`` / ``_stats.json``: failures never reach the tar)."""
     skipped = SkipLog()
     records: list[TarPairRecord] = []
     for path in expand_tar_inputs(inputs):
         records += index_tar(path, source, skipped)
+        count_shard_failures(os.path.splitext(path)[0], skipped)
     return records, skipped
 
 
@@ -119,7 +125,7 @@ def build_tar_pair(record: TarPairRecord, context: SampleContext,
             raise SkipRecord("malformed_json")
         status = meta.get("status", "success")
         if status != "success":
-            raise SkipRecord("download_failed", str(status))
+            raise SkipRecord("download_failed", str(meta.get("error_message") or status), count_detail=True)
     image = next((d for d in (_read(record, e) for e in IMAGE_EXTS) if d is not None), None)
     if image is None:
         raise SkipRecord("missing_image")

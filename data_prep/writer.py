@@ -30,8 +30,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from streaming import MDSWriter
-from streaming.base.util import merge_index
 from tqdm import tqdm
 
 from data_prep.common import ConversionError, SkipRecord
@@ -157,6 +155,8 @@ def _describe(record: Any, error: Exception) -> str:
 
 def _write_group(task: _GroupTask, progress: Callable[[int], None]) -> _GroupResult:
     """Write one group's shards and index, publish them, then mark the group done."""
+    from streaming import MDSWriter  # streaming imports torch: loaded when writing, not at --help
+
     local = task.dest.stage_dir(task.group)
     if os.path.exists(local):
         shutil.rmtree(local)  # leftovers of a killed run's staging copy
@@ -172,7 +172,7 @@ def _write_group(task: _GroupTask, progress: Callable[[int], None]) -> _GroupRes
             try:
                 built = task.build(record, context)
             except SkipRecord as e:
-                skipped.add(e.reason, _describe(record, e))
+                skipped.add(e.reason, _describe(record, e), detail=e.detail if e.count_detail else None)
                 built = []
             except Exception as e:  # a record we did not foresee: counted, never fatal
                 skipped.add("unexpected_error", _describe(record, e))
@@ -302,6 +302,8 @@ def _existing_state(dest: Destination, manifest: dict[str, Any]) -> str:
 
 
 def _merge_index(dest: Destination, groups: list[str]) -> None:
+    from streaming.base.util import merge_index
+
     urls = [dest.index_url(f"{g}/index.json") for g in groups]
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # merge_index warns about its temp folders on the root logger
@@ -374,6 +376,8 @@ def write_dataset(
     the destination untouched. ``extra_files`` are written at ``out``.
     """
     start = time.monotonic()
+    import streaming  # noqa: F401  (once here, before the workers fork, not in each of them)
+
     root = open_destination(out, options.staging_dir)
     if options.limit is not None:
         jobs = [SplitJob(j.split, j.schema, j.records[: options.limit], j.build, j.skipped,

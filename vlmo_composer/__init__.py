@@ -1,25 +1,20 @@
 """VLMo (Mixture-of-Modality-Experts vision-language model) on Composer and Streaming."""
 
-from vlmo_composer.checkpoints import (
-    load_beit,
-    load_official,
-    load_safetensors,
-    save_official,
-    save_safetensors,
-)
-from vlmo_composer.inference import VLMoInference, create_model_and_transforms
-from vlmo_composer.model import VLMo, VLMoConfig
+from vlmo_composer.lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "VLMo",
-    "VLMoConfig",
-    "VLMoInference",
-    "create_model_and_transforms",
-    "load_beit",
-    "load_official",
-    "load_safetensors",
-    "save_official",
-    "save_safetensors",
-]
+_EXPORTS = {
+    "VLMo": "vlmo_composer.model",
+    "VLMoConfig": "vlmo_composer.model",
+    "VLMoInference": "vlmo_composer.inference",
+    "create_model_and_transforms": "vlmo_composer.inference",
+    "load_beit": "vlmo_composer.checkpoints",
+    "load_official": "vlmo_composer.checkpoints",
+    "load_safetensors": "vlmo_composer.checkpoints",
+    "save_official": "vlmo_composer.checkpoints",
+    "save_safetensors": "vlmo_composer.checkpoints",
+}
+__all__ = sorted(_EXPORTS)
+# Imported on first use: light submodules (data.schema, read by data_prep) load without torch.
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

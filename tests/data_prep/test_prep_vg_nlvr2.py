@@ -72,7 +72,8 @@ def test_nlvr2(tmp_path: Path, read_mds) -> None:
     write(data / "dev.json", '{"identifier": "dev-1-0-0", "sentence": "Dev.", "label": "False"}\n')
     write(data / "test1.json", '{"identifier": "test1-1-0-3", "sentence": "Test.", "label": "True"}\n')
     reports = convert_nlvr2.main(["--data-dir", str(data), "--images", str(images), "--out", str(tmp_path / "out"),
-                                  "--no-progress", "--num-workers", "2", "--group-size", "2"])
+                                  "--no-progress", "--num-workers", "2", "--group-size", "2",
+                                  "--max-missing-images", "0.5"])
     train = read_mds(tmp_path / "out" / "train")
     assert [(r["identifier"], r["sentence"], r["label"]) for r in train] == [
         ("train-1-0-0", "One dog.", 1), ("train-1-0-1", "Two dogs.", 0)]
