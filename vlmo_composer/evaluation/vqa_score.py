@@ -16,8 +16,10 @@ list of ``{"question_id": int, "answer": str}``, whose question ids are
 exactly those of the annotation file, and, for a Multiple Choice questions
 file, answers among each question's ``multiple_choices``. Where the official
 code would silently keep the last of two predictions for one question, or
-crash on a non-string answer, this command refuses with the record's index.
-Every problem is reported in one line and the command exits with status 2.
+crash on a non-string answer, this command refuses with the record's index;
+it also refuses annotations of questions the questions file does not have
+(files of two different splits). Every problem is reported in one line and
+the command exits with status 2.
 """
 
 from __future__ import annotations
