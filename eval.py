@@ -1,8 +1,13 @@
-"""Entry point: ``python eval.py <config.yaml> [key.path=value ...] [--checkpoint PATH] [--rerank-k K]``."""
+"""Entry point: ``python eval.py <config.yaml> [key.path=value ...] [--checkpoint PATH] [--rerank-k K]``,
+or ``python eval.py vqa-score --questions Q --annotations A --results R`` (official VQA scoring)."""
 
 import sys
 
-from vlmo_composer.evaluate import main
-
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["vqa-score"]:  # before importing the trainer stack: scoring needs none of it
+        from vlmo_composer.evaluation.vqa_score import main as vqa_score
+
+        sys.exit(vqa_score(sys.argv[2:]))
+    from vlmo_composer.evaluate import main
+
     sys.exit(main())

@@ -7,19 +7,22 @@ Writes, through the same writer as every converter (all images PNG):
     image_text/{train,val,test}   five paraphrased captions per image (source "synthetic")
     vqa/{train,val,test}          questions per image, 10 annotator answers, labels and
                                   soft scores computed exactly as convert_vqa.py does
+    vqa/test-dev                  the test questions WITHOUT answers, as the real test-dev
+                                  (what a submission file is made from)
     vqa/answer_vocab.json         every answer seen in train+val (--min-answer-count 1)
     nlvr2/{train,dev,test1}       balanced true/false statements about two images
     text/train                    caption-like sentences and short paragraphs
     images/train                  the training images alone
 
 Scenes are unique within a split, so no two images of a split share a
-caption. Unlike real VQA, the synthetic test split keeps its answers. The
-same ``--seed`` gives the same bytes.
+caption. Unlike real VQA, the synthetic test split keeps its answers
+(test-dev has none). The same ``--seed`` gives the same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -150,6 +153,12 @@ def plan_vqa(seed: int, records: dict[str, list[SceneRecord]], per_image: int, m
     return planned, vocab
 
 
+def without_answers(record: SceneRecord) -> SceneRecord:
+    """The record's questions as a test split carries them: no answers, labels or scores."""
+    unanswered = tuple(VqaQuestion(q.question_id, q.question, (), (), ()) for q in record.questions)
+    return dataclasses.replace(record, questions=unanswered)
+
+
 def plan_nlvr2(seed: int, split: str, count: int, size: int) -> list[PairRecord]:
     records = []
     for i in range(count):
@@ -178,6 +187,7 @@ def plan_jobs(seed: int, counts: dict[str, int], size: int, questions_per_image:
     with_questions, vocab = plan_vqa(seed, scenes, questions_per_image, min_answer_count, dropped)
     jobs = [SplitJob(f"image_text/{s}", IMAGE_TEXT, scenes[s], build_image_text) for s in SPLITS]
     jobs += [SplitJob(f"vqa/{s}", VQA, with_questions[s], build_vqa, dropped=dropped[s]) for s in SPLITS]
+    jobs.append(SplitJob("vqa/test-dev", VQA, [without_answers(r) for r in with_questions["test"]], build_vqa))
     jobs += [SplitJob(f"nlvr2/{NLVR2_SPLITS[s]}", NLVR2, plan_nlvr2(seed, NLVR2_SPLITS[s], counts[s], size),
                       build_nlvr2) for s in SPLITS]
     jobs.append(SplitJob("text/train", TEXT, plan_text(seed, counts["train"]), build_text))

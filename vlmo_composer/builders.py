@@ -104,6 +104,7 @@ def validate_config(cfg: TrainConfig) -> VLMoConfig:
     task_class, task_cfg = resolve_task(cfg.task)
     model_config = task_model_config(task_class, task_cfg)
     loaders = [("train_loader", cfg.train_loader)] + [(f"eval_loaders[{i}]", l) for i, l in enumerate(cfg.eval_loaders)]
+    loaders += [(f"predict_loaders[{i}]", l) for i, l in enumerate(cfg.predict_loaders)]
     for where, loader in loaders:
         check_dataset_arguments(loader, where)
     optimizer = dict(cfg.optimizer)

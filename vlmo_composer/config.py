@@ -145,6 +145,8 @@ class TrainConfig:
     seed: int = 17
     # ---- evaluation
     eval_loaders: list[EvalLoaderConfig] = field(default_factory=list)
+    # Unlabelled splits (VQA test-dev / test) that only eval.py predicts on (--split LABEL).
+    predict_loaders: list[EvalLoaderConfig] = field(default_factory=list)
     eval_interval: Union[str, int] = 1
     eval_subset_num_batches: int = -1
     device_eval_batch_size: Optional[int] = None

@@ -18,11 +18,10 @@ import torch
 from vlmo_composer.builders import build_task, validate_config
 from vlmo_composer.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
-from vlmo_composer.metrics import write_vqa_submission
+from vlmo_composer.evaluation.vqa_submission import SubmissionError, find_split, write_split_submission
 from vlmo_composer.retrieval import RetrievalResult, evaluate_retrieval
 from vlmo_composer.tasks.base import InitFrom
 from vlmo_composer.tasks.retrieval_eval import RetrievalEvalMixin
-from vlmo_composer.tasks.vqa import VQATask
 
 
 def default_checkpoint(cfg: TrainConfig) -> Optional[str]:
@@ -44,8 +43,7 @@ def load_weights(task, checkpoint: Optional[str], official: Optional[str], expor
 
 
 def evaluate(
-    cfg: TrainConfig, weights_from: str, task, device: torch.device, rerank_k: int = 0,
-    vqa_submission: Optional[str] = None,
+    cfg: TrainConfig, weights_from: str, task, device: torch.device, rerank_k: int = 0
 ) -> dict[str, Any]:
     results: dict[str, Any] = {"weights": weights_from}
     task.to(device).eval()
@@ -59,17 +57,6 @@ def evaluate(
         if isinstance(task, RetrievalEvalMixin):
             result = evaluate_retrieval(task.model, loader_factory, device, rerank_k)
             results[loader_cfg.label] = retrieval_record(result)
-        elif isinstance(task, VQATask) and vqa_submission:
-            predictions: dict[int, str] = {}
-
-            def collect(batch, outputs):
-                answers = task.predict_answers(outputs["logits"])
-                predictions.update(zip(batch["question_id"].tolist(), answers))
-
-            results[loader_cfg.label] = run_task_metrics(task, loader_factory(), device, collect)
-            path = vqa_submission.replace("{label}", loader_cfg.label)
-            write_vqa_submission(path, list(predictions), list(predictions.values()))
-            results[loader_cfg.label]["submission"] = path
         else:
             results[loader_cfg.label] = run_task_metrics(task, loader_factory(), device)
     return results
@@ -124,8 +111,6 @@ def format_table(results: dict[str, Any]) -> str:
         else:
             numbers = ", ".join(f"{k} {v * 100:.2f}" for k, v in record.items() if isinstance(v, float))
             lines.append(f"\n{label}: {numbers}")
-            if "submission" in record:
-                lines.append(f"submission file: {record['submission']}")
     return "\n".join(lines)
 
 
@@ -148,9 +133,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     source.add_argument("--exported", help="a folder written by export / save_safetensors")
     parser.add_argument("--rerank-k", type=int, default=0, help="ITM re-rank each query's top-k (retrieval)")
     parser.add_argument("--output", help="write the results as JSON here")
-    parser.add_argument("--vqa-submission", help="VQA: write [{question_id, answer}] here ({label} = split)")
+    parser.add_argument("--vqa-submission", help="VQA: write [{question_id, answer}] for --split here, "
+                        "instead of evaluating")
+    parser.add_argument("--split", help="with --vqa-submission: the loader label to predict on (test-dev, test)")
+    parser.add_argument("--allow-answers", action="store_true",
+                        help="with --vqa-submission: accept a split whose questions have answers (val)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.vqa_submission and not args.split:
+        parser.error("--vqa-submission needs --split LABEL: the unlabelled split to predict on (test-dev or test)")
+    return args
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -161,14 +153,24 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not cfg.eval_loaders:
             raise ConfigError(f"{args.config} has no eval_loaders to evaluate on")
         validate_config(cfg)
+        if args.vqa_submission:
+            find_split(cfg, args.split)  # a wrong label fails before any weights are read
         task_cfg = {k: v for k, v in cfg.task.items() if k != "init_from"}
         task = build_task(task_cfg)
         weights = load_weights(task, args.checkpoint or (None if args.official or args.exported else default_checkpoint(cfg)),
                                args.official, args.exported)
-    except (ConfigError, FileNotFoundError, KeyError) as err:
+    except (ConfigError, FileNotFoundError, KeyError, SubmissionError) as err:
         print(f"eval error: {err}", file=sys.stderr)
         return 2
-    results = evaluate(cfg, weights, task, device, args.rerank_k, args.vqa_submission)
+    if args.vqa_submission:
+        try:
+            written = write_split_submission(cfg, task, device, args.split, args.vqa_submission, args.allow_answers)
+        except SubmissionError as err:
+            print(f"eval error: {err}", file=sys.stderr)
+            return 2
+        print(f"weights: {weights}\n{args.split}: {written['questions']} answers written to {args.vqa_submission}")
+        return 0
+    results = evaluate(cfg, weights, task, device, args.rerank_k)
     print(format_table(results))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

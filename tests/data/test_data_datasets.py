@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -57,7 +58,7 @@ def shards(tmp_path_factory) -> dict[str, Path]:
                 question=f"what is in image {i}?",
                 question_id=1000 + i,
                 image_id=str(i),
-                answers=["cat"] * 10,
+                answers=["cat"] * (10 - i % 3) + ["a cat"] * (i % 2),
                 labels=[i % 7, (i + 1) % 7],
                 scores=[1.0, 0.3],
             )
@@ -299,6 +300,7 @@ def test_vqa_dataset_targets(shards, local_dir):
         "attention_mask",
         "vqa_targets",
         "question_id",
+        "answers_json",
         "sample_index",
         "corrupt_skipped",
     }
@@ -308,6 +310,9 @@ def test_vqa_dataset_targets(shards, local_dir):
         expected[i % 7], expected[(i + 1) % 7] = 1.0, 0.3
         assert torch.equal(batch["vqa_targets"][row], expected)
         assert batch["question_id"][row].item() == 1000 + i
+        # The raw annotator answers for the official accuracy; rows with different numbers of
+        # answers (8 to 11 here) still collate.
+        assert json.loads(batch["answers_json"][row]) == ["cat"] * (10 - i % 3) + ["a cat"] * (i % 2)
 
     too_small = VQADataset(remote=str(shards / "vqa"), local=local_dir(), num_labels=6, image_size=32)
     with pytest.raises(

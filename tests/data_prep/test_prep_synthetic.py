@@ -34,6 +34,9 @@ def test_layout_and_counts(synthetic: Path, read_mds) -> None:
     images = read_mds(synthetic / "images" / "train")
     assert [r["image"] for r in images] == [r["image"] for r in image_text]  # the same training images
     assert len(read_mds(synthetic / "vqa" / "train")) == 40 * 4
+    test, test_dev = read_mds(synthetic / "vqa" / "test"), read_mds(synthetic / "vqa" / "test-dev")
+    assert [r["question_id"] for r in test_dev] == [r["question_id"] for r in test]
+    assert all(r["answers"] == r["labels"] == r["scores"] == [] for r in test_dev) and test[0]["answers"]
     assert len(read_mds(synthetic / "nlvr2" / "dev")) == 12
     assert len(read_mds(synthetic / "text" / "train")) == 40
 

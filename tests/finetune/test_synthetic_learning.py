@@ -19,6 +19,7 @@ from streaming import StreamingDataset
 from training.helpers import cpu_run_config
 from vlmo_composer.config import TrainConfig
 from vlmo_composer.evaluate import evaluate
+from vlmo_composer.evaluation.vqa_submission import write_split_submission
 from vlmo_composer.train import build_trainer
 
 pytestmark = pytest.mark.slow
@@ -54,13 +55,15 @@ def run_config(task: dict, train: dict, evals: list, tmp: Path, name: str, **ext
     return cpu_run_config(tmp / name, values, **extra)
 
 
-def train_and_evaluate(cfg: TrainConfig, **eval_kwargs) -> tuple[Path, dict]:
+def train_and_evaluate(cfg: TrainConfig, submission: Path | None = None, **eval_kwargs) -> tuple[Path, dict]:
     trainer = build_trainer(cfg)
     trainer.fit()
     checkpoint = Path(cfg.save_folder) / "latest-rank0.pt"
     task = trainer.state.model
     trainer.close()
     results = evaluate(cfg, "trained", task, torch.device("cpu"), **eval_kwargs)
+    if submission is not None:  # what eval.py --vqa-submission FILE --split test-dev writes
+        write_split_submission(cfg, task, torch.device("cpu"), "test-dev", str(submission))
     return checkpoint, results
 
 
@@ -125,15 +128,22 @@ def test_vqa_finetune_beats_the_majority_answer(pretrained, data, tmp_path):
                                              shuffle=True, **IMAGE)}
     evals = [{"label": "test", "name": "vqa", "num_workers": 0,
               "dataset": dict(local=str(data / "vqa/test"), train=False, max_text_len=32, num_labels=labels, **IMAGE)}]
+    test_dev = [{"label": "test-dev", "name": "vqa", "num_workers": 0,
+                 "dataset": dict(local=str(data / "vqa/test-dev"), train=False, max_text_len=32, num_labels=labels,
+                                 **IMAGE)}]
     cfg = run_config(
         {"name": "vqa", "model": MODEL, "answer_vocab": vocab, "init_from": {"kind": "composer", "path": str(checkpoint)}},
         loader, evals, tmp_path, "vqa", max_duration="150ba", optimizer={"lr_multipliers": {"model.vqa_classifier*": 20}},
+        predict_loaders=test_dev,
     )
-    submission = tmp_path / "vqa_{label}.json"
-    _, results = train_and_evaluate(cfg, vqa_submission=str(submission))
+    submission = tmp_path / "vqa_test_dev.json"
+    _, results = train_and_evaluate(cfg, submission=submission)
     score, chance = results["test"]["VQAScore"], majority_vqa_score(data)
     assert score > 2 * chance and score > 0.3, (score, chance)
-    written = json.loads((tmp_path / "vqa_test.json").read_text())
+    # Synthetic annotator answers are already in normal form, so the official accuracy
+    # (0.3 per matching annotator up to 1, leave-one-out averaged) equals the soft score.
+    assert results["test"]["VQAAccuracy"] == pytest.approx(score, abs=1e-6)
+    written = json.loads(submission.read_text())
     assert len(written) == 1600 and set(written[0]) == {"question_id", "answer"}  # 4 questions per image
 
 

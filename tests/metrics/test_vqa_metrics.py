@@ -1,4 +1,12 @@
-"""VQA metrics against hand-worked values and the official formulas."""
+"""VQA metrics against hand-worked values and the official formulas.
+
+The accuracy cases are worked through the steps of the current official
+evaluator (GT-Vision-Lab/VQA master, ``PythonEvaluationTools/vqaEvaluation/
+vqaEval.py`` after a013f00 "Fixed processing answers bug", ``VQAEval.evaluate``):
+every answer is whitespace-cleaned; only when the cleaned annotator answers
+disagree are they AND the prediction put through ``processPunctuation`` and
+``processDigitArticle``; a unanimous question is compared as written.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +18,12 @@ import torch
 
 from vlmo_composer.data.vqa_answers import answer_targets, soft_score
 from vlmo_composer.metrics import (
+    AnnotatedQuestion,
     VQAAccuracy,
     VQAScore,
     gather_predictions,
     vqa_accuracy,
+    vqa_report,
     write_vqa_submission,
 )
 
@@ -50,7 +60,6 @@ def test_equals_brute_force_leave_one_out():
     ("pred", "gt", "expected"),
     [
         ("Two", annotators("2", 3), 0.9),  # number word -> digit, lower case
-        ("two", ["2"] * 10, 1.0),  # unanimous annotators: compared as written
         ("a dog", annotators("dog", 4), 1.0),  # article removed
         ("The Dog.", annotators("dog", 2), 0.6),  # article, case and final period
         ("dont know", annotators("don't know", 1), 0.3),  # contraction restored
@@ -63,13 +72,6 @@ def test_equals_brute_force_leave_one_out():
 )
 def test_normalisation_cases(pred, gt, expected):
     assert vqa_accuracy(pred, gt) == pytest.approx(expected, abs=1e-12)
-
-
-def test_unanimous_annotators_are_not_normalised():
-    # vqaEval.py only processes annotator answers when they disagree: a unanimous "Yes" stays
-    # "Yes" and cannot equal a normalised prediction.
-    assert vqa_accuracy("yes", ["Yes"] * 10) == 0.0
-    assert vqa_accuracy("Yes", ["yes"] * 10) == 1.0
 
 
 def test_accuracy_metric_averages_distinct_questions():
@@ -134,9 +136,64 @@ def test_submission_sorted_deduplicated(tmp_path):
         write_vqa_submission(path, [10, 10], ["yes", "no"])
 
 
-def test_disagreeing_annotators_get_the_punctuation_step_only():
-    # vqaEval.py applies processPunctuation (not the word step) to disagreeing annotators:
-    # their case and articles stay, so "The dog" / "Dog" never match a normalised "dog".
-    assert vqa_accuracy("dog", ["Dog"] * 3 + ["cat"] * 7) == 0.0
-    assert vqa_accuracy("dog", ["dog."] * 3 + ["cat"] * 7) == pytest.approx(0.9)  # final period stripped
-    assert vqa_accuracy("dog", ["the dog"] * 3 + ["cat"] * 7) == 0.0
+@pytest.mark.parametrize(
+    ("pred", "gt", "expected"),
+    [
+        # The issue's table. Disagreeing annotators: both sides normalised ("the dog" -> "dog",
+        # "Dog" -> "dog"); 7 of 10 match -> 1.0, 3 of 10 -> (3 x 2/3 + 7 x 1) / 10 = 0.9.
+        ("the dog", ["the dog"] * 7 + ["red"] * 3, 1.0),
+        ("dog", ["Dog"] * 3 + ["cat"] * 7, 0.9),
+        # Unanimous annotators: neither side is normalised, "ten" != "10", "1,000" == "1,000".
+        ("ten", ["10"] * 10, 0.0),
+        ("1,000", ["1,000"] * 10, 1.0),
+    ],
+)
+def test_official_evaluator_table(pred, gt, expected):
+    assert vqa_accuracy(pred, gt) == pytest.approx(expected, abs=1e-12)
+
+
+def test_unanimous_questions_are_compared_as_written():
+    # Neither the annotators' answers nor the prediction go through the two steps.
+    assert vqa_accuracy("two", ["2"] * 10) == 0.0
+    assert vqa_accuracy("Yes", ["yes"] * 10) == 0.0
+    assert vqa_accuracy("yes.", ["yes"] * 10) == 0.0
+    assert vqa_accuracy("yes", ["yes"] * 10) == 1.0
+    # Whitespace cleaning (tabs/newlines -> spaces, strip) still applies to both sides, and
+    # it comes BEFORE the agreement test: " yes\n" and "yes" agree, so "Yes" stays "Yes".
+    assert vqa_accuracy(" yes\t", ["yes"] * 9 + [" yes\n"]) == 1.0
+    assert vqa_accuracy("Yes", ["yes"] * 9 + ["yes "]) == 0.0
+
+
+def test_disagreeing_annotators_get_both_normalisation_steps():
+    # processPunctuation then processDigitArticle on every annotator answer and the prediction.
+    assert vqa_accuracy("dog", ["the dog"] * 3 + ["cat"] * 7) == pytest.approx(0.9)
+    assert vqa_accuracy("dog", ["dog."] * 3 + ["cat"] * 7) == pytest.approx(0.9)
+    assert vqa_accuracy("2", ["Two"] * 4 + ["3"] * 6) == 1.0
+    assert vqa_accuracy("ten", ["10"] * 2 + ["11"] * 8) == pytest.approx(0.6)
+    # A comma between digits makes the punctuation step drop (not space out) every mark.
+    assert vqa_accuracy("1000", ["1,000"] * 3 + ["100"] * 7) == pytest.approx(0.9)
+
+
+def test_report_breaks_down_by_answer_and_question_type():
+    # VQAEval.setAccuracy: 100 x mean, rounded to 2 decimals, overall and per group; evalQA:
+    # each question's 100 x accuracy, rounded. Groups appear in annotation order.
+    annotated = [
+        (1, "is this", "yes/no", ["yes"] * 10, "yes"),  # unanimous, equal: 1.0
+        (2, "how many", "number", ["2"] + ["3"] * 9, "two"),  # disagree, "two" -> "2": 0.3
+        (3, "is this", "yes/no", ["yes"] * 5 + ["no"] * 5, "no"),  # 1.0
+        (4, "what color is the", "other", ["red"] * 2 + ["blue"] * 8, "Red"),  # 0.6
+        (5, "how many", "number", ["4"] * 10, "four"),  # unanimous, not normalised: 0.0
+        (6, "how many", "number", ["1"] * 2 + ["0"] * 8, "one"),  # 0.6
+        (7, "is this", "yes/no", ["no"] * 10, "yes"),  # 0.0
+    ]
+    questions = [AnnotatedQuestion(q, tuple(gt), qtype, atype) for q, qtype, atype, gt, _ in annotated]
+    report = vqa_report(questions, {q: pred for q, *_, pred in annotated})
+    assert report == {
+        "overall": 50.0,
+        "perQuestionType": {"is this": 66.67, "how many": 30.0, "what color is the": 60.0},
+        "perAnswerType": {"yes/no": 66.67, "number": 30.0, "other": 60.0},
+        "perQuestion": {1: 100.0, 2: 30.0, 3: 100.0, 4: 60.0, 5: 0.0, 6: 60.0, 7: 0.0},
+    }
+    assert list(report["perAnswerType"]) == ["yes/no", "number", "other"]
+    assert vqa_report(questions[:1], {1: "yes"}, decimals=0)["overall"] == 100.0
+

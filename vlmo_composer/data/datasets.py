@@ -49,7 +49,9 @@ TextDataset         input_ids, attention_mask i64 [T]; mlm_input_ids, mlm_labels
 ImageDataset        pixel_values f32 [3,S,S]; mim_mask bool [P] (if mim_num_patches,
                     P = (S / patch_size)^2); label i64 [] (if with_labels)
 VQADataset          pixel_values; input_ids, attention_mask i64 [T] (the question);
-                    vqa_targets f32 [num_labels] (soft scores); question_id i64 []
+                    vqa_targets f32 [num_labels] (soft scores); question_id i64 [];
+                    answers_json str (the raw annotator answers as a JSON list; "[]" for
+                    test splits; a list after collation)
 NLVR2Dataset        pixel_values_0, pixel_values_1 f32 [3,S,S]; input_ids, attention_mask
                     i64 [T]; label i64 []; identifier str (a list after collation)
 all                 sample_index i64 []; corrupt_skipped i64 []
@@ -58,6 +60,7 @@ all                 sample_index i64 []; corrupt_skipped i64 []
 
 from __future__ import annotations
 
+import json
 import logging
 from enum import IntEnum
 from typing import Any, ClassVar, Literal
@@ -371,12 +374,14 @@ class ImageDataset(VLMoStreamingDataset):
 class VQADataset(VLMoStreamingDataset):
     """VQA rows (schema ``vqa``): image, question and the dense soft-score target.
 
-    Raw answer strings stay out of the batch: training and the VQA score use
-    ``vqa_targets``; test predictions need only ``question_id``.
+    Training and the VQA score use ``vqa_targets``; the official accuracy needs
+    the raw annotator answers, carried as one JSON string per sample
+    (``answers_json``) so that default collation keeps questions with different
+    numbers of answers apart. Test splits carry ``"[]"``.
     """
 
     schema = VQA
-    required_columns = ("image", "question", "question_id", "labels", "scores")
+    required_columns = ("image", "question", "question_id", "answers", "labels", "scores")
 
     def __init__(
         self,
@@ -417,6 +422,10 @@ class VQADataset(VLMoStreamingDataset):
         sample.update(self._text(row["question"], sample_id))
         sample["vqa_targets"] = targets
         sample["question_id"] = torch.tensor(int(row["question_id"]), dtype=torch.long)
+        answers = row["answers"]
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+            raise CorruptSampleError(f"question {row['question_id']}: answers {answers!r:.80} are not a list of str")
+        sample["answers_json"] = json.dumps(answers)
         return sample
 
 

@@ -8,14 +8,17 @@ from vlmo_composer.metrics.retrieval import (
     retrieval_recall,
 )
 from vlmo_composer.metrics.vqa import (
+    AnnotatedQuestion,
     VQAAccuracy,
     VQAScore,
     gather_predictions,
     vqa_accuracy,
+    vqa_report,
     write_vqa_submission,
 )
 
 __all__ = [
+    "AnnotatedQuestion",
     "NLVR2Accuracy",
     "RetrievalRecall",
     "VQAAccuracy",
@@ -26,5 +29,6 @@ __all__ = [
     "recall_keys",
     "retrieval_recall",
     "vqa_accuracy",
+    "vqa_report",
     "write_vqa_submission",
 ]

@@ -1,30 +1,38 @@
-"""VQA v2 metrics and the test-dev submission file.
+"""VQA v2 metrics, the official per-type report and the test-dev submission file.
 
 Two different numbers are called "VQA score", and both are provided:
 
 * :class:`VQAAccuracy` / :func:`vqa_accuracy`: the official VQA v2 accuracy
-  of predicted answer *strings* against the 10 raw annotator answers
-  (GT-Vision-Lab/VQA ``vqaEval.py``): the prediction is normalised; the
-  annotator answers are normalised only when they disagree; the accuracy is
-  the mean, over the 10 leave-one-out sets of 9 annotators, of
-  ``min(1, #matches / 3)``. This is what the evaluation server reports.
+  of predicted answer *strings* against the 10 raw annotator answers, as the
+  current GT-Vision-Lab/VQA evaluator computes it (``PythonEvaluationTools/
+  vqaEvaluation/vqaEval.py``, ``VQAEval.evaluate``, after commit a013f00
+  "Fixed processing answers bug" of 2021):
+
+  1. tabs and newlines become spaces and the ends are stripped, in every
+     annotator answer and in the prediction;
+  2. if the cleaned annotator answers are NOT all the same, every annotator
+     answer and the prediction go through ``processPunctuation`` then
+     ``processDigitArticle`` (:func:`process_punctuation`,
+     :func:`process_digit_article`); if they are unanimous, nothing more is
+     done to either side ("ten" scores 0 against ten "10"s);
+  3. for each annotator, ``min(1, #other annotators equal to the prediction / 3)``;
+     the question's accuracy is the mean of these 10 leave-one-out values.
+
+  (The script leaves an annotator out by comparing answer *records*; official
+  records carry distinct ``answer_id`` values, so that is exactly one annotator.)
+  :func:`vqa_report` adds the script's ``setAccuracy``: 100 x the mean,
+  rounded to 2 decimals, overall, per answer type and per question type.
 * :class:`VQAScore`: what the official VLMo code logs during fine-tuning: the
   soft target (0 / 0.3 / 0.6 / 0.9 / 1.0 for 0 / 1 / 2 / 3 / >=4 matching
   annotators, see :func:`vlmo_composer.data.vqa_answers.soft_score`) of the
   argmax label. Answers outside the vocabulary count 0 here.
-
-Normalisation is :func:`vlmo_composer.data.vqa_answers.normalize_answer`, the
-one shared with answer-vocabulary building. One difference from ``vqaEval.py``
-remains: when annotators disagree, the official script runs only the
-punctuation step on their answers (no lower-casing, digit or article mapping),
-whereas here they get the full normalisation. It only matters for annotator
-answers that are not already in normal form.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +44,72 @@ from vlmo_composer.data.vqa_answers import process_digit_article, process_punctu
 from vlmo_composer.metrics.common import IdKeyedMetric, as_id_tensor, first_index_per_id
 
 
+def _clean_whitespace(answer: str) -> str:
+    return answer.replace("\n", " ").replace("\t", " ").strip()
+
+
+def _normalise(answer: str) -> str:
+    return process_digit_article(process_punctuation(answer))
+
+
 def vqa_accuracy(pred: str, gt_answers: Sequence[str]) -> float:
     """Official VQA v2 accuracy of one predicted answer (0/0.3/0.6/0.9/1.0 with 10 annotators)."""
     if isinstance(gt_answers, str):
         raise TypeError("gt_answers must be the list of annotator answers, not one string")
     if len(gt_answers) == 0:
         raise ValueError("VQA accuracy needs the annotators' answers; this question has none")
-    # As the official VQA API's vqaEval.py (GT-Vision-Lab/VQA): the prediction always gets
-    # the punctuation and word steps; the annotators' answers get the punctuation step,
-    # and only when they disagree.
-    answer = process_digit_article(process_punctuation(pred.replace("\n", " ").replace("\t", " ").strip()))
-    if len(set(gt_answers)) > 1:
-        gt_answers = [process_punctuation(a) for a in gt_answers]
-    matches = sum(a == answer for a in gt_answers)
-    # Leaving annotator j out leaves ``matches - (gt_j == answer)`` matching others.
-    per_subset = [min(1, (matches - (a == answer)) / 3) for a in gt_answers]
+    answers = [_clean_whitespace(a) for a in gt_answers]
+    answer = _clean_whitespace(pred)
+    if len(set(answers)) > 1:
+        answers = [_normalise(a) for a in answers]
+        answer = _normalise(answer)
+    matches = sum(a == answer for a in answers)
+    # Leaving annotator j out leaves ``matches - (answers[j] == answer)`` matching others.
+    per_subset = [min(1, (matches - (a == answer)) / 3) for a in answers]
     return sum(per_subset) / len(per_subset)
+
+
+@dataclass(frozen=True)
+class AnnotatedQuestion:
+    """One question of an annotation file: what :func:`vqa_report` needs of it."""
+
+    question_id: int
+    answers: tuple[str, ...]  # the raw annotator answers
+    question_type: str
+    answer_type: str
+
+
+def vqa_report(
+    questions: Sequence[AnnotatedQuestion], predictions: Mapping[int, str], decimals: int = 2
+) -> dict[str, Any]:
+    """The official evaluator's numbers: percentages rounded to ``decimals`` places.
+
+    ``overall``, ``perQuestionType`` and ``perAnswerType`` are ``VQAEval.accuracy``
+    (the script's accuracy JSON); ``perQuestion`` is ``VQAEval.evalQA``. Groups
+    are listed in order of first appearance in ``questions``.
+    """
+    if not questions:
+        raise ValueError("no annotated questions to score")
+    accuracy: list[float] = []
+    per_question_type: dict[str, list[float]] = {}
+    per_answer_type: dict[str, list[float]] = {}
+    per_question: dict[int, float] = {}
+    for question in questions:
+        acc = vqa_accuracy(predictions[question.question_id], question.answers)
+        accuracy.append(acc)
+        per_question_type.setdefault(question.question_type, []).append(acc)
+        per_answer_type.setdefault(question.answer_type, []).append(acc)
+        per_question[question.question_id] = round(100 * acc, decimals)
+
+    def percent(values: list[float]) -> float:
+        return round(100 * float(sum(values)) / len(values), decimals)
+
+    return {
+        "overall": percent(accuracy),
+        "perQuestionType": {k: percent(v) for k, v in per_question_type.items()},
+        "perAnswerType": {k: percent(v) for k, v in per_answer_type.items()},
+        "perQuestion": per_question,
+    }
 
 
 class VQAAccuracy(IdKeyedMetric):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 from vlmo_composer import registry
 from vlmo_composer.data.vqa_answers import answer_vocab_from_json
-from vlmo_composer.metrics import VQAScore
+from vlmo_composer.metrics import VQAAccuracy, VQAScore
 from vlmo_composer.model.flops import TRAIN_MULTIPLIER, fusion_flops
 from vlmo_composer.tasks.base import TaskConfig, VLMoTask, fetch_local
 
@@ -60,7 +61,23 @@ class VQATask(VLMoTask):
         return {"logits": outputs["logits"].float(), "targets": batch["vqa_targets"], "question_ids": batch["question_id"]}
 
     def get_metrics(self, is_train: bool = False) -> dict:
-        return {} if is_train else {"VQAScore": VQAScore()}
+        """VLMo's soft VQA score, and the official accuracy when answers have strings."""
+        if is_train:
+            return {}
+        metrics: dict = {"VQAScore": VQAScore()}
+        if self.answers is not None:
+            metrics["VQAAccuracy"] = VQAAccuracy()
+        return metrics
+
+    def update_metric(self, batch: Any, outputs: Any, metric) -> None:
+        if isinstance(metric, VQAAccuracy):
+            if "answers_json" not in batch:
+                raise KeyError("VQAAccuracy needs the raw annotator answers: batch has no 'answers_json' "
+                               "(VQADataset adds it from the shards' 'answers' column)")
+            annotators = [json.loads(a) for a in batch["answers_json"]]
+            metric.update(self.predict_answers(outputs["logits"]), annotators, outputs["question_ids"])
+        else:
+            metric.update(outputs["logits"], outputs["targets"], outputs["question_ids"])
 
     def predict_answers(self, logits: torch.Tensor) -> list[str]:
         if self.answers is None:
