@@ -45,7 +45,7 @@ class AttentionBias(NamedTuple):
         """``[B|1, H|1, N, N]`` additive mask, a view of an aligned ``[..., N, padded]`` buffer."""
         parts = []
         if self.table is not None:
-            parts.append(self.table.to(dtype)[self.index].permute(2, 0, 1).unsqueeze(0))
+            parts.append(self.table.to(dtype).t()[:, self.index].unsqueeze(0))  # [1, H, N, padded], contiguous
         if self.key_valid is not None:
             n = self.key_valid.shape[1]
             valid = F.pad(self.key_valid, (0, padded_length(n) - n), value=True)
