@@ -123,22 +123,28 @@ def gate_regional_compile(size: str = "tiny"):
 
 
 def base_memory_and_flops(batch: int = 2, checkpointing: bool = True, precision: str = "bf16"):
-    """Saved-for-backward GiB/sample and FLOPs executed/analytic at base (one step, CPU)."""
+    """Saved-for-backward GiB/sample and FLOPs executed/analytic at base, one step under
+    ``FakeTensorMode`` (shapes and dtypes without compute: seconds, no memory; equal to a
+    real run's count, checked at small size)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
     model = {"attention": "sdpa"}
     if checkpointing:
         model.update(activation_checkpointing=True, checkpoint_policy="selective")
     task = make_task("base", **model)
     data = synthetic_vl_batch(task.config, batch)
+    analytic = task.flops_per_batch(data)
     saved = SavedActivations(task.parameters())
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     flops = FlopCounterMode(display=False)
     start = time.perf_counter()
-    with flops:
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode, flops:
+        data = {k: mode.from_tensor(v) for k, v in data.items()}
         with autocast, saved.hooks():
             loss = task(data)["losses"]["total"]
+        per_sample = saved.gib / batch  # before backward empties the checkpoint caches
         loss.backward()
-    seconds = time.perf_counter() - start
-    return saved.gib / batch, flops.get_total_flops() / task.flops_per_batch(data), seconds
+    return per_sample, flops.get_total_flops() / analytic, time.perf_counter() - start
 
 
 def gate_flex_parity(size: str = "tiny"):

@@ -75,10 +75,14 @@ def run(size: str, batch: int, precision: str, compile_model: bool, steps: int, 
     step_fn = torch.compile(task) if compile_model else task
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext())
     saved = SavedActivations(task.parameters())
+    saved_gib = None
 
     def step(measure: bool = False) -> None:
+        nonlocal saved_gib
         with autocast, (saved.hooks() if measure else contextlib.nullcontext()):
             loss = step_fn(data)["losses"]["total"]
+        if measure:
+            saved_gib = saved.gib  # before backward empties the checkpoint caches
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -108,7 +112,7 @@ def run(size: str, batch: int, precision: str, compile_model: bool, steps: int, 
         "step_ms": step_s * 1e3, "samples_s": batch / step_s, "tflops": flops / step_s / 1e12,
         "mfu": None if peak is None else flops / step_s / peak,
         "mfu_gemm": None if gemm is None else flops / step_s / gemm, "peak_gib": memory,
-        "saved_gib": None if compile_model else saved.gib,
+        "saved_gib": saved_gib,
         "gflop_per_sample": flops / batch / 1e9,
     }
 
@@ -178,6 +182,7 @@ def main() -> None:
             for attention in args.attention:
                 rows.append(run(args.size, batch, args.precision, compiled == "on", args.steps, args.warmup,
                                 device, args.checkpointing, attention))
+                print({k: v for k, v in rows[-1].items() if k in ("batch", "compile", "attention", "samples_s")}, flush=True)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
     print_table(rows, device)

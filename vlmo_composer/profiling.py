@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from typing import Any, Callable
 
@@ -66,24 +67,43 @@ class HostSyncCounter(TorchDispatchMode):
 
 
 class SavedActivations:
-    """``saved_tensors_hooks`` pack hook summing the unique non-parameter storages saved for backward."""
+    """Unique non-parameter storages saved for backward: what ``saved_tensors_hooks`` sees
+    plus the outputs selective checkpointing keeps in its own cache (which bypass the hooks).
+    Read :attr:`gib` after the forward (backward empties those caches). Works under
+    ``FakeTensorMode`` (sizes without compute)."""
 
     def __init__(self, params) -> None:
-        self.param_storages = {p.untyped_storage().data_ptr() for p in params}
+        self.param_storages = {p.untyped_storage()._cdata for p in params}
         self.storages: dict[int, int] = {}
+        self.caches: list = []
 
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
-        if storage.data_ptr() not in self.param_storages:
-            self.storages[storage.data_ptr()] = storage.nbytes()
+        if storage._cdata not in self.param_storages:
+            self.storages[storage._cdata] = storage.nbytes()
         return tensor
 
-    def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
-        return torch.autograd.graph.saved_tensors_hooks(self, lambda t: t)
+    @contextlib.contextmanager
+    def hooks(self):
+        from vlmo_composer.model.checkpointing import selective_cache_observers
+
+        selective_cache_observers.append(self.caches.append)
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(self, lambda t: t):
+                yield self
+        finally:
+            selective_cache_observers.remove(self.caches.append)
 
     @property
     def gib(self) -> float:
-        return sum(self.storages.values()) / 2**30
+        storages = dict(self.storages)
+        for cache in self.caches:
+            for outputs in cache.values():
+                for leaf in torch.utils._pytree.tree_leaves(outputs):
+                    tensor = getattr(leaf, "val", leaf)
+                    if isinstance(tensor, torch.Tensor):
+                        storages[tensor.untyped_storage()._cdata] = tensor.untyped_storage().nbytes()
+        return sum(storages.values()) / 2**30
 
 
 def graph_breaks(fn: Callable, *args: Any, **kwargs: Any) -> tuple[int, list[str]]:

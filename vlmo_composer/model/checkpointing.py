@@ -41,8 +41,16 @@ def _policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
     return CheckpointPolicy.PREFER_RECOMPUTE
 
 
+# Callables told each new cache of kept outputs (what saved-memory measurements must count:
+# these tensors bypass saved_tensors_hooks).
+selective_cache_observers: list = []
+
+
 def selective_context():
-    return create_selective_checkpoint_contexts(_policy)
+    contexts = create_selective_checkpoint_contexts(_policy)
+    for observer in selective_cache_observers:
+        observer(contexts[0].storage)
+    return contexts
 
 
 def checkpointed(fn, *args, policy: str = "full"):
