@@ -15,7 +15,7 @@ from vlmo_composer import registry
 from vlmo_composer.config import ConfigError, TrainConfig, from_dict
 from vlmo_composer.data.loaders import check_dataset_arguments
 from vlmo_composer.model import VLMoConfig
-from vlmo_composer.optim import param_groups
+from vlmo_composer.optim import build_adamw, param_groups
 from vlmo_composer.tasks.base import build_model_config
 
 # Importing these registers the built-in tasks, dataloaders and callbacks.
@@ -145,14 +145,16 @@ def adamw(
     weight_decay: float = 0.01,
     lr_multipliers: dict[str, float] | None = None,
     weight_decay_rule: str = "standard",
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
-    """torch's AdamW over :func:`param_groups` (decay exclusions, lr multipliers, frozen left out).
+    """torch's AdamW over :func:`param_groups` (decay exclusions, lr multipliers, frozen left out),
+    fused on CUDA unless ``fused: false``.
 
     (Composer's DecoupledAdamW does not scale the decay by the learning rate, which
     would change the paper's recipe.)
     """
     groups = param_groups(model, lr, weight_decay, lr_multipliers, weight_decay_rule)
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps)
+    return build_adamw(groups, lr, betas, eps, fused)
 
 
 def build_scheduler(cfg: dict) -> Any:

@@ -14,8 +14,9 @@ available for exact reproduction.
 from __future__ import annotations
 
 import fnmatch
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
+import torch
 import torch.nn as nn
 
 NO_DECAY_NAMES = ("relative_position_bias_table", "cls_token", "pos_embed", "mask_token", "logit_scale", "logit_vl_scale")
@@ -83,3 +84,14 @@ def group_names(model: nn.Module, patterns: Iterable[str]) -> list[str]:
     """Names of parameters matching any glob (for freezing and reporting)."""
     patterns = list(patterns)
     return [n for n, _ in model.named_parameters() if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+
+def use_fused_adamw(fused: Optional[bool] = None) -> bool:
+    """Fused AdamW (one kernel for every parameter's update) by default where the
+    parameters will train on CUDA; the check runs at the first step, so building the
+    optimiser before Composer moves the model to the GPU is fine."""
+    return torch.cuda.is_available() if fused is None else fused
+
+
+def build_adamw(groups: list[dict], lr: float, betas, eps: float, fused: Optional[bool] = None) -> torch.optim.AdamW:
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, fused=use_fused_adamw(fused))

@@ -42,7 +42,8 @@ def test_large_yaml_uses_fsdp_activation_checkpointing_and_bf16():
     cfg = load_config(str(ROOT / "yamls/pretrain/vl_large.yaml"))
     assert cfg.precision == "amp_bf16"
     fsdp = cfg.parallelism_config["fsdp"]
-    assert fsdp["sharding_strategy"] == "FULL_SHARD" and fsdp["activation_checkpointing"] is True
+    assert fsdp["sharding_strategy"] == "SHARD_GRAD_OP" and fsdp["activation_checkpointing"] is False
+    assert cfg.task["model"]["checkpoint_policy"] == "selective" and cfg.task["model"]["activation_checkpointing"]
     assert cfg.task["init_device"] == "meta"
     assert validate_config(cfg).name == "large"
 

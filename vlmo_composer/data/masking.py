@@ -36,8 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vlmo_composer.data.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, VOCAB_SIZE
-
-IGNORE_INDEX = -100
+from vlmo_composer.objectives.mlm import IGNORE_INDEX, mlm_budget
 
 
 def _unit_structure(maskable: Tensor, pad_slot: Tensor, word_start: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -121,7 +120,7 @@ def whole_word_mask(
     starts = (word_start.unsqueeze(0) if single else word_start).bool()
 
     maskable = real & ~torch.isin(ids, torch.as_tensor(list(special_ids), dtype=ids.dtype))
-    budget = max(1, int(round(ids.shape[-1] * mask_prob)))
+    budget = mlm_budget(ids.shape[-1], mask_prob)
     masked = _select_whole_words(maskable, ~real, starts, budget, generator)
 
     labels = ids.masked_fill(~masked, IGNORE_INDEX)

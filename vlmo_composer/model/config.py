@@ -49,6 +49,14 @@ class VLMoConfig:
     nlvr2_head: bool = False  # adds the NLVR2 classifier (and needs num_modality_types=3)
     # Memory: recompute each block in backward (per-block activation checkpointing).
     activation_checkpointing: bool = False
+    # What a checkpointed block keeps: "full" (only its input) or "selective" (matmul and
+    # attention outputs kept, pointwise work recomputed: most of the saving, little recompute).
+    checkpoint_policy: str = "full"
+    # Attention kernel: "auto" (FlexAttention on CUDA, SDPA elsewhere), "sdpa" or "flex".
+    attention: str = "auto"
+    # Regional compilation: torch.compile each MoME block (the whole step compiles through
+    # Composer's compile_config instead; use one or the other).
+    compile_blocks: bool = False
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -66,6 +74,10 @@ class VLMoConfig:
                 f"max_text_len={self.max_text_len} exceeds relative_text_len={self.relative_text_len}: "
                 "the relative table has no rows for such offsets"
             )
+        if self.checkpoint_policy not in ("full", "selective"):
+            raise ValueError(f"checkpoint_policy '{self.checkpoint_policy}' is not one of ('full', 'selective')")
+        if self.attention not in ("auto", "sdpa", "flex"):
+            raise ValueError(f"attention '{self.attention}' is not one of ('auto', 'sdpa', 'flex')")
         if self.nlvr2_head and self.num_modality_types < 3:
             raise ValueError("nlvr2_head needs num_modality_types=3 (a modality id for the second image)")
 

@@ -6,13 +6,12 @@ Attribute names follow the official implementation (``norm2_imag``, ``mlp_vl``,
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath
-
+from vlmo_composer.model.attention import AttentionBias, attend, resolve_attention
 from vlmo_composer.model.config import VLMoConfig
 
 # Which expert a block applies to its tokens.
@@ -33,36 +32,17 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class AttentionBias(NamedTuple):
-    """One layer's additive attention mask, kept as its two broadcastable parts.
-
-    ``relative`` is the relative-position bias ``[1, H, N, N]``, ``key_padding`` is
-    ``[B, 1, 1, N]`` with ``-inf`` at padded keys. They are summed inside attention,
-    in the compute dtype, so only the running layer ever holds a ``[B, H, N, N]``
-    mask, and activation checkpointing stores just the small parts.
-    """
-
-    relative: Optional[torch.Tensor]
-    key_padding: Optional[torch.Tensor]
-
-    def mask(self, dtype: torch.dtype) -> Optional[torch.Tensor]:
-        parts = [part.to(dtype) for part in self if part is not None]
-        if not parts:
-            return None
-        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
-
-
 class Attention(nn.Module):
     """Multi-head self-attention shared by all modalities.
 
     ``qkv`` has no bias; separate ``q_bias`` and ``v_bias`` (the key bias is zero),
-    as in BEiT. Relative-position bias and key padding become one additive mask
-    so ``scaled_dot_product_attention`` can pick a fused kernel.
+    as in BEiT. ``kind`` picks the kernel (see :mod:`vlmo_composer.model.attention`).
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool) -> None:
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, kind: str = "auto") -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.kind = kind
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
@@ -80,13 +60,32 @@ class Attention(nn.Module):
             bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
         qkv = F.linear(x, self.qkv.weight, bias)
         q, k, v = qkv.reshape(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        mask = None if attn_bias is None else attn_bias.mask(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = attend(q, k, v, attn_bias, resolve_attention(self.kind, q.device))
         return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
 
 
 def _layer_scale(init: Optional[float], dim: int) -> Optional[nn.Parameter]:
     return nn.Parameter(init * torch.ones(dim)) if init is not None else None
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (timm's draw). The keep probability is a buffer, not a
+    Python float, so every block shares one compiled graph instead of recompiling per rate."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.drop_prob = rate  # timm's name
+        self.register_buffer("keep", torch.tensor(1.0 - rate), persistent=False)
+
+    def init_own_parameters(self) -> None:  # the buffer of a model built on "meta"
+        self.keep.fill_(1.0 - self.drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        keep = self.keep.to(x.dtype)
+        draw = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * (draw / keep)
 
 
 class MoMEBlock(nn.Module):
@@ -102,7 +101,7 @@ class MoMEBlock(nn.Module):
         super().__init__()
         dim, eps = config.hidden_size, config.norm_eps
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, config.num_heads, config.qkv_bias)
+        self.attn = Attention(dim, config.num_heads, config.qkv_bias, config.attention)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2_text = nn.LayerNorm(dim, eps=eps)
         self.mlp_text = Mlp(dim, config.ffn_size)

@@ -19,12 +19,13 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
+from vlmo_composer.model.attention import AttentionBias, padded_length
+from vlmo_composer.model.checkpointing import checkpointed
 from vlmo_composer.model.config import VLMoConfig
 from vlmo_composer.model.heads import ITMHead, MLMHead, Pooler, Projection, classifier
-from vlmo_composer.model.layers import FUSION, IMAGE, TEXT, VL, AttentionBias, MoMEBlock, PatchEmbed, TextEmbeddings
-from vlmo_composer.model.relative_position import RelativePositionLayout, gather_relative_bias
+from vlmo_composer.model.layers import FUSION, IMAGE, TEXT, VL, MoMEBlock, PatchEmbed, TextEmbeddings
+from vlmo_composer.model.relative_position import RelativePositionLayout
 
 
 @dataclass
@@ -49,6 +50,19 @@ class FusionOutput:
     image_states: torch.Tensor
     pooled: torch.Tensor
     last_hidden_state: torch.Tensor
+
+
+BLOCK_RECOMPILE_LIMIT = 32
+
+
+def compile_blocks(blocks: nn.ModuleList) -> None:
+    """Regional compilation: each block compiled in place, one graph per (mode, expert
+    layout, shape) shared by all blocks of that kind (~11 for stage 3). The limit is
+    raised so none falls back to eager."""
+    limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), BLOCK_RECOMPILE_LIMIT))
+    for block in blocks:
+        block.compile(dynamic=False)
 
 
 class MoMETransformer(nn.Module):
@@ -117,6 +131,8 @@ class VLMo(nn.Module):
             self.nlvr2_classifier = classifier(2 * dim, 2 * dim, 2)
         self._index_cache: dict[tuple, torch.Tensor] = {}
         self.apply(self.param_init_fn)
+        if config.compile_blocks:
+            compile_blocks(self.blocks)
         if config.relative_position:
             # Kept for checkpoint compatibility but never used: a trainable unused
             # parameter would stall DDP's gradient reduction.
@@ -209,6 +225,8 @@ class VLMo(nn.Module):
                 index = self.layout.text_index(text_len)
             else:
                 index = self.layout.fused_index(text_len)
+            n = index.shape[1]
+            index = F.pad(index, (0, padded_length(n) - n))  # aligned mask rows (sliced off)
             with torch.inference_mode(False):  # a cached inference tensor would break later training
                 self._index_cache[key] = index.to(device)
         return self._index_cache[key]
@@ -216,23 +234,25 @@ class VLMo(nn.Module):
     def _attention_biases(
         self, kind: str, text_len: int, device: torch.device, key_padding: Optional[torch.Tensor]
     ) -> list[AttentionBias]:
-        """Per layer: its relative bias ``[1, H, N, N]`` and ``-inf`` at padded keys ``[B, 1, 1, N]``."""
-        num_layers = self.config.num_layers
-        relative = None
-        if self.relative_position_bias_table is not None:
-            index = self._relative_index(kind, text_len, device)
-            relative = gather_relative_bias(self.relative_position_bias_table, index, num_layers).unsqueeze(1)
-        padding = None
-        if key_padding is not None:
-            padding = torch.zeros(key_padding.shape, device=device, dtype=torch.float32)
-            padding = padding.masked_fill(~key_padding.bool(), float("-inf"))[:, None, None, :]
-        return [AttentionBias(None if relative is None else relative[i], padding) for i in range(num_layers)]
+        """Per layer: its table columns ``[rows, H]``, the row index, and which keys are real.
+
+        Nothing ``[B, H, N, N]`` is built here: the SDPA path builds one layer's mask
+        inside attention (recomputed, not saved, under checkpointing); the flex path never does.
+        """
+        num_layers, heads = self.config.num_layers, self.config.num_heads
+        table = self.relative_position_bias_table
+        index = None if table is None else self._relative_index(kind, text_len, device)
+        valid = None if key_padding is None else key_padding.bool()
+        return [
+            AttentionBias(None if table is None else table[:, i * heads : (i + 1) * heads], index, valid)
+            for i in range(num_layers)
+        ]
 
     # ------------------------------------------------------------------ block stack
     def _run_block(self, index: int, x: torch.Tensor, bias, mode: str, text_len: int = 0) -> torch.Tensor:
         block = self.blocks[index]
         if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(block, x, bias, mode, text_len, use_reentrant=False)
+            return checkpointed(block, x, bias, mode, text_len, policy=self.config.checkpoint_policy)
         return block(x, bias, mode, text_len)
 
     def _unimodal(

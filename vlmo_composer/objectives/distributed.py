@@ -13,7 +13,20 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+_sizes_checked = False
+
+
 def _check_equal_sizes(tensor: torch.Tensor, world: int) -> None:
+    """All ranks' batch sizes agree: checked on the first call only (it syncs with the host).
+
+    Later batches have the same size by construction (the train loader drops the
+    last partial batch, Composer gives every rank the same device batch); under
+    ``torch.compile`` the check is left out of the graph.
+    """
+    global _sizes_checked
+    if _sizes_checked or torch.compiler.is_compiling():
+        return
+    _sizes_checked = True
     sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world)]
     dist.all_gather(sizes, torch.tensor([tensor.shape[0]], device=tensor.device))
     if len({int(s) for s in sizes}) != 1:

@@ -8,6 +8,7 @@ from typing import Any
 from vlmo_composer import registry
 from vlmo_composer.model.flops import TRAIN_MULTIPLIER, mlm_head_flops, unimodal_flops
 from vlmo_composer.objectives import masked_logits, mlm_loss
+from vlmo_composer.objectives.mlm import default_mlm_slots
 from vlmo_composer.tasks.base import TaskConfig, VLMoTask
 
 # What the language stage trains (DESIGN section 4). The relative table is one
@@ -48,12 +49,13 @@ class TextMLMTask(VLMoTask):
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         batch = self.prepare(batch)
         text = self.model.forward_text(batch["mlm_input_ids"], batch["attention_mask"])
-        logits, labels = masked_logits(text.states, batch["mlm_labels"], self.model.mlm_logits)
+        slots = default_mlm_slots(self.config.max_text_len)
+        logits, labels = masked_logits(text.states, batch["mlm_labels"], self.model.mlm_score, slots)
         loss = mlm_loss(logits, labels)
         return {"losses": {"total": loss, "mlm": loss.detach()}}
 
     def flops_per_batch(self, batch: dict[str, Any]) -> float:
         batch_size, text_len = batch["mlm_input_ids"].shape
-        masked = (batch["mlm_labels"] != -100).sum().item() / batch_size
-        per_sample = unimodal_flops(self.config, text_len, with_vl=False, image=False) + mlm_head_flops(self.config, masked)
+        slots = min(text_len, default_mlm_slots(self.config.max_text_len))  # the MLM head's fixed positions
+        per_sample = unimodal_flops(self.config, text_len, with_vl=False, image=False) + mlm_head_flops(self.config, slots)
         return TRAIN_MULTIPLIER * batch_size * per_sample

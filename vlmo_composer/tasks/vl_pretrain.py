@@ -19,6 +19,7 @@ from vlmo_composer.objectives import (
     mlm_loss,
     sample_hard_negatives,
 )
+from vlmo_composer.objectives.mlm import default_mlm_slots
 from vlmo_composer.tasks.base import TaskConfig, VLMoTask
 from vlmo_composer.tasks.retrieval_eval import RetrievalEvalMixin
 
@@ -28,6 +29,9 @@ class VLPretrainConfig(TaskConfig):
     mlm_weight: float = 0.25
     # Copy an existing expert into the VL-FFN after init_from ("scratch" keeps the fresh init).
     vl_ffn_init: str = "scratch"
+    # MLM head positions per caption (fixed shapes, no host sync); None: the collator's
+    # cap at mlm_prob 0.15 (6 at 40 tokens). Raise it with a higher data mlm_prob.
+    mlm_slots: Optional[int] = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -36,7 +40,11 @@ class VLPretrainConfig(TaskConfig):
 
 
 def vl_pretrain_losses(
-    model: VLMo, batch: dict[str, torch.Tensor], mlm_weight: float = 0.25, negatives: Optional[HardNegatives] = None
+    model: VLMo,
+    batch: dict[str, torch.Tensor],
+    mlm_weight: float = 0.25,
+    negatives: Optional[HardNegatives] = None,
+    mlm_slots: Optional[int] = None,
 ) -> dict[str, torch.Tensor]:
     """The stage-3 objective on one device batch (``negatives`` fixed only in tests).
 
@@ -62,7 +70,8 @@ def vl_pretrain_losses(
     )
     n_itm = itm.labels.shape[0]
     itm_logits = model.itm_logits(fused.pooled[:n_itm])
-    logits, labels = masked_logits(fused.text_states[n_itm:], batch["mlm_labels"], model.mlm_logits)
+    slots = default_mlm_slots(model.config.max_text_len) if mlm_slots is None else mlm_slots
+    logits, labels = masked_logits(fused.text_states[n_itm:], batch["mlm_labels"], model.mlm_score, slots)
 
     losses = {
         "itc": 0.5 * (itc.loss + itc_vl.loss),
@@ -99,9 +108,12 @@ class VLPretrainTask(RetrievalEvalMixin, VLMoTask):
                 block.norm2_vl.load_state_dict(getattr(block, f"norm2_{suffix}").state_dict())
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {"losses": vl_pretrain_losses(self.model, self.prepare(batch), self.cfg.mlm_weight)}
+        batch = self.prepare(batch)
+        return {"losses": vl_pretrain_losses(self.model, batch, self.cfg.mlm_weight, mlm_slots=self.cfg.mlm_slots)}
 
     def flops_per_batch(self, batch: dict[str, Any]) -> float:
+        """From shapes only (no host sync): the MLM head runs on ``mlm_slots`` positions per caption."""
         batch_size, text_len = batch["input_ids"].shape
-        masked = (batch["mlm_labels"] != -100).sum().item() / batch_size
-        return TRAIN_MULTIPLIER * batch_size * vl_pretrain_forward_flops(self.config, text_len, masked)
+        slots = default_mlm_slots(self.config.max_text_len) if self.cfg.mlm_slots is None else self.cfg.mlm_slots
+        slots = min(text_len, slots)
+        return TRAIN_MULTIPLIER * batch_size * vl_pretrain_forward_flops(self.config, text_len, slots)

@@ -1,0 +1,104 @@
+"""The stage-3 step built for accelerators: no graph breaks, no host syncs, fixed MLM
+slots, FlexAttention equal to SDPA, selective checkpointing equal to none (tiny model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlmo_composer import VLMo, VLMoConfig
+from vlmo_composer.model.attention import AttentionBias, attend, padded_length
+from vlmo_composer.objectives.mlm import IGNORE_INDEX, masked_logits, mlm_loss
+from vlmo_composer.profiling import HostSyncCounter, graph_breaks, synthetic_vl_batch
+from vlmo_composer.tasks.vl_pretrain import VLPretrainConfig, VLPretrainTask
+
+
+@pytest.fixture(scope="module")
+def task_and_batch():
+    torch.manual_seed(0)
+    task = VLPretrainTask(VLPretrainConfig(model={"size": "tiny"}))
+    task.train()
+    return task, synthetic_vl_batch(task.config, 4)
+
+
+def test_stage3_step_compiles_without_graph_breaks(task_and_batch):
+    count, reasons = graph_breaks(*task_and_batch)
+    assert count == 0, reasons
+
+
+def test_stage3_step_has_no_host_syncs(task_and_batch):
+    task, batch = task_and_batch
+    task(batch)["losses"]["total"].backward()  # a first step may check batch sizes once
+    with HostSyncCounter() as counter:
+        task(batch)["losses"]["total"].backward()
+        task.flops_per_batch(batch)
+    assert counter.total == 0, counter.counts
+
+
+def test_sync_counter_sees_boolean_indexing_and_item():
+    x = torch.arange(6.0)
+    with HostSyncCounter() as counter:
+        x[x > 2].sum().item()
+    assert counter.counts == {"boolean indexing": 1, "item": 1}
+
+
+def test_fixed_mlm_slots_equal_the_masked_token_loss():
+    torch.manual_seed(0)
+    states = torch.randn(3, 10, 8)
+    labels = torch.full((3, 10), IGNORE_INDEX)
+    labels[0, [2, 5, 7]] = torch.tensor([1, 2, 3])
+    labels[1, 9] = 4  # row 2 has none masked
+    head = torch.nn.Linear(8, 6)
+    logits, slot_labels = masked_logits(states, labels, head, num_slots=3)
+    assert logits.shape == (3, 3, 6)
+    selected = labels != IGNORE_INDEX
+    expected = F.cross_entropy(head(states[selected]), labels[selected])
+    assert torch.allclose(mlm_loss(logits, slot_labels), expected, atol=1e-6)
+    none = mlm_loss(*masked_logits(states, torch.full_like(labels, IGNORE_INDEX), head, 3))
+    assert none.item() == 0.0 and none.requires_grad
+    with pytest.raises(RuntimeError, match="more masked tokens than MLM slots"):
+        masked_logits(states, labels, head, num_slots=2)
+
+
+def test_flex_attention_matches_sdpa_with_gradients():
+    """fp32, eager flex on CPU: output and the grads of q, k, v and the relative table."""
+    torch.manual_seed(0)
+    batch, heads, n, d, rows = 2, 3, 13, 8, 20
+    q, k, v = (torch.randn(batch, heads, n, d, requires_grad=True) for _ in range(3))
+    table = torch.randn(rows, heads, requires_grad=True)
+    index = F.pad(torch.randint(0, rows, (n, n)), (0, padded_length(n) - n))
+    valid = torch.ones(batch, n, dtype=torch.bool)
+    valid[0, -4:] = False
+    bias = AttentionBias(table, index, valid)
+    results = []
+    for kind in ("sdpa", "flex"):
+        out = attend(q, k, v, bias, kind)
+        results.append((out, torch.autograd.grad(out.square().sum(), (q, k, v, table))))
+    (out_s, grads_s), (out_f, grads_f) = results
+    assert (out_s - out_f).abs().max() <= 1e-5
+    assert all((a - b).abs().max() <= 1e-5 for a, b in zip(grads_s, grads_f))
+    assert bias.dense_mask(torch.float32).stride(-2) == padded_length(n)  # aligned rows
+
+
+def _step_grads(config: VLMoConfig, batch: dict) -> tuple[torch.Tensor, dict]:
+    torch.manual_seed(0)
+    model = VLMo(config)
+    model.train()
+    out = model.fuse(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+    loss = out.pooled.square().sum() + out.text_states.mean()
+    loss.backward()
+    return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_selective_checkpointing_equals_no_checkpointing():
+    """Same loss and gradients, dropout and drop path included (RNG replayed in recompute)."""
+    config = VLMoConfig.named("tiny", drop_path_rate=0.2)
+    batch = synthetic_vl_batch(config, 3)
+    loss, grads = _step_grads(config, batch)
+    sel_loss, sel_grads = _step_grads(
+        config.replace(activation_checkpointing=True, checkpoint_policy="selective"), batch
+    )
+    assert torch.equal(loss, sel_loss)
+    assert grads.keys() == sel_grads.keys()
+    assert all(torch.allclose(grads[n], sel_grads[n], atol=1e-6) for n in grads)
