@@ -15,11 +15,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The main job on the embedded default: synthetic data, a small VLMo trained on CPU
-# (a few minutes), then retrieval recall on the synthetic test split next to chance.
+# (a few minutes), then retrieval recall on the synthetic test split next to chance,
+# and the loss/metric curves of the run as runs/quickstart/curves.png.
 quickstart: install
 	$(BIN)/python data_prep/make_synthetic.py --out data/synthetic --overwrite
 	$(BIN)/composer -n 1 train.py yamls/quickstart.yaml
 	$(BIN)/python eval.py yamls/quickstart.yaml --rerank-k 8 --output runs/quickstart/metrics.json
+	$(BIN)/python -m vlmo_composer.curves runs/quickstart/checkpoints/metrics.jsonl runs/quickstart/curves.png
 
 test: install
 	$(BIN)/python -m pytest -q

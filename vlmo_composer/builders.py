@@ -7,15 +7,17 @@ import inspect
 import logging
 import os
 import sys
+import typing
 from typing import Any, Callable
 
 import torch
 
 from vlmo_composer import registry
-from vlmo_composer.config import ConfigError, TrainConfig, from_dict
+from vlmo_composer.config import ConfigError, TrainConfig, convert_value, from_dict
 from vlmo_composer.data.loaders import check_dataset_arguments
 from vlmo_composer.model import VLMoConfig
 from vlmo_composer.optim import build_adamw, param_groups
+from vlmo_composer.run_checks import check_run_settings
 from vlmo_composer.tasks.base import build_model_config
 
 # Importing these registers the built-in tasks, dataloaders and callbacks.
@@ -38,6 +40,22 @@ def check_kwargs(factory: Callable, kwargs: dict, where: str, skip: tuple[str, .
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ConfigError(f"unknown keys {[f'{where}.{k}' for k in unknown]}; valid keys: {valid}")
+    check_kwarg_types(factory, kwargs, where)
+
+
+def check_kwarg_types(factory: Callable, kwargs: dict, where: str) -> None:
+    """Values against the factory's annotations (``optimizer.lr: "5e-4x"`` fails here, not at step 1).
+
+    Only annotations that resolve are checked, and only plain types bite: a Union
+    with an unknown class (``str | Time``) accepts anything its other members do.
+    """
+    try:
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    except Exception:  # forward references to optional packages
+        return
+    for name, value in kwargs.items():
+        if name in hints:
+            convert_value(value, hints[name], f"{where}.{name}")
 
 
 def instantiate(reg: registry.Registry, name: str, kwargs: dict | None, where: str) -> Any:
@@ -47,6 +65,8 @@ def instantiate(reg: registry.Registry, name: str, kwargs: dict | None, where: s
         return reg.get(name)(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: {err}") from err
+    except ImportError as err:  # an optional logger's package (tensorboard, wandb, mlflow)
+        raise ConfigError(f"{where} needs an optional package: pip install 'vlmo-composer[{name}]' ({err})") from None
 
 
 def import_code_paths(paths: list[str]) -> None:
@@ -101,6 +121,7 @@ def validate_config(cfg: TrainConfig) -> VLMoConfig:
     second with the key's path instead of after minutes of start-up.
     """
     import_code_paths(cfg.code_paths)
+    check_run_settings(cfg)
     task_class, task_cfg = resolve_task(cfg.task)
     model_config = task_model_config(task_class, task_cfg)
     loaders = [("train_loader", cfg.train_loader)] + [(f"eval_loaders[{i}]", l) for i, l in enumerate(cfg.eval_loaders)]

@@ -78,6 +78,9 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     return value
 
 
+convert_value = _convert  # public name: builders check factory arguments with the same rules
+
+
 def from_dict(cls: type, values: Any, path: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, rejecting unknown and missing keys by path."""
     where = path or "<root>"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +21,7 @@ from vlmo_composer.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.evaluation.vqa_submission import SubmissionError, find_split, write_split_submission
 from vlmo_composer.retrieval import RetrievalResult, evaluate_retrieval
+from vlmo_composer.run_checks import check_s3_credentials, s3_locations, short_error
 from vlmo_composer.tasks.base import InitFrom
 from vlmo_composer.tasks.retrieval_eval import RetrievalEvalMixin
 
@@ -38,8 +40,20 @@ def load_weights(task, checkpoint: Optional[str], official: Optional[str], expor
         raise ConfigError("no weights to evaluate: pass --checkpoint, --official or --exported (or set save_folder)")
     kind = "official" if official else "safetensors" if exported else "composer"
     init = InitFrom(kind=kind, path=official or exported or checkpoint)
-    report = task.initialise(init)  # the task's own rules for which heads may be absent
+    try:
+        report = task.initialise(init)  # the task's own rules for which heads may be absent
+    except ValueError as err:  # unreadable file, another model size: the message names the path
+        raise ConfigError(str(err).replace("init_from.path: ", "")) from None
     return f"{kind} weights {init.path}" + ("" if str(report) == "exact match" else f" ({report})")
+
+
+def weights_to_load(checkpoint: Optional[str], official: Optional[str], exported: Optional[str]) -> str:
+    """What ``load_weights`` would read, for ``--dry-run`` (local files are checked)."""
+    kind, path = ("official", official) if official else ("safetensors", exported) if exported else ("composer", checkpoint)
+    if path is None:
+        raise ConfigError("no weights to evaluate: pass --checkpoint, --official or --exported (or set save_folder)")
+    found = "" if "://" in path else " (found)" if os.path.exists(path) else " (NOT FOUND yet)"
+    return f"{kind} {path}{found}"
 
 
 def evaluate(
@@ -139,6 +153,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--allow-answers", action="store_true",
                         help="with --vqa-submission: accept a split whose questions have answers (val)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--dry-run", action="store_true", help="check, count the data and describe; evaluate nothing")
     args = parser.parse_args(argv)
     if args.vqa_submission and not args.split:
         parser.error("--vqa-submission needs --split LABEL: the unlabelled split to predict on (test-dev or test)")
@@ -152,15 +167,27 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = load_config(args.config, args.overrides)
         if not cfg.eval_loaders:
             raise ConfigError(f"{args.config} has no eval_loaders to evaluate on")
+        checkpoint = args.checkpoint or (None if args.official or args.exported else default_checkpoint(cfg))
+        if args.dry_run:
+            from vlmo_composer.dry_run import eval_summary
+
+            print(eval_summary(cfg, args.config, weights_to_load(checkpoint, args.official, args.exported)))
+            return 0
         validate_config(cfg)
+        check_s3_credentials(s3_locations(cfg))
         if args.vqa_submission:
             find_split(cfg, args.split)  # a wrong label fails before any weights are read
         task_cfg = {k: v for k, v in cfg.task.items() if k != "init_from"}
         task = build_task(task_cfg)
-        weights = load_weights(task, args.checkpoint or (None if args.official or args.exported else default_checkpoint(cfg)),
-                               args.official, args.exported)
+        weights = load_weights(task, checkpoint, args.official, args.exported)
     except (ConfigError, FileNotFoundError, KeyError, SubmissionError) as err:
         print(f"eval error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # S3 access and unreadable files: one line, exit 2
+        message = short_error(err)
+        if message is None:
+            raise
+        print(f"eval error: {message}", file=sys.stderr)
         return 2
     if args.vqa_submission:
         try:

@@ -74,8 +74,9 @@ callbacks.register("memory_monitor", "composer.callbacks:MemoryMonitor")
 callbacks.register("runtime_estimator", "composer.callbacks:RuntimeEstimator")
 callbacks.register("optimizer_monitor", "composer.callbacks:OptimizerMonitor")
 
-loggers.register("tensorboard", "composer.loggers:TensorboardLogger")
-loggers.register("wandb", "composer.loggers:WandBLogger")
-loggers.register("mlflow", "composer.loggers:MLFlowLogger")
+# Composer's, minus dict-valued metrics (logged flat by FlattenMetricDicts); pip install vlmo-composer[<name>].
+loggers.register("tensorboard", "vlmo_composer.loggers.scalar_safe:TensorboardLogger")
+loggers.register("wandb", "vlmo_composer.loggers.scalar_safe:WandBLogger")
+loggers.register("mlflow", "vlmo_composer.loggers.scalar_safe:MLFlowLogger")
 loggers.register("file", "composer.loggers:FileLogger")
 loggers.register("in_memory", "composer.loggers:InMemoryLogger")

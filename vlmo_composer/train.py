@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 import time
@@ -28,6 +29,14 @@ from vlmo_composer import registry
 from vlmo_composer.callbacks import FlattenMetricDicts, MidEpochRngRestore
 from vlmo_composer.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
+from vlmo_composer.run_checks import (
+    check_checkpoint_file,
+    check_run_settings,
+    check_s3_credentials,
+    s3_locations,
+    short_error,
+)
+from vlmo_composer import run_report
 
 log = logging.getLogger("vlmo_composer")
 
@@ -82,6 +91,10 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     if cfg.python_log_level:
         logging.getLogger("vlmo_composer").setLevel(cfg.python_log_level.upper())
     validate_config(cfg)
+    check_run_settings(cfg, device=cfg.device or ("gpu" if torch.cuda.is_available() else "cpu"))
+    check_s3_credentials(s3_locations(cfg))
+    if cfg.load_path:
+        check_checkpoint_file(cfg.load_path, "load_path")
     reproducibility.seed_all(cfg.seed)
     dist.initialize_dist(get_device(cfg.device), timeout=cfg.dist_timeout)
     world = dist.get_world_size()
@@ -96,8 +109,9 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     scheduler = build_scheduler(cfg.scheduler)
     algorithms = build_named(registry.algorithms, cfg.algorithms, "algorithms")
     rng_restore = MidEpochRngRestore()
-    callbacks = build_named(registry.callbacks, cfg.callbacks, "callbacks") + [FlattenMetricDicts(), rng_restore]
-    loggers = build_named(registry.loggers, cfg.loggers, "loggers")
+    callbacks = build_named(registry.callbacks, {**run_report.DEFAULT_CALLBACKS, **cfg.callbacks}, "callbacks")
+    callbacks += [FlattenMetricDicts(), rng_restore]
+    loggers = build_named(registry.loggers, cfg.loggers, "loggers") + run_report.console_and_file_loggers(cfg)
     if cfg.autoresume:
         drop_stale_autoresume_copy(cfg)
 
@@ -121,9 +135,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         device_train_microbatch_size=cfg.device_train_microbatch_size or train_batch,
         parallelism_config=cfg.parallelism_config,
         compile_config=cfg.compile_config,
-        progress_bar=cfg.progress_bar,
-        log_to_console=cfg.log_to_console,
-        console_log_interval=cfg.console_log_interval,
+        progress_bar=False,  # run_report.console_and_file_loggers adds readable ones
+        log_to_console=False,
         save_folder=cfg.save_folder,
         save_interval=cfg.save_interval,
         save_filename=cfg.save_filename,
@@ -153,22 +166,17 @@ def drop_stale_autoresume_copy(cfg: TrainConfig) -> None:
         copy.unlink()
 
 
-def summary(trainer: Trainer, seconds: float) -> str:
-    """A short end-of-run report: losses, throughput, evaluation, where checkpoints went."""
+def summary(trainer: Trainer, seconds: float, start: tuple[int, int] = (0, 0)) -> str:
+    """A short end-of-run report: steps (this process and total), losses, evaluation, last checkpoint."""
     state = trainer.state
-    samples = int(state.timestamp.sample)
-    lines = [
-        f"run {state.run_name}: {int(state.timestamp.batch)} steps, {samples} samples in {seconds:.0f}s "
-        f"({samples / max(seconds, 1e-9):.1f} samples/s)",
-    ]
+    lines = [run_report.steps_line(trainer, *start, seconds)]
     losses = {k: float(v) for k, v in (state.total_loss_dict or {}).items()}
     if losses:
         lines.append("last losses: " + ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in losses.items()))
-    for name, value in state.eval_metric_values.items():
-        if isinstance(value, dict):
-            lines.append(f"{name}: " + ", ".join(f"{k} {float(v):.4f}" for k, v in value.items()))
-        else:
-            lines.append(f"{name}: {float(value):.4f}")
+    flattener = next((c for c in state.callbacks if isinstance(c, FlattenMetricDicts)), None)
+    for label, values in (flattener.last_values if flattener else {}).items():
+        prefix = f"metrics/{label}/"
+        lines.append(f"last eval {label}: " + ", ".join(f"{k.removeprefix(prefix)} {float(v):.4f}" for k, v in values.items()))
     saver = getattr(trainer, "_checkpoint_saver", None)
     if saver is not None and saver.saved_checkpoints:
         lines.append(f"last checkpoint: {saver.saved_checkpoints[-1]}")
@@ -177,22 +185,48 @@ def summary(trainer: Trainer, seconds: float) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    dry_run = "--dry-run" in argv
+    argv = [a for a in argv if a != "--dry-run"]
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: composer train.py <config.yaml> [key.path=value ...]")
+        print("usage: composer train.py <config.yaml> [key.path=value ...] [--dry-run]")
         return 0 if argv else 2
+    cfg = None
     try:
         cfg = load_config(argv[0], argv[1:])
+        if dry_run:
+            from vlmo_composer.dry_run import train_summary
+
+            summary_text = train_summary(cfg, argv[0])
+            if os.environ.get("RANK", "0") == "0":
+                print(summary_text)
+            return 0
         trainer = build_trainer(cfg)
+        return fit(cfg, trainer)
     except (ConfigError, FileNotFoundError) as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # failures users cause (S3 access, unreadable checkpoints): one line, exit 2
+        message = short_error(err, cfg)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def fit(cfg: TrainConfig, trainer: Trainer) -> int:
+    """Train to ``max_duration`` and print the summary (rank 0)."""
+    rank_zero = dist.get_global_rank() == 0
+    if rank_zero:
+        for line in run_report.start_lines(cfg, trainer):
+            print(line, flush=True)
     start = time.time()
     if trainer.state.timestamp >= trainer.state.max_duration:  # an autoresumed run that had finished
         print(f"run {trainer.state.run_name} already trained to {cfg.max_duration}; nothing to do")
         trainer.close()
         return 0
+    first = int(trainer.state.timestamp.batch), int(trainer.state.timestamp.sample)
     trainer.fit()
-    if dist.get_global_rank() == 0:
-        print(summary(trainer, time.time() - start))
+    if rank_zero:
+        print(summary(trainer, time.time() - start, first))
     trainer.close()
     return 0

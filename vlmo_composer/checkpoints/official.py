@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from vlmo_composer.checkpoints.io import LoadReport, StateDictSource, check_and_load, read_state_dict
-from vlmo_composer.model.config import VLMoConfig
+from vlmo_composer.model.config import NAMED_CONFIGS, VLMoConfig
 from vlmo_composer.model.relative_position import resize_relative_table, window_from_table_rows
 from vlmo_composer.model.vlmo import VLMo
 
@@ -51,6 +51,31 @@ def config_from_official(
         nlvr2_head=nlvr2,
         num_modality_types=3 if nlvr2 else base.num_modality_types,
     )
+
+
+def state_dict_size(state: dict[str, torch.Tensor]) -> Optional[tuple[int, int]]:
+    """``(hidden_size, num_layers)`` read off the tensor shapes, or None for a non-VLMo dict."""
+    blocks = {int(k.split(".")[2]) for k in state if k.startswith("transformer.blocks.") and k.split(".")[2].isdigit()}
+    for key in ("text_embeddings.word_embeddings.weight", "transformer.cls_token"):
+        if key in state and blocks:
+            return int(state[key].shape[-1]), max(blocks) + 1
+    return None
+
+
+def describe_size(hidden_size: int, num_layers: int) -> str:
+    """``VLMo-base (hidden 768, 12 layers)``: the named size with these dimensions, if there is one."""
+    names = [n for n, c in NAMED_CONFIGS.items() if (c["hidden_size"], c["num_layers"]) == (hidden_size, num_layers)]
+    return f"VLMo-{names[0] if names else 'custom'} (hidden {hidden_size}, {num_layers} layers)"
+
+
+def check_same_size(state: dict[str, torch.Tensor], config: VLMoConfig, source: str) -> None:
+    """A checkpoint of another size fails with both sizes named, not with hundreds of shape mismatches."""
+    found = state_dict_size(state)
+    if found is not None and found != (config.hidden_size, config.num_layers):
+        raise ValueError(
+            f"{source} holds a {describe_size(*found)} checkpoint but the model is "
+            f"{describe_size(config.hidden_size, config.num_layers)}: set task.model.size to the checkpoint's size"
+        )
 
 
 def adapt_official_state_dict(
@@ -118,6 +143,7 @@ def load_official(
     """
     state = read_state_dict(path_or_state_dict)
     config = config_from_official(state, size_or_config, image_size)
+    check_same_size(state, config, "the official checkpoint")
     report = LoadReport()
     state = adapt_official_state_dict(state, config, report)
     model = VLMo(config)

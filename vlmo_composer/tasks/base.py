@@ -19,8 +19,9 @@ from composer.models import ComposerModel
 
 from vlmo_composer.checkpoints import load_beit, load_safetensors, read_state_dict
 from vlmo_composer.checkpoints.io import LoadReport, check_and_load
-from vlmo_composer.checkpoints.official import adapt_official_state_dict
+from vlmo_composer.checkpoints.official import adapt_official_state_dict, check_same_size
 from vlmo_composer.model import NAMED_CONFIGS, VLMo, VLMoConfig
+from vlmo_composer.run_checks import check_checkpoint_file
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,8 @@ class VLMoTask(ComposerModel):
     # ------------------------------------------------------------------ init & freezing
     def initialise(self, init: InitFrom) -> LoadReport:
         path = fetch_local(init.path)
+        if init.kind != "safetensors":  # an exported folder, checked by its loader
+            check_checkpoint_file(path, "init_from.path" if path == init.path else f"init_from.path {init.path}")
         if init.kind == "beit":
             return load_beit(path, self.model)
         allow_missing = [*self.init_allow_missing, *init.allow_missing]
@@ -145,6 +148,7 @@ class VLMoTask(ComposerModel):
             source = composer_model_weights(path)
         else:
             source = read_state_dict(path)
+        check_same_size(source, self.config, init.path)
         report = LoadReport()
         state = adapt_official_state_dict(source, self.config, report)
         return check_and_load(self.model, state, allow_missing, allow_unexpected, report, source=init.path)

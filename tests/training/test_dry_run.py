@@ -1,0 +1,85 @@
+"""`train.py --dry-run` / `eval.py --dry-run`: everything checked and counted, nothing trained."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import boto3
+import torch
+
+from vlmo_composer.builders import validate_config
+from vlmo_composer.config import load_config
+from vlmo_composer.evaluate import main as eval_main
+from vlmo_composer.model import VLMo
+from vlmo_composer.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = str(ROOT / "yamls" / "quickstart.yaml")
+
+
+def shard_samples(split_dir: Path) -> int:
+    """Samples in a split as its MDS index.json counts them."""
+    return sum(shard["samples"] for shard in json.loads((split_dir / "index.json").read_text())["shards"])
+
+
+def model_parameters(overrides: list[str]) -> int:
+    return VLMo(validate_config(load_config(QUICKSTART, overrides))).num_parameters()
+
+
+def test_train_dry_run_counts_streams_parameters_and_steps(capsys, synthetic_data, tmp_path):
+    overrides = [f"variables.data={synthetic_data}", "global_train_batch_size=8", f"save_folder={tmp_path}/ckpt"]
+    assert train_main([QUICKSTART, "--dry-run", *overrides]) == 0
+    out = capsys.readouterr().out
+    train_n = shard_samples(synthetic_data / "image_text/train")
+    test_n = shard_samples(synthetic_data / "image_text/test")
+    assert f"{synthetic_data}/image_text/train: {train_n} samples" in out, out
+    assert f"{synthetic_data}/image_text/test: {test_n} samples" in out, out
+    assert f"{model_parameters(overrides):,} parameters" in out, out
+    assert "global 8, device 8 on 1 rank" in out, out
+    batches_per_epoch = train_n // 8
+    assert f"max_duration 3ep = {3 * batches_per_epoch} batches ({batches_per_epoch} per epoch)" in out, out
+    assert re.search(r"[0-9.]+ GFLOP per training sample", out), out
+    assert f"checkpoints: {tmp_path}/ckpt" in out, out
+    assert "nothing trained" in out
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_dry_run_catches_data_model_disagreement_and_empty_epochs(capsys, synthetic_data):
+    data = f"variables.data={synthetic_data}"
+    assert train_main([QUICKSTART, "--dry-run", data, "variables.image_size=32"]) == 2
+    err = capsys.readouterr().err
+    assert "train_loader.dataset.image_size=32" in err and "64" in err, err
+    assert train_main([QUICKSTART, "--dry-run", data]) == 2  # 48 samples cannot make one batch of 64
+    err = capsys.readouterr().err
+    assert "global_train_batch_size=64" in err and "48" in err, err
+
+
+def test_dry_run_reads_only_the_index_on_s3(capsys, synthetic_data, s3_bucket):
+    """Only index.json is uploaded: the counts come from it, no shard is fetched."""
+    boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"]).upload_file(
+        str(synthetic_data / "image_text/train/index.json"), s3_bucket, "syn/image_text/train/index.json")
+    remote = f"s3://{s3_bucket}/syn/image_text/train"
+    assert train_main([QUICKSTART, "--dry-run", f"variables.data={synthetic_data}", "global_train_batch_size=8",
+                       "train_loader.dataset.local=null", f"train_loader.dataset.remote={remote}"]) == 0
+    out = capsys.readouterr().out
+    assert f"{remote}: {shard_samples(synthetic_data / 'image_text/train')} samples" in out, out
+
+
+def test_dry_run_says_what_will_be_loaded(capsys, synthetic_data, tmp_path):
+    stage = tmp_path / "stage2.pt"
+    torch.save({"state": {"model": {}}}, stage)
+    assert train_main([QUICKSTART, "--dry-run", f"variables.data={synthetic_data}", "global_train_batch_size=8",
+                       f"load_path={stage}", "load_weights_only=true", "load_strict_model_weights=false"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"load_path: {re.escape(str(stage))} \(weights only", out), out
+
+
+def test_eval_dry_run(capsys, synthetic_data):
+    assert eval_main([QUICKSTART, f"variables.data={synthetic_data}", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{synthetic_data}/image_text/test: {shard_samples(synthetic_data / 'image_text/test')} samples" in out
+    assert f"{model_parameters([]):,} parameters" in out, out
+    assert "latest-rank0.pt" in out and "nothing evaluated" in out, out

@@ -1,0 +1,241 @@
+"""``train.py --dry-run`` / ``eval.py --dry-run``: check and count everything a run would use, train nothing.
+
+Validates the config, opens every stream's ``index.json`` (local, or fetched
+alone from ``s3://``; no shard is read), builds the task's model on ``meta``,
+checks that the data's image size, text length and label count fit the model,
+and prints what the run would do: model size, streams and their sample counts,
+batch sizes, steps, analytic GFLOP per sample, checkpoints and what is loaded.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from vlmo_composer import registry
+from vlmo_composer.builders import build_task, validate_config
+from vlmo_composer.checkpoints.official import describe_size
+from vlmo_composer.config import ConfigError, LoaderConfig, TrainConfig
+from vlmo_composer.data.streams import _named_entries
+from vlmo_composer.loggers.metrics_file import metrics_location
+from vlmo_composer.model import VLMoConfig
+from vlmo_composer.run_checks import check_checkpoint_file, check_s3_credentials, s3_locations
+
+
+@dataclass
+class StreamCount:
+    where: str  # remote or local directory, with the split
+    samples: int  # rows in the index
+    per_epoch: float  # rows drawn per epoch after proportion / repeat / choose
+
+
+def index_samples(remote: Optional[str], local: Optional[str], split: Optional[str], where: str) -> int:
+    """Sample count of one stream from its ``index.json`` (the local copy if there is one, else the remote's)."""
+    parts = [split] if split else []
+    if local and os.path.isfile(os.path.join(local, *parts, "index.json")):
+        path = os.path.join(local, *parts, "index.json")
+    elif remote:
+        from streaming.base.storage import CloudDownloader
+
+        path = os.path.join(tempfile.mkdtemp(prefix="vlmo_dry_run_"), "index.json")
+        uri = "/".join([remote.rstrip("/"), *parts, "index.json"])
+        try:
+            CloudDownloader.direct_download(uri, path, timeout=60)
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: no index.json at {uri}") from None
+    else:
+        raise ConfigError(f"{where}: no index.json in {os.path.join(local or '', *parts)} (and no remote)")
+    try:
+        shards = json.loads(open(path).read())["shards"]
+        return sum(int(shard["samples"]) for shard in shards)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{where}: {path} is not an MDS index.json ({err})") from None
+
+
+def count_streams(loader: LoaderConfig, where: str) -> list[StreamCount]:
+    """Every stream of a loader with its rows and its rows per epoch (Streaming's weighting rules)."""
+    dataset = loader.dataset
+    if dataset.get("streams"):
+        entries = _named_entries(dataset["streams"])
+    else:
+        entries = [(where, {k: dataset.get(k) for k in ("remote", "local", "split")})]
+    counts = []
+    for name, stream in entries:
+        split = stream.get("split") or dataset.get("split")
+        label = "/".join(str(p) for p in [stream.get("remote") or stream.get("local"), split] if p)
+        samples = index_samples(stream.get("remote"), stream.get("local"), split, f"{where} stream {name}")
+        if stream.get("repeat") is not None:
+            per_epoch = samples * float(stream["repeat"])
+        elif stream.get("choose") is not None:
+            per_epoch = float(stream["choose"])
+        else:
+            per_epoch = float(samples)
+        counts.append(StreamCount(label, samples, per_epoch))
+    proportions = [s.get("proportion") for _, s in entries]
+    if all(p is not None for p in proportions):
+        size = dataset.get("epoch_size") or sum(c.samples for c in counts)
+        for count, proportion in zip(counts, proportions):
+            count.per_epoch = size * float(proportion) / sum(float(p) for p in proportions)
+    elif dataset.get("epoch_size"):
+        total = sum(c.per_epoch for c in counts)
+        for count in counts:
+            count.per_epoch *= float(dataset["epoch_size"]) / total
+    return counts
+
+
+def effective_dataset_value(loader: LoaderConfig, key: str) -> Any:
+    """The value a dataset will use: the YAML's, else the dataset class's default."""
+    if key in loader.dataset:
+        return loader.dataset[key]
+    param = inspect.signature(registry.dataloaders.get(loader.name).__init__).parameters.get(key)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+
+def check_shapes(loader: LoaderConfig, where: str, model: VLMoConfig) -> None:
+    """Data and model must agree on image size, fit the text, and count the same answer labels."""
+    image_size = effective_dataset_value(loader, "image_size")
+    if image_size is not None and image_size != model.image_size:
+        raise ConfigError(f"{where}.dataset.image_size={image_size} but the model (task.model) is built for "
+                          f"{model.image_size} px; make them equal")
+    text_len = effective_dataset_value(loader, "max_text_len")
+    if text_len is not None and text_len > model.max_text_len:
+        raise ConfigError(f"{where}.dataset.max_text_len={text_len} exceeds the model's max_text_len="
+                          f"{model.max_text_len} (task.model)")
+    labels = effective_dataset_value(loader, "num_labels")
+    if labels and model.vqa_num_labels and labels != model.vqa_num_labels:
+        raise ConfigError(f"{where}.dataset.num_labels={labels} but the model's VQA head has "
+                          f"{model.vqa_num_labels} labels (task.model / answer_vocab)")
+
+
+def sample_batch(model: VLMoConfig, text_len: int, mlm_prob: float) -> dict[str, torch.Tensor]:
+    """One full-length sample of every input a task may read (FLOPs depend on shapes only)."""
+    labels = torch.full((1, text_len), -100)
+    labels[:, : max(1, round(mlm_prob * text_len))] = 1
+    ids = torch.zeros(1, text_len, dtype=torch.long)
+    image = torch.zeros(1, model.in_chans, model.image_size, model.image_size)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mlm_input_ids": ids, "mlm_labels": labels,
+            "pixel_values": image, "pixel_values_2": image}
+
+
+def describe_model(cfg: TrainConfig) -> tuple[Any, list[str]]:
+    """The task built on ``meta`` (no memory, no weights loaded) and its summary lines."""
+    task = build_task({**cfg.task, "init_device": "meta", "init_from": None})
+    config = task.model.config
+    total = sum(p.numel() for p in task.parameters())
+    trainable = sum(p.numel() for p in task.parameters() if p.requires_grad)
+    lines = [f"model: task {cfg.task['name']}, {describe_size(config.hidden_size, config.num_layers)}, "
+             f"{config.image_size} px, patch {config.patch_size}, text {config.max_text_len}: "
+             f"{total:,} parameters ({trainable:,} trainable)"]
+    return task, lines
+
+
+def describe_loaders(cfg: TrainConfig, model: VLMoConfig, train: bool) -> tuple[float, list[str]]:
+    """Stream lines of the train loader (when ``train``) and every eval loader; returns train samples per epoch."""
+    loaders = ([("train_loader", cfg.train_loader)] if train else []) + [
+        (f"eval_loaders[{i}] {l.label}", l) for i, l in enumerate(cfg.eval_loaders)]
+    lines, train_epoch = [], 0.0
+    for where, loader in loaders:
+        key = where.split(" ")[0]
+        check_shapes(loader, key, model)
+        counts = count_streams(loader, key)
+        epoch = sum(c.per_epoch for c in counts)
+        train_epoch = epoch if key == "train_loader" else train_epoch
+        lines.append(f"{where}: {loader.name}, {epoch:,.0f} samples per epoch")
+        for c in counts:
+            share = f", {c.per_epoch:,.0f} per epoch ({c.per_epoch / epoch:.1%})" if len(counts) > 1 else ""
+            lines.append(f"  {c.where}: {c.samples} samples{share}")
+    return train_epoch, lines
+
+
+def describe_steps(cfg: TrainConfig, epoch_samples: float, world: int) -> list[str]:
+    from composer.core import Time, TimeUnit
+
+    from vlmo_composer.train import device_batch_size
+
+    device_batch = device_batch_size(cfg.global_train_batch_size, world)
+    micro = cfg.device_train_microbatch_size or device_batch
+    per_epoch = int(epoch_samples // cfg.global_train_batch_size)
+    if per_epoch == 0:
+        raise ConfigError(f"global_train_batch_size={cfg.global_train_batch_size} is larger than the "
+                          f"{epoch_samples:.0f} samples of an epoch of train_loader: not one full batch")
+    lines = [f"batch: global {cfg.global_train_batch_size}, device {device_batch} on {world} rank(s), "
+             f"microbatch {micro}"]
+    duration = Time.from_input(cfg.max_duration, TimeUnit.EPOCH)
+    unit, value = duration.unit, duration.value
+    if unit == TimeUnit.EPOCH:
+        lines.append(f"max_duration {cfg.max_duration} = {value * per_epoch} batches ({per_epoch} per epoch)")
+    else:
+        batches = value if unit == TimeUnit.BATCH else value // cfg.global_train_batch_size if unit == TimeUnit.SAMPLE else None
+        epochs = f" = {batches / per_epoch:.2f} epochs" if batches is not None else ""
+        lines.append(f"max_duration {cfg.max_duration}{epochs} ({per_epoch} batches per epoch)")
+    return lines
+
+
+def describe_flops(task: Any, cfg: TrainConfig) -> str:
+    config = task.model.config
+    text_len = effective_dataset_value(cfg.train_loader, "max_text_len") or config.max_text_len
+    mlm_prob = effective_dataset_value(cfg.train_loader, "mlm_prob") or 0.15
+    try:
+        flops = task.flops_per_batch(sample_batch(config, text_len, mlm_prob))
+    except (NotImplementedError, KeyError):
+        return "compute: no analytic FLOP count for this task"
+    return f"compute: {flops / 1e9:.2f} GFLOP per training sample (analytic, forward + backward, text {text_len})"
+
+
+def describe_checkpoints(cfg: TrainConfig) -> list[str]:
+    lines = []
+    if cfg.save_folder:
+        folder = metrics_location(cfg.save_folder, cfg.run_name).rsplit("/", 1)[0]
+        keep = cfg.save_num_checkpoints_to_keep
+        lines.append(f"checkpoints: {folder} (every {cfg.save_interval}, keep {'all' if keep < 0 else keep} "
+                     f"locally); metrics: {folder}/metrics.jsonl")
+        if cfg.autoresume:
+            latest = f"{folder}/latest-rank0.pt"
+            found = "" if "://" in latest else " (found)" if os.path.exists(latest) else " (none yet: starts fresh)"
+            lines.append(f"autoresume: resumes from {latest} when it exists{found}")
+    else:
+        lines.append("checkpoints: none (no save_folder)")
+    init_from = cfg.task.get("init_from")
+    if init_from:
+        check_checkpoint_file(init_from["path"], "task.init_from.path")
+        lines.append(f"init_from: {init_from.get('kind')} weights from {init_from['path']}")
+    if cfg.load_path:
+        check_checkpoint_file(cfg.load_path, "load_path")
+        if cfg.load_weights_only:
+            how = (f"weights only, strict={cfg.load_strict_model_weights}"
+                   + (f", ignoring {cfg.load_ignore_keys}" if cfg.load_ignore_keys else ""))
+        else:
+            how = "full state: continues its step count, optimizer, schedule and data position"
+        lines.append(f"load_path: {cfg.load_path} ({how})")
+    return lines
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def train_summary(cfg: TrainConfig, yaml_path: str) -> str:
+    """Everything ``train.py`` would do with ``cfg``; raises ConfigError on what would fail."""
+    model_config = validate_config(cfg)
+    check_s3_credentials(s3_locations(cfg))
+    task, lines = describe_model(cfg)
+    epoch_samples, loader_lines = describe_loaders(cfg, model_config, train=True)
+    lines += loader_lines + describe_steps(cfg, epoch_samples, world_size())
+    lines += [describe_flops(task, cfg)] + describe_checkpoints(cfg)
+    return "\n".join([f"dry run of {yaml_path}:", *lines, "dry run: nothing trained"])
+
+
+def eval_summary(cfg: TrainConfig, yaml_path: str, weights: str) -> str:
+    """What ``eval.py`` would evaluate (``weights``: a description of the chosen checkpoint)."""
+    model_config = validate_config(cfg)
+    check_s3_credentials(s3_locations(cfg))
+    _, lines = describe_model(cfg)
+    _, loader_lines = describe_loaders(cfg, model_config, train=False)
+    lines += loader_lines + [f"weights: {weights}"]
+    return "\n".join([f"dry run of {yaml_path} (evaluation):", *lines, "dry run: nothing evaluated"])
