@@ -18,7 +18,7 @@ from streaming import StreamingDataset
 
 from training.helpers import cpu_run_config
 from vlmo_composer.config import TrainConfig
-from vlmo_composer.evaluate import evaluate
+from vlmo_composer.evaluation.cli import evaluate
 from vlmo_composer.train import build_trainer
 
 pytestmark = pytest.mark.slow

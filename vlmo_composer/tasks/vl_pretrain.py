@@ -20,7 +20,7 @@ from vlmo_composer.objectives import (
     sample_hard_negatives,
 )
 from vlmo_composer.tasks.base import TaskConfig, VLMoTask
-from vlmo_composer.tasks.retrieval_eval import RetrievalEvalMixin
+from vlmo_composer.evaluation.retrieval import RetrievalEvalMixin
 
 
 @dataclass

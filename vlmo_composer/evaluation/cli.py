@@ -1,0 +1,168 @@
+"""The evaluation command: ``python eval.py <config.yaml> [key=value ...] [options]``.
+
+Evaluates weights — by default the run's own latest Composer checkpoint, else
+``--weights PATH [--kind official|safetensors|composer]`` (local or ``s3://``;
+the kinds of :mod:`vlmo_composer.checkpoints.sources`) — on the YAML's
+``eval_loaders`` with the task's registered evaluator, and prints the paper-style
+table; ``--output`` writes the numbers as JSON.
+``python eval.py zeroshot ...`` is zero-shot classification (see ``--help`` there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from vlmo_composer.builders import build_task, validate_config
+from vlmo_composer.checkpoints.sources import guess_kind, weight_kind
+from vlmo_composer.config import ConfigError, TrainConfig, load_config
+from vlmo_composer.data.loaders import build_dataloader
+from vlmo_composer.evaluation.evaluators import EvalRun, evaluator_for
+from vlmo_composer.tasks.base import InitFrom
+
+# Old flags, each naming one kind: accepted with a deprecation message.
+DEPRECATED_FLAGS = {"checkpoint": "composer", "official": "official", "exported": "safetensors"}
+
+
+def default_checkpoint(cfg: TrainConfig) -> Optional[str]:
+    """The newest checkpoint Composer wrote for this run (``latest-rank0.pt`` in save_folder)."""
+    if not cfg.save_folder:
+        return None
+    folder = cfg.save_folder.replace("{run_name}", cfg.run_name or "")
+    return f"{folder.rstrip('/')}/latest-rank0.pt"
+
+
+def load_weights(task, path: str, kind: str) -> str:
+    """Put the weights into ``task.model`` by the task's own rules; returns a description of the source."""
+    init = InitFrom(kind=kind, path=path)
+    report = task.initialise(init)
+    return f"{kind} weights {path}" + ("" if str(report) == "exact match" else f" ({report})")
+
+
+def evaluate(
+    cfg: TrainConfig, weights_from: str, task, device: torch.device, rerank_k: int = 0,
+    vqa_submission: Optional[str] = None,
+) -> dict[str, Any]:
+    """Every eval loader of ``cfg`` through the evaluator registered for the task's name."""
+    results: dict[str, Any] = {"weights": weights_from}
+    task.to(device).eval()
+    batch = cfg.device_eval_batch_size or 32
+
+    def loader_factory(loader_cfg, i: int):
+        return build_dataloader(loader_cfg, batch, train=False, where=f"eval_loaders[{i}]",
+                                cache_namespace=f"eval-{loader_cfg.label}")
+
+    run = EvalRun(task, device, loader_factory, rerank_k, vqa_submission)
+    evaluator = evaluator_for(cfg.task.get("name", ""))
+    for i, loader_cfg in enumerate(cfg.eval_loaders):
+        results[loader_cfg.label] = evaluator(run, loader_cfg, i)
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    lines = [f"weights: {results['weights']}"]
+    for label, record in results.items():
+        if label == "weights":
+            continue
+        if "tr_r1" in record:
+            lines.append(f"\n{label}: image-text retrieval (% recall)")
+            lines.append(f"{'':14}{'TR@1':>7}{'TR@5':>7}{'TR@10':>7}{'IR@1':>7}{'IR@5':>7}{'IR@10':>7}{'mean':>7}{'time s':>8}")
+            rows = [("dual encoder", record, record["seconds"])]
+            if "reranked" in record:
+                rows.append((f"+ ITM top-{record['reranked']['k']}", record["reranked"], record["reranked"]["seconds"]))
+            for name, r, seconds in rows:
+                values = [r[k] * 100 for k in ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "r_mean")]
+                lines.append(f"{name:14}" + "".join(f"{v:7.2f}" for v in values) + f"{seconds:8.1f}")
+            lines.append(f"{'chance':14}{record['chance_tr_r1'] * 100:7.2f}{'':21}{record['chance_ir_r1'] * 100:7.2f}")
+            if "reranked" in record:
+                lines.append(f"re-ranking changed the top-1 of {record['reranked']['changed_top1']} queries "
+                             f"(past the top {record['reranked']['k']} the dual-encoder order is kept)")
+        else:
+            numbers = ", ".join(f"{k} {v * 100:.2f}" for k, v in record.items() if isinstance(v, float))
+            lines.append(f"\n{label}: {numbers}")
+            if "submission" in record:
+                lines.append(f"submission file: {record['submission']}")
+    return "\n".join(lines)
+
+
+def flat_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """The first retrieval split's numbers at the top level (``metrics.json``'s contract)."""
+    for label, record in results.items():
+        if isinstance(record, dict) and "tr_r1" in record:
+            keys = ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "r_mean", "chance_tr_r1", "chance_ir_r1")
+            return {**{k: record[k] for k in keys}, "split": label, **results}
+    return results
+
+
+def add_weights_args(parser: argparse.ArgumentParser) -> None:
+    """``--weights PATH --kind KIND`` (one vocabulary), plus the deprecated one-kind flags."""
+    parser.add_argument("--weights", help="weights to evaluate: a file or folder, local or s3://")
+    parser.add_argument("--kind", help="what --weights is: official | safetensors | composer "
+                        "(default: a folder is safetensors, a file official; name composer for our checkpoints)")
+    for flag, kind in DEPRECATED_FLAGS.items():
+        parser.add_argument(f"--{flag}", help=f"deprecated: --weights PATH --kind {kind}")
+
+
+def chosen_weights(args: argparse.Namespace, default: Optional[str]) -> tuple[str, str]:
+    """``(path, kind)`` from the arguments (the run's own checkpoint when none is named)."""
+    given = [(flag, getattr(args, flag)) for flag in ("weights", *DEPRECATED_FLAGS) if getattr(args, flag)]
+    if len(given) > 1:
+        raise ConfigError(f"name the weights once: got {', '.join('--' + f for f, _ in given)}")
+    if not given:
+        if args.kind:
+            raise ConfigError("--kind describes --weights: pass --weights too")
+        if default is None:
+            raise ConfigError("no weights to evaluate: pass --weights PATH [--kind KIND] (or set save_folder)")
+        return default, "composer"
+    flag, path = given[0]
+    if flag != "weights":
+        kind = DEPRECATED_FLAGS[flag]
+        print(f"eval: --{flag} is deprecated; use --weights {path} --kind {kind}", file=sys.stderr)
+        return path, kind
+    return path, weight_kind(args.kind, "--kind") if args.kind else guess_kind(path)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", help="the YAML whose task and eval_loaders to use")
+    parser.add_argument("overrides", nargs="*", help="dotted key.path=value overrides")
+    add_weights_args(parser)
+    parser.add_argument("--rerank-k", type=int, default=0,
+                        help="ITM re-rank each query's top-k (retrieval; past k the dual-encoder order stays)")
+    parser.add_argument("--output", help="write the results as JSON here")
+    parser.add_argument("--vqa-submission", help="VQA: write [{question_id, answer}] here ({label} = split)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["zeroshot"]:
+        from vlmo_composer.evaluation.zeroshot import main as zeroshot_main
+
+        return zeroshot_main(argv[1:])
+    args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if not cfg.eval_loaders:
+            raise ConfigError(f"{args.config} has no eval_loaders to evaluate on")
+        validate_config(cfg)
+        path, kind = chosen_weights(args, default_checkpoint(cfg))
+        task = build_task({k: v for k, v in cfg.task.items() if k != "init_from"})
+        weights = load_weights(task, path, kind)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError, PermissionError) as err:
+        print(f"eval error: {err}", file=sys.stderr)
+        return 2
+    results = evaluate(cfg, weights, task, device, args.rerank_k, args.vqa_submission)
+    print(format_table(results))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(flat_summary(results), indent=2) + "\n")
+        print(f"\nwrote {args.output}")
+    return 0
