@@ -138,8 +138,8 @@ def read_weights(kind: str, path: str) -> dict[str, torch.Tensor]:
             return read_state_dict(path)
         except ValueError as err:
             raise ValueError(
-                f"{err}\nIf {path} is a Composer checkpoint you trust, name its kind 'composer' "
-                "(it is then unpickled, which can run code)"
+                f"{err}\nIf {path} is a Composer checkpoint you trust, pass kind='composer' (eval.py: --kind composer); "
+                "it is then unpickled, which can run code"
             ) from err
     raise ValueError(f"kind '{kind}' has no plain state dict (BEiT loads into a model: use load_weights_into)")
 

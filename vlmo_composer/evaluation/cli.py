@@ -19,7 +19,9 @@ from typing import Any, Optional
 import torch
 
 from vlmo_composer.builders import build_task, validate_config
-from vlmo_composer.checkpoints.sources import guess_kind, weight_kind
+from vlmo_composer.checkpoints.io import LoadReport, check_and_load
+from vlmo_composer.checkpoints.official import adapt_official_state_dict
+from vlmo_composer.checkpoints.sources import composer_model_weights, guess_kind, local_copy, weight_kind
 from vlmo_composer.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.evaluation.evaluators import EvalRun, evaluator_for
@@ -35,6 +37,22 @@ def default_checkpoint(cfg: TrainConfig) -> Optional[str]:
         return None
     folder = cfg.save_folder.replace("{run_name}", cfg.run_name or "")
     return f"{folder.rstrip('/')}/latest-rank0.pt"
+
+
+def trained_model(yaml_path: str, checkpoint: Optional[str] = None, overrides=()) -> tuple[Any, Optional[list[str]]]:
+    """The exact model a training YAML built, strictly loaded from a Composer checkpoint of it, and
+    its VQA answers (if any). ``checkpoint`` defaults to the run's ``latest-rank0.pt``."""
+    cfg = load_config(yaml_path, list(overrides))
+    checkpoint = checkpoint or default_checkpoint(cfg)
+    if checkpoint is None:
+        raise ConfigError(f"{yaml_path} has no save_folder: pass checkpoint=")
+    state = composer_model_weights(local_copy(checkpoint))
+    # The task builds the model exactly as training did (e.g. VQA sizes its head from
+    # the answer vocabulary); its own init_from is skipped: the checkpoint replaces it.
+    task = build_task({**cfg.task, "init_from": None, "init_device": "cpu"})
+    state = adapt_official_state_dict(state, task.model.config, LoadReport())
+    check_and_load(task.model, state, source=checkpoint)
+    return task.model, getattr(task, "answers", None)
 
 
 def load_weights(task, path: str, kind: str) -> str:
