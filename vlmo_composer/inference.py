@@ -155,9 +155,9 @@ class VLMoInference:
                 folders carry theirs; default: the bundled BERT uncased vocabulary).
             model_overrides: other :class:`VLMoConfig` fields the training run changed.
         """
-        path = os.fspath(source)
-        kind = guess_kind(path) if kind == "auto" else weight_kind(kind)
-        local = local_copy(path)  # s3:// downloaded once, here
+        kind = kind if kind == "auto" else weight_kind(kind)
+        local = local_copy(source)  # s3:// downloaded once, here
+        kind = guess_kind(local) if kind == "auto" else kind
         folder = Path(local) if kind == "safetensors" else None
         model = build_model(local, kind, size, image_size, **model_overrides)
         if answer_vocab is None and folder is not None and (folder / ANSWER_VOCAB_NAME).exists():

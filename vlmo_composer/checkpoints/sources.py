@@ -53,9 +53,10 @@ def weight_kind(kind: str, where: str = "kind") -> str:
     return kind
 
 
-def guess_kind(path: str) -> str:
-    """``auto``: a folder is ``safetensors``, a file ``official`` (read safely; ``composer`` must be named)."""
-    return "safetensors" if path.endswith("/") or os.path.isdir(path) else "official"
+def guess_kind(local_path: str) -> str:
+    """``auto`` for a local (fetched) path: a folder is ``safetensors``, a file ``official`` (read safely;
+    ``composer`` must be named)."""
+    return "safetensors" if os.path.isdir(local_path) else "official"
 
 
 # ---------------------------------------------------------------------- fetching
@@ -181,11 +182,12 @@ def build_model(
     text length) is read from the weights unless given.
     """
     path = os.fspath(path)
-    kind = guess_kind(path) if kind == "auto" else weight_kind(kind)
+    kind = kind if kind == "auto" else weight_kind(kind)
     if kind == "beit":
         raise ValueError(f"{path}: a BEiT file holds only a vision encoder; start a training run from it "
                          "(init_from: {kind: beit}) instead")
     local = local_copy(path)
+    kind = guess_kind(local) if kind == "auto" else kind
     if kind == "safetensors":
         if size is not None:
             raise ValueError(f"{path} is a safetensors folder: its {CONFIG_NAME} sets the model, do not pass size")

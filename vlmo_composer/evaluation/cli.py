@@ -142,7 +142,10 @@ def chosen_weights(args: argparse.Namespace, default: Optional[str]) -> tuple[st
         kind = DEPRECATED_FLAGS[flag]
         print(f"eval: --{flag} is deprecated; use --weights {path} --kind {kind}", file=sys.stderr)
         return path, kind
-    return path, weight_kind(args.kind, "--kind") if args.kind else guess_kind(path)
+    if args.kind:
+        return path, weight_kind(args.kind, "--kind")
+    local = local_copy(path)  # the kind is guessed from what the path is (s3:// fetched first)
+    return local, guess_kind(local)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
