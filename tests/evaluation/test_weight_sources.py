@@ -62,3 +62,19 @@ def test_one_vocabulary_with_a_deprecated_name(tiny, tmp_path):
         InitFrom(kind="pickle", path=str(folder))
     with pytest.raises(ValueError, match="BEiT file holds only a vision encoder"):
         build_model(Path(folder), "beit")
+
+
+def test_eval_cli_names_weights_once_in_the_same_vocabulary(tiny, tmp_path, capsys):
+    from vlmo_composer.config import ConfigError
+    from vlmo_composer.evaluation.cli import chosen_weights, parse_args
+
+    folder = str(VLMoInference(tiny).export(tmp_path / "export"))
+    assert chosen_weights(parse_args(["run.yaml", "--weights", folder]), None) == (folder, "safetensors")
+    assert chosen_weights(parse_args(["run.yaml", "--weights", "x.pt", "--kind", "composer"]), None) == ("x.pt", "composer")
+    assert chosen_weights(parse_args(["run.yaml"]), "runs/a/latest-rank0.pt") == ("runs/a/latest-rank0.pt", "composer")
+    assert chosen_weights(parse_args(["run.yaml", "--official", "o.pt"]), None) == ("o.pt", "official")
+    assert "--official is deprecated; use --weights o.pt --kind official" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="name the weights once"):
+        chosen_weights(parse_args(["run.yaml", "--weights", "a.pt", "--checkpoint", "b.pt"]), None)
+    with pytest.raises(ValueError, match="--kind 'exportd' is not one of"):
+        chosen_weights(parse_args(["run.yaml", "--weights", "a.pt", "--kind", "exportd"]), None)
