@@ -40,7 +40,7 @@ from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
 from vlmo_composer.checkpoints.safetensors_io import CONFIG_NAME, WEIGHTS_NAME, save_safetensors
-from vlmo_composer.checkpoints.sources import build_model, guess_kind, local_copy, weight_kind
+from vlmo_composer.checkpoints.sources import build_model, fetch_source, local_copy
 from vlmo_composer.data.images import decode_image
 from vlmo_composer.data.tokenizer import encode_text, get_tokenizer
 from vlmo_composer.data.transforms import ImageTransform, build_image_transform
@@ -155,9 +155,7 @@ class VLMoInference:
                 folders carry theirs; default: the bundled BERT uncased vocabulary).
             model_overrides: other :class:`VLMoConfig` fields the training run changed.
         """
-        kind = kind if kind == "auto" else weight_kind(kind)
-        local = local_copy(source)  # s3:// downloaded once, here
-        kind = guess_kind(local) if kind == "auto" else kind
+        local, kind = fetch_source(source, kind)  # s3:// downloaded once, here
         folder = Path(local) if kind == "safetensors" else None
         model = build_model(local, kind, size, image_size, **model_overrides)
         if answer_vocab is None and folder is not None and (folder / ANSWER_VOCAB_NAME).exists():

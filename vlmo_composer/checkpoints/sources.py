@@ -104,6 +104,13 @@ def _download_s3(uri: str) -> str:
         raise FileNotFoundError(f"cannot read {uri}: {err}") from err
 
 
+def fetch_source(path: Union[str, os.PathLike], kind: str = "auto") -> tuple[str, str]:
+    """``(local path, kind)``: fetched once, and an ``auto`` kind guessed from what arrived."""
+    kind = kind if kind == "auto" else weight_kind(kind)
+    local = local_copy(path)
+    return local, guess_kind(local) if kind == "auto" else kind
+
+
 # ---------------------------------------------------------------------- reading
 def composer_model_weights(path: str) -> dict[str, torch.Tensor]:
     """The VLMo weights (``state/model/model.*``) of one of our Composer checkpoints.
@@ -182,12 +189,10 @@ def build_model(
     text length) is read from the weights unless given.
     """
     path = os.fspath(path)
-    kind = kind if kind == "auto" else weight_kind(kind)
+    local, kind = fetch_source(path, kind)
     if kind == "beit":
         raise ValueError(f"{path}: a BEiT file holds only a vision encoder; start a training run from it "
                          "(init_from: {kind: beit}) instead")
-    local = local_copy(path)
-    kind = guess_kind(local) if kind == "auto" else kind
     if kind == "safetensors":
         if size is not None:
             raise ValueError(f"{path} is a safetensors folder: its {CONFIG_NAME} sets the model, do not pass size")

@@ -19,9 +19,7 @@ from typing import Any, Optional
 import torch
 
 from vlmo_composer.builders import build_task, validate_config
-from vlmo_composer.checkpoints.io import LoadReport, check_and_load
-from vlmo_composer.checkpoints.official import adapt_official_state_dict
-from vlmo_composer.checkpoints.sources import composer_model_weights, guess_kind, local_copy, weight_kind
+from vlmo_composer.checkpoints.sources import fetch_source, load_weights_into, weight_kind
 from vlmo_composer.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.evaluation.evaluators import EvalRun, evaluator_for
@@ -46,12 +44,10 @@ def trained_model(yaml_path: str, checkpoint: Optional[str] = None, overrides=()
     checkpoint = checkpoint or default_checkpoint(cfg)
     if checkpoint is None:
         raise ConfigError(f"{yaml_path} has no save_folder: pass checkpoint=")
-    state = composer_model_weights(local_copy(checkpoint))
     # The task builds the model exactly as training did (e.g. VQA sizes its head from
     # the answer vocabulary); its own init_from is skipped: the checkpoint replaces it.
     task = build_task({**cfg.task, "init_from": None, "init_device": "cpu"})
-    state = adapt_official_state_dict(state, task.model.config, LoadReport())
-    check_and_load(task.model, state, source=checkpoint)
+    load_weights_into(task.model, "composer", checkpoint)  # strict: every key
     return task.model, getattr(task, "answers", None)
 
 
@@ -144,8 +140,7 @@ def chosen_weights(args: argparse.Namespace, default: Optional[str]) -> tuple[st
         return path, kind
     if args.kind:
         return path, weight_kind(args.kind, "--kind")
-    local = local_copy(path)  # the kind is guessed from what the path is (s3:// fetched first)
-    return local, guess_kind(local)
+    return fetch_source(path)  # the kind is guessed from what the path is (s3:// fetched first)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
