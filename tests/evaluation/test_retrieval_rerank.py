@@ -7,6 +7,7 @@ from inference.inference_helpers import randomised, tiny_config
 
 from vlmo_composer import VLMo
 from vlmo_composer.metrics import retrieval_recall
+from vlmo_composer.evaluation.rerank import rerank_candidates, reranked_scores
 from vlmo_composer.evaluation.retrieval import evaluate_retrieval
 
 NUM_IMAGES, CAPTIONS_PER_IMAGE, BATCH = 24, 2, 8
@@ -48,3 +49,20 @@ def test_rerank_with_k_below_10_leaves_recall_past_k_to_the_dual_encoder():
     for key in ("tr_r5", "tr_r10", "ir_r5", "ir_r10"):
         assert result.reranked[key] == result.dual[key], (key, result.reranked, result.dual)
     assert result.changed_top1 > 0  # while the top of the list did move
+
+
+def test_the_rerank_rule_reorders_only_the_top_k():
+    g = torch.Generator().manual_seed(3)
+    dual = torch.rand(6, 20, generator=g) * 2 - 1
+    dual[0, 10] = dual[0, 11]  # a tie past k stays a tie
+    candidates = rerank_candidates(dual, 4)
+    itm = torch.randn(6, 4, generator=g) * 5
+    scores = reranked_scores(dual, candidates, itm)
+    for q in range(6):
+        order = scores[q].argsort(descending=True, stable=True).tolist()
+        fused = (itm[q] + dual[q, candidates[q]]).argsort(descending=True).tolist()
+        assert order[:4] == candidates[q][fused].tolist()  # the top k by ITM + cosine
+        rest = [c for c in dual[q].argsort(descending=True, stable=True).tolist() if c not in order[:4]]
+        assert order[4:] == rest  # then the dual encoder's order
+        assert torch.allclose(scores[q, candidates[q]], (itm[q] + dual[q, candidates[q]]).double())
+    assert scores[0, 10] == scores[0, 11]
