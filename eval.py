@@ -1,5 +1,9 @@
-"""Entry point: ``python eval.py <config.yaml> [key.path=value ...] [--checkpoint PATH] [--rerank-k K]``,
-or ``python eval.py vqa-score --questions Q --annotations A --results R`` (official VQA scoring)."""
+"""Entry point: ``python eval.py <config.yaml> [key.path=value ...] [--weights PATH --kind KIND] [--rerank-k K]``.
+
+``python eval.py zeroshot --data DIR --weights PATH ...`` runs zero-shot image classification;
+``python eval.py vqa-score --questions Q --annotations A --results R`` scores a VQA results file
+with the official evaluator's steps.
+"""
 
 import sys
 
@@ -8,6 +12,6 @@ if __name__ == "__main__":
         from vlmo_composer.evaluation.vqa_score import main as vqa_score
 
         sys.exit(vqa_score(sys.argv[2:]))
-    from vlmo_composer.evaluate import main
+    from vlmo_composer.evaluation.cli import main
 
     sys.exit(main())

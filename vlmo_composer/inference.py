@@ -3,20 +3,24 @@
 open_clip's shape, so its users feel at home::
 
     model, preprocess, tokenizer = create_model_and_transforms("exported/vlmo-vqa")
-    answers = model.answer_questions([Image.open("cat.jpg")], ["what animal is this?"])
+    answers = model.answer_questions(["cat.jpg"], ["what animal is this?"])
 
-A source is one of three things:
+Sources and their kinds are those of :mod:`vlmo_composer.checkpoints.sources`
+(local or ``s3://``):
 
-* an exported folder (``model.safetensors`` + ``config.json`` + tokenizer files
-  + ``answer_vocab.json``, written by :meth:`VLMoInference.export`): everything
-  needed is in it;
-* an official VLMo file (``.pt``/``.pth``/``.ckpt``): read with
-  ``torch.load(weights_only=True)``; the file records no shape, so pass ``size``;
-* one of our Composer checkpoints, only with ``kind="composer"``: Composer
-  checkpoints are pickles and unpickling can run code, so a file is never
-  unpickled because of what it looks like, only because the user said so
-  (:meth:`VLMoInference.from_training_config` reads the exact model config from
-  the training YAML).
+* ``safetensors``: an exported folder (``model.safetensors`` + ``config.json`` +
+  tokenizer files + ``answer_vocab.json``, written by :meth:`VLMoInference.export`):
+  everything needed is in it;
+* ``official``: an official VLMo file, read with ``torch.load(weights_only=True)``;
+  the file records no shape, so pass ``size``;
+* ``composer``: one of our Composer checkpoints, only when named: they are
+  pickles and unpickling can run code, so a file is never unpickled because of
+  what it looks like (:meth:`VLMoInference.from_training_config` reads the exact
+  model config from the training YAML).
+
+Images are PIL images, file paths (``str`` or ``Path``), bytes or pixel tensors;
+texts are strings. Methods say which argument is which, so a string is never
+guessed to be a text or a path.
 
 Outputs come back on the CPU in float32 whatever the device, so galleries of any
 size stay off the accelerator and results compare across devices.
@@ -25,7 +29,6 @@ size stay off the accelerator and results compare across devices.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,23 +39,26 @@ import torch
 from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
-from vlmo_composer.checkpoints.io import LoadReport, check_and_load, read_state_dict
-from vlmo_composer.checkpoints.official import adapt_official_state_dict, config_from_official
-from vlmo_composer.checkpoints.safetensors_io import CONFIG_NAME, WEIGHTS_NAME, load_safetensors, save_safetensors
+from vlmo_composer.checkpoints.safetensors_io import CONFIG_NAME, WEIGHTS_NAME, save_safetensors
+from vlmo_composer.checkpoints.sources import build_model, fetch_source, local_copy
 from vlmo_composer.data.images import decode_image
 from vlmo_composer.data.tokenizer import encode_text, get_tokenizer
 from vlmo_composer.data.transforms import ImageTransform, build_image_transform
-from vlmo_composer.data.vqa_answers import answer_vocab_to_json
+from vlmo_composer.data.vqa_answers import answer_vocab_from_json, answer_vocab_to_json
+from vlmo_composer.evaluation.rerank import rerank_candidates, reranked_scores
+from vlmo_composer.evaluation.zeroshot_classifier import (
+    ZeroShotClassifier,
+    build_zero_shot_classifier,
+    load_class_names,
+    load_templates,
+)
 from vlmo_composer.model import VLMo, VLMoConfig
-from vlmo_composer.model.relative_position import window_from_table_rows
 
-SOURCE_KINDS = ("auto", "exported", "official", "composer")
 ANSWER_VOCAB_NAME = "answer_vocab.json"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"  # its presence marks exported tokenizer files
-POSITIONS_KEY = "text_embeddings.position_embeddings.weight"
 
 ImageInput = Union[torch.Tensor, Image.Image, str, os.PathLike, bytes]
-Images = Union[torch.Tensor, Image.Image, os.PathLike, Sequence[ImageInput]]
+Images = Union[torch.Tensor, Image.Image, str, os.PathLike, bytes, Sequence[ImageInput]]
 Texts = Union[str, Sequence[str], Mapping[str, torch.Tensor]]
 PathOrList = Union[str, os.PathLike, Sequence[str]]
 
@@ -62,7 +68,7 @@ class RetrievalHits:
     """The top ``k`` gallery entries of each query, best first.
 
     ``scores`` are cosine similarities, or with re-ranking ``ITM match logit +
-    cosine`` (the rule of :mod:`vlmo_composer.retrieval`).
+    cosine`` for the re-ranked ones (the rule of :mod:`vlmo_composer.evaluation.rerank`).
     """
 
     indices: torch.Tensor  # [Q, k] rows of the gallery
@@ -134,11 +140,12 @@ class VLMoInference:
         dtype: torch.dtype = torch.float32,
         **model_overrides: Any,
     ) -> "VLMoInference":
-        """Load from an exported folder, an official file or (``kind="composer"``) a Composer checkpoint.
+        """Load from an exported (safetensors) folder, an official file or (``kind="composer"``) a Composer checkpoint.
 
         Args:
-            source: a folder (exported), a file, or an ``s3://`` file URI.
-            kind: ``auto`` (folder -> exported, file -> official), or name the kind.
+            source: a folder (safetensors), a file, local or ``s3://``.
+            kind: ``auto`` (folder -> safetensors, file -> official), or name the kind:
+                ``official``, ``safetensors`` or ``composer`` (``exported`` is deprecated).
             size: named size (``base``, ``large``, ...) or a config, for files: their
                 heads, resolution and (Composer) text length are read from the weights.
             image_size: run at another resolution (relative table interpolated).
@@ -148,23 +155,9 @@ class VLMoInference:
                 folders carry theirs; default: the bundled BERT uncased vocabulary).
             model_overrides: other :class:`VLMoConfig` fields the training run changed.
         """
-        if kind not in SOURCE_KINDS:
-            raise ValueError(f"kind '{kind}' is not one of {SOURCE_KINDS}")
-        path = str(source)
-        if "://" not in path and not os.path.exists(path):
-            raise FileNotFoundError(f"no model at {path} (expected an exported folder or a checkpoint file)")
-        if kind == "auto":
-            kind = "exported" if os.path.isdir(path) else "official"
-        folder = Path(path) if kind == "exported" else None
-        if folder is not None:
-            if size is not None:
-                raise ValueError(f"{path} is an exported folder: its {CONFIG_NAME} sets the model, do not pass size")
-            model = load_safetensors(folder)
-            overrides = {**model_overrides, **({"image_size": image_size} if image_size else {})}
-            if overrides:  # e.g. another resolution: rebuilt, then loaded with the same adaptations
-                model = _load_weights(VLMo(model.config.replace(**overrides)), model.state_dict(), source=path)
-        else:
-            model = _model_from_file(path, kind, size, image_size, model_overrides)
+        local, kind = fetch_source(source, kind)  # s3:// downloaded once, here
+        folder = Path(local) if kind == "safetensors" else None
+        model = build_model(local, kind, size, image_size, **model_overrides)
         if answer_vocab is None and folder is not None and (folder / ANSWER_VOCAB_NAME).exists():
             answer_vocab = str(folder / ANSWER_VOCAB_NAME)
         if tokenizer is None and folder is not None and (folder / TOKENIZER_CONFIG_NAME).exists():
@@ -188,21 +181,10 @@ class VLMoInference:
         (as ``eval.py``); it is unpickled, so point it only at checkpoints you trust.
         A VQA task's ``answer_vocab`` comes along.
         """
-        from vlmo_composer.builders import build_task
-        from vlmo_composer.config import ConfigError, load_config
-        from vlmo_composer.evaluate import default_checkpoint
-        from vlmo_composer.tasks.base import composer_model_weights, fetch_local
+        from vlmo_composer.evaluation.cli import trained_model
 
-        cfg = load_config(yaml_path, list(overrides))
-        checkpoint = checkpoint or default_checkpoint(cfg)
-        if checkpoint is None:
-            raise ConfigError(f"{yaml_path} has no save_folder: pass checkpoint=")
-        state = composer_model_weights(fetch_local(checkpoint))
-        # The task builds the model exactly as training did (e.g. VQA sizes its head from
-        # the answer vocabulary); its own init_from is skipped: the checkpoint replaces it.
-        task = build_task({**cfg.task, "init_from": None, "init_device": "cpu"})
-        model = _load_weights(task.model, state, source=checkpoint)
-        return cls(model, None, getattr(task, "answers", None), device, dtype)
+        model, answers = trained_model(yaml_path, checkpoint, overrides)
+        return cls(model, None, answers, device, dtype)
 
     # ------------------------------------------------------------------ inputs
     def tokenize(self, texts: Texts) -> dict[str, torch.Tensor]:
@@ -342,45 +324,71 @@ class VLMoInference:
             return value.float().cpu()
         return encode(value)
 
-    # ------------------------------------------------------------------ retrieval
-    def retrieve(self, queries: Any, gallery: Any, k: int = 5, rerank_k: Optional[int] = None) -> RetrievalHits:
-        """The top ``k`` of ``gallery`` for every query: texts find images, images find texts.
+    # ------------------------------------------------------------------ ITM and retrieval
+    def itm_scores(self, images: Images, texts: Texts, batch_size: int = 64) -> torch.Tensor:
+        """ITM match logits ``[N_images, N_texts]`` of every (image, text) pair (fusion encoder)."""
+        self._require(self.config.itm_head, "itm_scores", "ITM head (itm_score)")
+        tokens, images = self.tokenize(texts), self._image_list(images)
+        num_images, num_texts = len(images), len(tokens["input_ids"])
+        image_rows = torch.arange(num_images).repeat_interleave(num_texts)
+        text_rows = torch.arange(num_texts).repeat(num_images)
+        logits = self._fused_head(tokens, images, text_rows, image_rows, self._match_logit, batch_size)
+        return logits.view(num_images, num_texts)
 
-        Ranked by the dual encoder; with ``rerank_k`` each query's top ``rerank_k`` are
-        re-scored by the fusion encoder (ITM match logit + cosine) and the best ``k``
-        of those kept: slower, more accurate. Strings are texts: give image files as
-        ``pathlib.Path``, PIL images or pixel tensors.
-        """
-        text_queries, text_gallery = _is_text(queries), _is_text(gallery)
-        if text_queries == text_gallery:
-            kinds = "texts" if text_queries else "images"
-            raise ValueError(f"queries and gallery are both {kinds}; retrieval needs texts against images")
-        if text_queries:
-            tokens, images = self.tokenize(queries), self._image_list(gallery)
-            query_feats, gallery_feats = self.encode_texts(tokens), self.encode_images(images)
-        else:
-            tokens, images = self.tokenize(gallery), self._image_list(queries)
-            query_feats, gallery_feats = self.encode_images(images), self.encode_texts(tokens)
-        num_gallery = len(gallery_feats)
+    def _match_logit(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.model.itm_logits(pooled)[:, 1]
+
+    def retrieve_images(self, texts: Texts, images: Images, k: int = 5, rerank_k: Optional[int] = None) -> RetrievalHits:
+        """The top ``k`` of the gallery ``images`` for each text query (``images`` may be paths)."""
+        tokens, images = self.tokenize(texts), self._image_list(images)
+        scores = self.encode_texts(tokens) @ self.encode_images(images).T
+        return self._ranked(scores, tokens, images, k, rerank_k, text_queries=True)
+
+    def retrieve_texts(self, images: Images, texts: Texts, k: int = 5, rerank_k: Optional[int] = None) -> RetrievalHits:
+        """The top ``k`` of the gallery ``texts`` for each image query."""
+        tokens, images = self.tokenize(texts), self._image_list(images)
+        scores = self.encode_images(images) @ self.encode_texts(tokens).T
+        return self._ranked(scores, tokens, images, k, rerank_k, text_queries=False)
+
+    def _ranked(
+        self, scores: torch.Tensor, tokens: dict, images: Union[torch.Tensor, list], k: int,
+        rerank_k: Optional[int], text_queries: bool,
+    ) -> RetrievalHits:
+        """Dual-encoder top ``k``; with ``rerank_k`` each query's top ``rerank_k`` re-scored by ITM + cosine
+        (:mod:`vlmo_composer.evaluation.rerank`: past ``rerank_k`` the dual order stays)."""
+        num_gallery = scores.shape[1]
         if not 1 <= k <= num_gallery:
             raise ValueError(f"k={k} must lie in [1, {num_gallery}] (the gallery size)")
-        scores = query_feats @ gallery_feats.T
         direction = "text->image" if text_queries else "image->text"
         if rerank_k is None:
             top = scores.topk(k, dim=1)
             return RetrievalHits(top.indices, top.values, direction)
-        if not k <= rerank_k <= num_gallery:
-            raise ValueError(f"rerank_k={rerank_k} must lie in [k={k}, {num_gallery}] (the gallery size)")
+        if not 1 <= rerank_k <= num_gallery:
+            raise ValueError(f"rerank_k={rerank_k} must lie in [1, {num_gallery}] (the gallery size)")
         self._require(self.config.itm_head, "re-ranking", "ITM head (itm_score)")
-        candidates = scores.topk(rerank_k, dim=1).indices  # [Q, R]
+        candidates = rerank_candidates(scores, rerank_k)  # [Q, R]
         query_rows = torch.arange(len(scores))[:, None].expand_as(candidates).reshape(-1)
         text_rows, image_rows = query_rows, candidates.reshape(-1)
         if not text_queries:
             text_rows, image_rows = image_rows, text_rows
-        itm = self._fused_head(tokens, images, text_rows, image_rows, lambda p: self.model.itm_logits(p)[:, 1])
-        reranked = itm.view_as(candidates) + scores.gather(1, candidates)
-        top = reranked.topk(k, dim=1)
-        return RetrievalHits(candidates.gather(1, top.indices), top.values, direction)
+        itm = self._fused_head(tokens, images, text_rows, image_rows, self._match_logit)
+        top = reranked_scores(scores, candidates, itm.view_as(candidates)).topk(k, dim=1)
+        return RetrievalHits(top.indices, top.values.float(), direction)
+
+    # ------------------------------------------------------------------ zero-shot classification
+    def zero_shot_classifier(
+        self, class_names: Union[str, Sequence[str]] = "imagenet1k", templates: Union[str, Sequence[str]] = "openai",
+        classes_per_batch: int = 10,
+    ) -> ZeroShotClassifier:
+        """Class embeddings from prompts (open_clip's recipe): every template filled with each class name,
+        encoded, averaged over templates and re-normalised. Names: ``imagenet1k`` / ``openai`` (shipped),
+        a text file (one per line), or a list."""
+        return build_zero_shot_classifier(self.encode_texts, load_class_names(class_names), load_templates(templates),
+                                          classes_per_batch)
+
+    def classify(self, images: Images, classifier: ZeroShotClassifier, batch_size: int = 64) -> torch.Tensor:
+        """Cosine logits ``[N, num_classes]`` of images against a :meth:`zero_shot_classifier`."""
+        return self.encode_images(images, batch_size) @ classifier.weights
 
     def _fused_head(
         self,
@@ -485,97 +493,18 @@ def create_model_and_transforms(
 
 
 # ---------------------------------------------------------------------- helpers
-def _model_from_file(
-    path: str, kind: str, size: Union[str, VLMoConfig, None], image_size: Optional[int], overrides: dict
-) -> VLMo:
-    """An official file (never unpickled) or a Composer checkpoint (unpickled: ``kind`` was explicit)."""
-    from vlmo_composer.tasks.base import composer_model_weights, fetch_local
-
-    local = fetch_local(path)
-    if kind == "composer":
-        state = composer_model_weights(local)
-    else:
-        try:
-            state = read_state_dict(local)
-        except ValueError as err:
-            raise ValueError(
-                f"{err}\nIf {path} is a Composer checkpoint you trust, pass kind='composer' "
-                "(it is then unpickled, which can run code)"
-            ) from err
-    if size is None:
-        raise ValueError(
-            f"{path}: a {kind} checkpoint does not record the model's shape; pass size= (a named size or a "
-            "VLMoConfig) and the training's model overrides, or use from_training_config"
-        )
-    return _load_weights(VLMo(_checkpoint_config(state, size, image_size, overrides, kind)), state, source=path)
-
-
-def _checkpoint_config(
-    state: dict[str, torch.Tensor],
-    size: Union[str, VLMoConfig],
-    image_size: Optional[int],
-    overrides: dict,
-    kind: str,
-) -> VLMoConfig:
-    """A named size with heads from the keys; resolution (and Composer text length) from the weights.
-
-    Reading the resolution from the weights keeps a 480 px VQA checkpoint at 480
-    unless the user asks otherwise; our checkpoints store exactly ``max_text_len``
-    text positions, official ones may store more.
-    """
-    if isinstance(size, VLMoConfig):  # taken as given
-        return size.replace(**overrides, **({"image_size": image_size} if image_size else {}))
-    config = config_from_official(state, size).replace(**overrides)
-    inferred: dict[str, Any] = {}
-    trained = _trained_image_size(state, config)
-    if trained is not None and "image_size" not in overrides:
-        inferred["image_size"] = trained
-    if kind == "composer" and POSITIONS_KEY in state and "max_text_len" not in overrides:
-        inferred["max_text_len"] = state[POSITIONS_KEY].shape[0]
-    if image_size is not None:
-        inferred["image_size"] = image_size
-    return config.replace(**inferred)
-
-
-def _trained_image_size(state: dict[str, torch.Tensor], config: VLMoConfig) -> Optional[int]:
-    table = state.get("relative_position_bias_table")
-    if config.relative_position and table is not None:
-        return window_from_table_rows(table.shape[0], config.relative_text_len) * config.patch_size
-    positions = state.get("transformer.pos_embed")
-    if config.absolute_position and positions is not None:
-        return math.isqrt(positions.shape[1] - 1) * config.patch_size
-    return None
-
-
-def _load_weights(model: VLMo, state: dict[str, torch.Tensor], source: str) -> VLMo:
-    """A strict load (every key must match) after the official adaptations (resolution, modality row)."""
-    state = adapt_official_state_dict(state, model.config, LoadReport())
-    check_and_load(model, state, source=source)
-    return model
-
-
 def _read_answers(answer_vocab: Optional[PathOrList]) -> Optional[list[str]]:
     if answer_vocab is None:
         return None
     if isinstance(answer_vocab, (str, os.PathLike)):
-        from vlmo_composer.tasks.vqa import load_answers
-
         try:
-            return load_answers(str(answer_vocab))
+            return answer_vocab_from_json(Path(local_copy(answer_vocab)).read_text())
         except ValueError as err:
             raise ValueError(f"{answer_vocab}: {err}") from err
     answers = list(answer_vocab)
     if not all(isinstance(a, str) for a in answers):
         raise TypeError("answer_vocab must be a path or a list of answer strings")
     return answers
-
-
-def _is_text(value: Any) -> bool:
-    if isinstance(value, (str, Mapping)):
-        return True
-    if torch.is_tensor(value) or isinstance(value, (Image.Image, bytes, os.PathLike)):
-        return False
-    return isinstance(value, Sequence) and len(value) > 0 and all(isinstance(v, str) for v in value)
 
 
 def _batches(n: int, batch_size: int) -> Iterator[list[int]]:

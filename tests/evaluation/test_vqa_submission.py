@@ -14,7 +14,7 @@ from streaming import StreamingDataset
 from vlmo_composer.builders import build_task
 from vlmo_composer.checkpoints import save_safetensors
 from vlmo_composer.config import load_config
-from vlmo_composer.evaluate import evaluate, load_weights, main
+from vlmo_composer.evaluation.cli import evaluate, load_weights, main
 from vlmo_composer.evaluation.vqa_submission import write_split_submission
 from vlmo_composer.metrics import vqa_accuracy
 
@@ -82,7 +82,7 @@ def test_validation_reports_official_accuracy_of_its_predictions(recipe, synthet
     task = build_task({k: v for k, v in cfg.task.items() if k != "init_from"})
     cfg.eval_loaders[0].dataset.update(remote=None, local=str(val), num_labels=len(task.answers))
     cfg.eval_loaders[0].num_workers = 0
-    load_weights(task, None, None, exported)
+    load_weights(task, exported, "safetensors")
     results = evaluate(cfg, "exported", task, torch.device("cpu"))["val"]
     assert set(results) == {"VQAScore", "VQAAccuracy"}
     # The same predictions written as a file (--allow-answers) and scored against the raw answers.

@@ -18,7 +18,7 @@ from streaming import StreamingDataset
 
 from training.helpers import cpu_run_config
 from vlmo_composer.config import TrainConfig
-from vlmo_composer.evaluate import evaluate
+from vlmo_composer.evaluation.cli import evaluate
 from vlmo_composer.evaluation.vqa_submission import write_split_submission
 from vlmo_composer.train import build_trainer
 
@@ -161,3 +161,41 @@ def test_nlvr2_finetune_beats_chance(pretrained, data, tmp_path):
     # Balanced labels, and the sentence alone says nothing about the label: chance is 0.5,
     # and 0.57 on 400 pairs is 2.8 standard errors above it (this recipe reaches ~0.6).
     assert results["test1"]["accuracy"] >= 0.57, results["test1"]
+
+
+def background_class_folders(root: Path, per_class: int) -> Path:
+    """Unseen synthetic scenes as ImageNet-style class folders, one per background colour."""
+    from data_prep.make_synthetic import unique_scenes
+    from data_prep.synthetic_scenes import BACKGROUNDS, render_scene
+
+    counts = dict.fromkeys(BACKGROUNDS, 0)
+    for i, scene in enumerate(unique_scenes(seed=5, split="zeroshot", count=12 * per_class)):
+        if counts[scene.background] < per_class:
+            (root / scene.background).mkdir(parents=True, exist_ok=True)
+            (root / scene.background / f"{i}.png").write_bytes(render_scene(scene, 64, f"zeroshot/{i}"))
+            counts[scene.background] += 1
+    assert min(counts.values()) == per_class
+    return root
+
+
+def test_zero_shot_classification_beats_chance(pretrained, tmp_path):
+    """The stage-3 checkpoint names each picture's background colour from prompts alone (chance: 1/3)."""
+    from data_prep.convert_images import main as convert_images
+    from vlmo_composer.evaluation.cli import main as eval_main
+
+    checkpoint, _ = pretrained
+    folders = background_class_folders(tmp_path / "folders", per_class=30)
+    convert_images(["--images", str(folders), "--split", "test", "--out", str(tmp_path / "mds"),
+                    "--num-workers", "1", "--no-progress"])
+    templates = tmp_path / "templates.txt"
+    templates.write_text("a {} picture\non a {} background\nthe image shows a shape over a {} background\n")
+    output = tmp_path / "zeroshot.json"
+    code = eval_main(["zeroshot", "--data", str(tmp_path / "mds/test"), "--weights", str(checkpoint),
+                      "--kind", "composer", "--size", "small", "--templates", str(templates),
+                      "--output", str(output), "--device", "cpu"])
+    assert code == 0
+    results = json.loads(output.read_text())
+    assert (results["num_images"], results["num_classes"], results["chance_top1"]) == (90, 3, 1 / 3)
+    # 0.6 on 90 images is more than 5 standard errors above chance.
+    assert results["top1"] >= 0.6 and results["mean_per_class_recall"] >= 0.6, results
+    assert results["top5"] == 1.0  # three classes: always in the top 5

@@ -22,7 +22,7 @@ from vlmo_composer.inference import VLMoInference, create_model_and_transforms
 def all_outputs(inference: VLMoInference, images) -> dict[str, torch.Tensor]:
     """Every output the API computes, on the same inputs."""
     left, right = images[:5], images[1:6]
-    hits = inference.retrieve(CAPTIONS, images, k=2, rerank_k=4)
+    hits = inference.retrieve_images(CAPTIONS, images, k=2, rerank_k=4)
     return {
         "image_embeddings": inference.encode_images(images),
         "text_embeddings": inference.encode_texts(CAPTIONS),
@@ -82,7 +82,7 @@ def test_official_file_reproduces_the_official_outputs(official_tiny, tmp_path):
 
     # Re-ranking the whole gallery: each caption's own image scores ITM(match) + cosine,
     # the official ITM logit on that pair.
-    hits = inference.retrieve(tokens, inputs["image"], k=4, rerank_k=4)
+    hits = inference.retrieve_images(tokens, inputs["image"], k=4, rerank_k=4)
     cosine = expected["text.cls_feats"] @ expected["image.cls_feats"].T
     for caption in range(4):
         (slot,) = (hits.indices[caption] == caption).nonzero()[0]
@@ -220,7 +220,7 @@ def test_a_pickle_posing_as_an_official_file_is_refused_without_running(tmp_path
 
 
 def test_bad_sources_give_clear_errors(full_model, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no model at"):
+    with pytest.raises(FileNotFoundError, match="missing.pt not found"):
         VLMoInference.from_pretrained(tmp_path / "missing.pt", size="base")
     with pytest.raises(ValueError, match="kind 'onnx'"):
         VLMoInference.from_pretrained(tmp_path, kind="onnx")

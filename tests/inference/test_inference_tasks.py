@@ -81,11 +81,11 @@ def match_scores(model: VLMo, api: VLMoInference, images, captions) -> torch.Ten
 
 def test_retrieve_with_the_dual_encoder(api, images):
     image_feats, text_feats = api.encode_images(images), api.encode_texts(CAPTIONS)
-    hits = api.retrieve(CAPTIONS, images, k=3)
+    hits = api.retrieve_images(CAPTIONS, images, k=3)
     assert hits.direction == "text->image"
     top = (text_feats @ image_feats.T).topk(3, dim=1)
     assert torch.equal(hits.indices, top.indices) and torch.equal(hits.scores, top.values)
-    hits = api.retrieve(images, CAPTIONS, k=2)
+    hits = api.retrieve_texts(images, CAPTIONS, k=2)
     assert hits.direction == "image->text"
     top = (image_feats @ text_feats.T).topk(2, dim=1)
     assert torch.equal(hits.indices, top.indices) and torch.equal(hits.scores, top.values)
@@ -94,24 +94,59 @@ def test_retrieve_with_the_dual_encoder(api, images):
 def test_rerank_scores_every_candidate_with_itm_plus_cosine(full_model, api, images):
     expected = match_scores(full_model, api, images, CAPTIONS)  # [texts, images]
     # Re-ranking the whole gallery is the exhaustive ITM + cosine ranking.
-    hits = api.retrieve(CAPTIONS, images, k=6, rerank_k=6)
+    hits = api.retrieve_images(CAPTIONS, images, k=6, rerank_k=6)
     assert torch.equal(hits.indices, expected.topk(6, dim=1).indices)
     assert torch.allclose(hits.scores, expected.topk(6, dim=1).values, atol=1e-5)
-    dual_full = api.retrieve(CAPTIONS, images, k=6)
+    dual_full = api.retrieve_images(CAPTIONS, images, k=6)
     assert (hits.indices[:, 0] != dual_full.indices[:, 0]).any()  # re-ranking changes answers
     # A shortlist: the best k of the dual encoder's top rerank_k, ordered by the fused score.
-    dual = api.retrieve(CAPTIONS, images, k=3)
-    short = api.retrieve(CAPTIONS, images, k=2, rerank_k=3)
+    dual = api.retrieve_images(CAPTIONS, images, k=3)
+    short = api.retrieve_images(CAPTIONS, images, k=2, rerank_k=3)
     for q in range(len(CAPTIONS)):
         assert set(short.indices[q].tolist()) <= set(dual.indices[q].tolist())
         assert torch.allclose(short.scores[q], expected[q, short.indices[q]], atol=1e-5)
         assert short.scores[q, 0] >= short.scores[q, 1]
     assert not torch.allclose(short.scores, dual.scores[:, :2], atol=1e-3)  # the ITM logit counts
-    again = api.retrieve(CAPTIONS, images, k=2, rerank_k=3)
+    again = api.retrieve_images(CAPTIONS, images, k=2, rerank_k=3)
     assert torch.equal(again.indices, short.indices) and torch.equal(again.scores, short.scores)
     # Image queries: the same rule from the other side.
-    by_image = api.retrieve(images, CAPTIONS, k=5, rerank_k=5)
+    by_image = api.retrieve_texts(images, CAPTIONS, k=5, rerank_k=5)
     assert torch.equal(by_image.indices, expected.T.topk(5, dim=1).indices)
+
+
+def test_itm_scores_and_rerank_past_k_keep_the_dual_order(full_model, api, images, tmp_path):
+    cosine = api.encode_texts(CAPTIONS) @ api.encode_images(images).T
+    itm = api.itm_scores(images, CAPTIONS)  # [images, texts]
+    assert itm.shape == (6, 5)
+    assert torch.allclose(itm.T + cosine, match_scores(full_model, api, images, CAPTIONS), atol=1e-5)
+    # k past rerank_k: the top 2 re-ranked, then the dual encoder's order of the rest.
+    hits = api.retrieve_images(CAPTIONS, images, k=6, rerank_k=2)
+    dual = cosine.topk(6, dim=1).indices
+    for q in range(len(CAPTIONS)):
+        assert set(hits.indices[q, :2].tolist()) == set(dual[q, :2].tolist())
+        assert hits.indices[q, 2:].tolist() == dual[q, 2:].tolist()
+    # Strings in the image argument are image paths, never texts.
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(str(tmp_path / f"{i}.png"))
+        image.save(paths[-1])
+    by_path = api.retrieve_images(CAPTIONS, paths, k=3, rerank_k=3)
+    assert torch.equal(by_path.indices, api.retrieve_images(CAPTIONS, images, k=3, rerank_k=3).indices)
+
+
+def test_zero_shot_classifier_averages_normalised_prompts(api, images):
+    classifier = api.zero_shot_classifier(["cube", "sphere", "cat"], ["a {}", "a photo of a {}."])
+    assert classifier.weights.shape == (64, 3) and classifier.class_names == ["cube", "sphere", "cat"]
+    prompts = api.encode_texts(["a cube", "a photo of a cube."]).mean(0)
+    assert torch.allclose(classifier.weights[:, 0], prompts / prompts.norm(), atol=1e-6)
+    assert torch.allclose(api.zero_shot_classifier(["cube", "sphere", "cat"], ["a {}", "a photo of a {}."],
+                                                   classes_per_batch=1).weights, classifier.weights, atol=1e-6)
+    logits = api.classify(images, classifier)
+    assert torch.allclose(logits, api.encode_images(images) @ classifier.weights)
+    imagenet = api.zero_shot_classifier("imagenet1k", ["{}"], classes_per_batch=250)
+    assert imagenet.weights.shape == (64, 1000) and imagenet.class_names[:2] == ["tench", "goldfish"]
+    with pytest.raises(ValueError, match="exactly one"):
+        api.zero_shot_classifier(["cube"], ["no placeholder"])
 
 
 def test_answers_match_the_vqa_task(images, tmp_path):
@@ -157,7 +192,7 @@ def test_missing_heads_are_named(images):
     with pytest.raises(ValueError, match="NLVR2 head"):
         itc_only.predict_nlvr2(images[:1], images[1:2], ["true?"])
     with pytest.raises(ValueError, match="ITM head"):
-        itc_only.retrieve(CAPTIONS[:2], images[:2], k=1, rerank_k=2)
+        itc_only.retrieve_images(CAPTIONS[:2], images[:2], k=1, rerank_k=2)
     vqa_only = VLMoInference(VLMo(tiny_config(itc_head=False, itc_vl_head=False, vqa_num_labels=5)))
     with pytest.raises(ValueError, match="ITC head"):
         vqa_only.encode_images(images)
@@ -185,12 +220,10 @@ def test_bad_inputs_are_named(api, images, tmp_path):
         api.encode_texts(["fine", 7])
     with pytest.raises(ValueError, match="exceed max_text_len=16"):
         api.encode_texts({"input_ids": torch.ones(1, 20, dtype=torch.long)})
-    with pytest.raises(ValueError, match="both texts"):
-        api.retrieve(CAPTIONS, CAPTIONS)
     with pytest.raises(ValueError, match=r"k=7 must lie in \[1, 6\]"):
-        api.retrieve(CAPTIONS, images, k=7)
-    with pytest.raises(ValueError, match=r"rerank_k=2 must lie in \[k=3, 6\]"):
-        api.retrieve(CAPTIONS, images, k=3, rerank_k=2)
+        api.retrieve_images(CAPTIONS, images, k=7)
+    with pytest.raises(ValueError, match=r"rerank_k=7 must lie in \[1, 6\]"):
+        api.retrieve_images(CAPTIONS, images, k=3, rerank_k=7)
     with pytest.raises(ValueError, match="no images"):
         api.encode_images([])
 
@@ -215,5 +248,5 @@ def test_cuda_bf16_agrees_with_cpu_fp32(full_model, images):
     assert feats.dtype == torch.float32 and feats.device.type == "cpu"
     assert (feats * cpu).sum(-1).min() > 0.99  # cosine to the fp32 embedding
     assert torch.allclose(bf16.vqa_logits(images[:5], CAPTIONS), cpu_logits, atol=0.1)
-    hits = bf16.retrieve(CAPTIONS, images, k=2, rerank_k=4)
+    hits = bf16.retrieve_images(CAPTIONS, images, k=2, rerank_k=4)
     assert hits.indices.shape == (5, 2)

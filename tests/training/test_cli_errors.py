@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vlmo_composer.checkpoints.official import save_official
-from vlmo_composer.evaluate import main as eval_main
+from vlmo_composer.evaluation.cli import main as eval_main
 from vlmo_composer.model import VLMo, VLMoConfig
 from vlmo_composer.train import main as train_main
 

@@ -12,7 +12,7 @@ import torch
 
 from vlmo_composer.builders import validate_config
 from vlmo_composer.config import load_config
-from vlmo_composer.evaluate import main as eval_main
+from vlmo_composer.evaluation.cli import main as eval_main
 from vlmo_composer.model import VLMo
 from vlmo_composer.train import main as train_main
 

@@ -9,37 +9,30 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 from composer.models import ComposerModel
 
-from vlmo_composer.checkpoints import load_beit, load_safetensors, read_state_dict
-from vlmo_composer.checkpoints.io import LoadReport, check_and_load
-from vlmo_composer.checkpoints.official import adapt_official_state_dict, check_same_size
+from vlmo_composer.checkpoints.io import LoadReport
+from vlmo_composer.checkpoints.sources import load_weights_into, weight_kind
 from vlmo_composer.model import NAMED_CONFIGS, VLMo, VLMoConfig
 from vlmo_composer.run_checks import check_checkpoint_file
 
 log = logging.getLogger(__name__)
 
-INIT_KINDS = ("official", "beit", "safetensors", "composer")
-
-
 @dataclass
 class InitFrom:
     """Weights to start from before training (``load_path`` resumes Composer checkpoints)."""
 
-    kind: str  # official | beit | safetensors | composer (a checkpoint of ours, e.g. stage 3 for fine-tuning)
+    kind: str  # a kind of checkpoints/sources.py: official | beit | safetensors | composer (ours, e.g. stage 3)
     path: str  # local path or s3://... (downloaded once)
     allow_missing: list[str] = field(default_factory=list)
     allow_unexpected: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.kind not in INIT_KINDS:
-            raise ValueError(f"init_from.kind '{self.kind}' is not one of {INIT_KINDS}")
+        self.kind = weight_kind(self.kind, "init_from.kind")
 
 
 @dataclass
@@ -60,33 +53,6 @@ class TaskConfig:
             raise ValueError(f"init_device '{self.init_device}' is not one of ('cpu', 'meta')")
         if self.init_device == "meta" and self.init_from is not None:
             raise ValueError("init_from cannot load into a model built on 'meta'; use load_path, or init_device: cpu")
-
-
-def fetch_local(path: str) -> str:
-    """A local copy of ``path`` (object-store URIs are downloaded with Composer's ``get_file``)."""
-    if "://" not in path:
-        return path
-    from composer.utils import get_file
-
-    destination = os.path.join(tempfile.mkdtemp(prefix="vlmo_init_"), os.path.basename(path))
-    get_file(path, destination)
-    return destination
-
-
-def composer_model_weights(path: str) -> dict[str, torch.Tensor]:
-    """The VLMo weights (``state/model/model.*``) of one of our Composer checkpoints.
-
-    Composer checkpoints are pickles, so this runs only on a path the user gave.
-    Going through the official adaptations lets a 224 px stage-3 checkpoint start a
-    384 px fine-tune (relative table resized) or NLVR2 (third modality row).
-    """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Composer checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    model = state.get("state", {}).get("model") if isinstance(state, dict) else None
-    if not isinstance(model, dict):
-        raise ValueError(f"{path} is not a Composer checkpoint (no state/model)")
-    return {k[len("model."):]: v for k, v in model.items() if k.startswith("model.")}
 
 
 def build_model_config(model: dict, task_defaults: dict[str, Any]) -> VLMoConfig:
@@ -135,23 +101,14 @@ class VLMoTask(ComposerModel):
 
     # ------------------------------------------------------------------ init & freezing
     def initialise(self, init: InitFrom) -> LoadReport:
-        path = fetch_local(init.path)
+        """Load ``init`` with this task's rules for which heads may be absent or extra."""
         if init.kind != "safetensors":  # an exported folder, checked by its loader
-            check_checkpoint_file(path, "init_from.path" if path == init.path else f"init_from.path {init.path}")
-        if init.kind == "beit":
-            return load_beit(path, self.model)
-        allow_missing = [*self.init_allow_missing, *init.allow_missing]
-        allow_unexpected = [*self.init_allow_unexpected, *init.allow_unexpected]
-        if init.kind == "safetensors":
-            source = load_safetensors(path).state_dict()
-        elif init.kind == "composer":
-            source = composer_model_weights(path)
-        else:
-            source = read_state_dict(path)
-        check_same_size(source, self.config, init.path)
-        report = LoadReport()
-        state = adapt_official_state_dict(source, self.config, report)
-        return check_and_load(self.model, state, allow_missing, allow_unexpected, report, source=init.path)
+            check_checkpoint_file(str(init.path), "init_from.path")
+        return load_weights_into(
+            self.model, init.kind, init.path,
+            allow_missing=[*self.init_allow_missing, *init.allow_missing],
+            allow_unexpected=[*self.init_allow_unexpected, *init.allow_unexpected],
+        )
 
     def freeze(self, trainable: Optional[tuple[str, ...] | list[str]], strict: bool = True) -> None:
         """Only parameters matching a glob train; the rest leave the optimiser and DDP.

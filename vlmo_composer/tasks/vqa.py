@@ -13,7 +13,8 @@ from vlmo_composer import registry
 from vlmo_composer.data.vqa_answers import answer_vocab_from_json
 from vlmo_composer.metrics import VQAAccuracy, VQAScore
 from vlmo_composer.model.flops import TRAIN_MULTIPLIER, fusion_flops
-from vlmo_composer.tasks.base import TaskConfig, VLMoTask, fetch_local
+from vlmo_composer.checkpoints.sources import local_copy
+from vlmo_composer.tasks.base import TaskConfig, VLMoTask
 
 FINETUNE_UNEXPECTED = ("itc_*", "logit_*", "itm_score*", "mlm_score*", "nlvr2_classifier*", "vqa_classifier*")
 
@@ -27,7 +28,7 @@ class VQAConfig(TaskConfig):
 
 
 def load_answers(path: str) -> list[str]:
-    with open(fetch_local(path)) as fh:
+    with open(local_copy(path)) as fh:
         return answer_vocab_from_json(fh.read())
 
 

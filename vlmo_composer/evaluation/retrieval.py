@@ -1,21 +1,57 @@
 """Image-text retrieval evaluation: dual-encoder ranking, then optional ITM re-ranking.
 
-The unified model can do both: rank everything with the cheap dual encoder, then
-re-score each query's top ``k`` candidates with the fusion encoder's ITM head
-(final score = ITM logit + dual similarity). The official code computes the
-first; this module wires the second and reports both, with their time.
+An evaluation batch comes from ``ImageTextDataset(captions="all")``: each image
+with every caption (``input_ids [B, K, T]`` + ``caption_mask [B, K]``). Images and
+captions are encoded separately and identified by ids, so ``RetrievalRecall``
+can de-duplicate what samplers repeat across ranks (the in-training evaluation of
+stage 3 and the retrieval fine-tune, :class:`RetrievalEvalMixin`).
+
+The unified model can also re-rank: rank everything with the cheap dual encoder,
+then re-score each query's top ``k`` with the fusion encoder's ITM head (the rule
+of :mod:`vlmo_composer.evaluation.rerank`). The official code computes the first;
+:func:`evaluate_retrieval` reports both, with their time.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 
-from vlmo_composer.metrics import recall_from_scores, retrieval_recall
-from vlmo_composer.tasks.retrieval_eval import retrieval_batch_features
+from vlmo_composer.evaluation.rerank import rerank_candidates, reranked_scores
+from vlmo_composer.metrics import RetrievalRecall, recall_from_scores, retrieval_recall
+
+
+def retrieval_batch_features(model, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Image and caption ITC embeddings of an all-captions batch, with their ids."""
+    image_ids = batch["sample_index"]
+    ids, mask, caption_mask = batch["input_ids"], batch["attention_mask"], batch["caption_mask"]
+    num_captions = ids.shape[1]
+    keep = caption_mask.reshape(-1)
+    caption_ids = (image_ids[:, None] * num_captions + torch.arange(num_captions, device=ids.device)).reshape(-1)
+    text_image_ids = image_ids[:, None].expand(-1, num_captions).reshape(-1)
+    return {
+        "image_feats": model.encode_image(batch["pixel_values"]).float(),
+        "image_ids": image_ids,
+        "text_feats": model.encode_text(ids.flatten(0, 1)[keep], mask.flatten(0, 1)[keep]).float(),
+        "text_ids": caption_ids[keep],
+        "text_image_ids": text_image_ids[keep],
+    }
+
+
+class RetrievalEvalMixin:
+    """Adds TR@K / IR@K evaluation to a task whose ``self.model`` is a VLMo."""
+
+    def eval_forward(self, batch: dict[str, Any], outputs: Any = None) -> dict[str, torch.Tensor]:
+        return outputs if outputs is not None else retrieval_batch_features(self.model, batch)
+
+    def get_metrics(self, is_train: bool = False) -> dict:
+        return {} if is_train else {"RetrievalRecall": RetrievalRecall()}
+
+    def update_metric(self, batch: Any, outputs: dict, metric) -> None:
+        metric.update(**outputs)
 
 
 @dataclass
@@ -95,15 +131,15 @@ def chance_recall(features: RetrievalFeatures) -> dict[str, float]:
 def itm_rerank(
     model, features: RetrievalFeatures, loader: Iterable[dict], device: torch.device, k: int = 16, pair_batch: int = 64
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Re-score each query's top-``k`` with the ITM head; returns ``(scores_i2t, scores_t2i)``.
+    """Re-rank each query's top ``k`` with the ITM head; returns ``(scores_i2t, scores_t2i)``.
 
-    Images are read again from ``loader`` (nothing is held in memory but the caption
-    tokens); every needed (image, caption) pair is fused once, in batches.
+    The rule is :mod:`vlmo_composer.evaluation.rerank`'s. Images are read again from
+    ``loader`` (nothing is held in memory but the caption tokens); every needed
+    (image, caption) pair of both directions is fused once, in batches.
     """
     scores = features.image_feats @ features.text_feats.T  # [Ni, Nt] dual cosine similarity
-    k_text, k_image = min(k, scores.shape[1]), min(k, scores.shape[0])
-    tr_top = scores.topk(k_text, dim=1).indices  # captions per image query
-    ir_top = scores.topk(k_image, dim=0).indices.T  # images per caption query
+    tr_top = rerank_candidates(scores, k)  # captions per image query
+    ir_top = rerank_candidates(scores.T, k)  # images per caption query
     needed: dict[int, set[int]] = {}
     for image, captions in enumerate(tr_top.tolist()):
         needed.setdefault(image, set()).update(captions)
@@ -132,14 +168,11 @@ def itm_rerank(
                 features.attention_mask[captions].to(device),
                 pixels[positions].to(device),
             ).float().cpu()
-    scores_i2t = torch.full_like(scores, float("-inf"))
-    rows = torch.arange(scores.shape[0])[:, None]
-    scores_i2t[rows, tr_top] = itm[rows, tr_top] + scores[rows, tr_top]
-    scores_t2i = torch.full_like(scores.T, float("-inf"))
-    cols = torch.arange(scores.shape[1])[:, None]
-    scores_t2i[cols, ir_top] = itm.T[cols, ir_top] + scores.T[cols, ir_top]
-    if torch.isnan(scores_i2t).any() or torch.isnan(scores_t2i).any():
-        raise RuntimeError("re-ranking missed pairs: the loader did not yield every evaluated image")
+    try:
+        scores_i2t = reranked_scores(scores, tr_top, itm.gather(1, tr_top))
+        scores_t2i = reranked_scores(scores.T, ir_top, itm.T.gather(1, ir_top))
+    except ValueError as err:
+        raise RuntimeError("re-ranking missed pairs: the loader did not yield every evaluated image") from err
     return scores_i2t, scores_t2i
 
 
@@ -167,3 +200,12 @@ def evaluate_retrieval(model, loader_factory, device: torch.device, rerank_k: in
         result.changed_top1 = int((dual_scores.argmax(1) != scores_i2t.argmax(1)).sum()
                                   + (dual_scores.T.argmax(1) != scores_t2i.argmax(1)).sum())
     return result
+
+
+def retrieval_record(result: RetrievalResult) -> dict[str, Any]:
+    """The JSON record of one split: dual recalls, chance, and the re-ranked ones when asked."""
+    record = {**result.dual, **result.chance, "seconds": round(result.dual_seconds, 2)}
+    if result.reranked is not None:
+        record["reranked"] = {**result.reranked, "k": result.rerank_k, "seconds": round(result.rerank_seconds, 2),
+                              "changed_top1": result.changed_top1}
+    return record

@@ -1,8 +1,13 @@
 """The evaluation command: ``python eval.py <config.yaml> [key=value ...] [options]``.
 
-Evaluates a checkpoint — ours (Composer, local or ``s3://``), an official VLMo
-file, or an exported safetensors folder — on the YAML's ``eval_loaders`` and
-prints the paper-style table; ``--output`` writes the numbers as JSON.
+Evaluates weights — by default the run's own latest Composer checkpoint, else
+``--weights PATH [--kind official|safetensors|composer]`` (local or ``s3://``;
+the kinds of :mod:`vlmo_composer.checkpoints.sources`) — on the YAML's
+``eval_loaders`` with the task's registered evaluator, and prints the paper-style
+table; ``--output`` writes the numbers as JSON.
+``python eval.py zeroshot ...`` is zero-shot classification and ``python eval.py
+vqa-score ...`` the official VQA scoring of a results file (see ``--help`` there);
+``--vqa-submission F --split test-dev`` writes the VQA server's results file.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ from typing import Any, Optional
 import torch
 
 from vlmo_composer.builders import build_task, validate_config
+from vlmo_composer.checkpoints.sources import fetch_source, load_weights_into, weight_kind
 from vlmo_composer.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
+from vlmo_composer.evaluation.evaluators import EvalRun, evaluator_for
 from vlmo_composer.evaluation.vqa_submission import SubmissionError, find_split, write_split_submission
-from vlmo_composer.retrieval import RetrievalResult, evaluate_retrieval
 from vlmo_composer.run_checks import check_s3_credentials, s3_locations, short_error
 from vlmo_composer.tasks.base import InitFrom
-from vlmo_composer.tasks.retrieval_eval import RetrievalEvalMixin
+
+# Old flags, each naming one kind: accepted with a deprecation message.
+DEPRECATED_FLAGS = {"checkpoint": "composer", "official": "official", "exported": "safetensors"}
 
 
 def default_checkpoint(cfg: TrainConfig) -> Optional[str]:
@@ -34,75 +42,51 @@ def default_checkpoint(cfg: TrainConfig) -> Optional[str]:
     return f"{folder.rstrip('/')}/latest-rank0.pt"
 
 
-def load_weights(task, checkpoint: Optional[str], official: Optional[str], exported: Optional[str]) -> str:
-    """Put the chosen weights into ``task.model``; returns a description of the source."""
-    if not (checkpoint or official or exported):
-        raise ConfigError("no weights to evaluate: pass --checkpoint, --official or --exported (or set save_folder)")
-    kind = "official" if official else "safetensors" if exported else "composer"
-    init = InitFrom(kind=kind, path=official or exported or checkpoint)
+def trained_model(yaml_path: str, checkpoint: Optional[str] = None, overrides=()) -> tuple[Any, Optional[list[str]]]:
+    """The exact model a training YAML built, strictly loaded from a Composer checkpoint of it, and
+    its VQA answers (if any). ``checkpoint`` defaults to the run's ``latest-rank0.pt``."""
+    cfg = load_config(yaml_path, list(overrides))
+    checkpoint = checkpoint or default_checkpoint(cfg)
+    if checkpoint is None:
+        raise ConfigError(f"{yaml_path} has no save_folder: pass checkpoint=")
+    # The task builds the model exactly as training did (e.g. VQA sizes its head from
+    # the answer vocabulary); its own init_from is skipped: the checkpoint replaces it.
+    task = build_task({**cfg.task, "init_from": None, "init_device": "cpu"})
+    load_weights_into(task.model, "composer", checkpoint)  # strict: every key
+    return task.model, getattr(task, "answers", None)
+
+
+def load_weights(task, path: str, kind: str) -> str:
+    """Put the weights into ``task.model`` by the task's own rules; returns a description of the source."""
+    init = InitFrom(kind=kind, path=path)
     try:
-        report = task.initialise(init)  # the task's own rules for which heads may be absent
+        report = task.initialise(init)
     except ValueError as err:  # unreadable file, another model size: the message names the path
         raise ConfigError(str(err).replace("init_from.path: ", "")) from None
-    return f"{kind} weights {init.path}" + ("" if str(report) == "exact match" else f" ({report})")
+    return f"{kind} weights {path}" + ("" if str(report) == "exact match" else f" ({report})")
 
 
-def weights_to_load(checkpoint: Optional[str], official: Optional[str], exported: Optional[str]) -> str:
+def describe_weights(path: str, kind: str) -> str:
     """What ``load_weights`` would read, for ``--dry-run`` (local files are checked)."""
-    kind, path = ("official", official) if official else ("safetensors", exported) if exported else ("composer", checkpoint)
-    if path is None:
-        raise ConfigError("no weights to evaluate: pass --checkpoint, --official or --exported (or set save_folder)")
     found = "" if "://" in path else " (found)" if os.path.exists(path) else " (NOT FOUND yet)"
     return f"{kind} {path}{found}"
 
 
-def evaluate(
-    cfg: TrainConfig, weights_from: str, task, device: torch.device, rerank_k: int = 0
-) -> dict[str, Any]:
+def evaluate(cfg: TrainConfig, weights_from: str, task, device: torch.device, rerank_k: int = 0) -> dict[str, Any]:
+    """Every eval loader of ``cfg`` through the evaluator registered for the task's name."""
     results: dict[str, Any] = {"weights": weights_from}
     task.to(device).eval()
+    batch = cfg.device_eval_batch_size or 32
+
+    def loader_factory(loader_cfg, i: int):
+        return build_dataloader(loader_cfg, batch, train=False, where=f"eval_loaders[{i}]",
+                                cache_namespace=f"eval-{loader_cfg.label}")
+
+    run = EvalRun(task, device, loader_factory, rerank_k)
+    evaluator = evaluator_for(cfg.task.get("name", ""))
     for i, loader_cfg in enumerate(cfg.eval_loaders):
-        batch = cfg.device_eval_batch_size or 32
-
-        def loader_factory(loader_cfg=loader_cfg, i=i):
-            return build_dataloader(loader_cfg, batch, train=False, where=f"eval_loaders[{i}]",
-                                    cache_namespace=f"eval-{loader_cfg.label}")
-
-        if isinstance(task, RetrievalEvalMixin):
-            result = evaluate_retrieval(task.model, loader_factory, device, rerank_k)
-            results[loader_cfg.label] = retrieval_record(result)
-        else:
-            results[loader_cfg.label] = run_task_metrics(task, loader_factory(), device)
+        results[loader_cfg.label] = evaluator(run, loader_cfg, i)
     return results
-
-
-@torch.no_grad()
-def run_task_metrics(task, loader, device: torch.device, collect=None) -> dict[str, Any]:
-    """Any task's own Composer metrics, computed in one process (``collect`` sees every batch)."""
-    metrics = task.get_metrics(is_train=False)
-    for batch in loader:
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        outputs = task.eval_forward(batch)
-        for metric in metrics.values():
-            task.update_metric(batch, outputs, metric.to(device))
-        if collect is not None:
-            collect(batch, outputs)
-    values: dict[str, float] = {}
-    for name, metric in metrics.items():
-        value = metric.compute()
-        if isinstance(value, dict):
-            values.update({k: float(v) for k, v in value.items()})
-        else:
-            values[name] = float(value)
-    return values
-
-
-def retrieval_record(result: RetrievalResult) -> dict[str, Any]:
-    record = {**result.dual, **result.chance, "seconds": round(result.dual_seconds, 2)}
-    if result.reranked is not None:
-        record["reranked"] = {**result.reranked, "k": result.rerank_k, "seconds": round(result.rerank_seconds, 2),
-                              "changed_top1": result.changed_top1}
-    return record
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -121,7 +105,8 @@ def format_table(results: dict[str, Any]) -> str:
                 lines.append(f"{name:14}" + "".join(f"{v:7.2f}" for v in values) + f"{seconds:8.1f}")
             lines.append(f"{'chance':14}{record['chance_tr_r1'] * 100:7.2f}{'':21}{record['chance_ir_r1'] * 100:7.2f}")
             if "reranked" in record:
-                lines.append(f"re-ranking changed the top-1 of {record['reranked']['changed_top1']} queries")
+                lines.append(f"re-ranking changed the top-1 of {record['reranked']['changed_top1']} queries "
+                             f"(past the top {record['reranked']['k']} the dual-encoder order is kept)")
         else:
             numbers = ", ".join(f"{k} {v * 100:.2f}" for k, v in record.items() if isinstance(v, float))
             lines.append(f"\n{label}: {numbers}")
@@ -137,15 +122,48 @@ def flat_summary(results: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
+def add_weights_args(parser: argparse.ArgumentParser) -> None:
+    """``--weights PATH --kind KIND`` (one vocabulary), plus the deprecated one-kind flags."""
+    parser.add_argument("--weights", help="weights to evaluate: a file or folder, local or s3://")
+    parser.add_argument("--kind", help="what --weights is: official | safetensors | composer "
+                        "(default: a folder is safetensors, a file official; name composer for our checkpoints)")
+    for flag, kind in DEPRECATED_FLAGS.items():
+        parser.add_argument(f"--{flag}", help=f"deprecated: --weights PATH --kind {kind}")
+
+
+def chosen_weights(args: argparse.Namespace, default: Optional[str], fetch: bool = True) -> tuple[str, str]:
+    """``(path, kind)`` from the arguments (the run's own checkpoint when none is named).
+
+    Without ``fetch`` an unnamed kind stays ``auto`` instead of being guessed from the fetched file.
+    """
+    given = [(flag, getattr(args, flag)) for flag in ("weights", *DEPRECATED_FLAGS) if getattr(args, flag)]
+    if len(given) > 1:
+        raise ConfigError(f"name the weights once: got {', '.join('--' + f for f, _ in given)}")
+    if not given:
+        if args.kind:
+            raise ConfigError("--kind describes --weights: pass --weights too")
+        if default is None:
+            raise ConfigError("no weights to evaluate: pass --weights PATH [--kind KIND] (or set save_folder)")
+        return default, "composer"
+    flag, path = given[0]
+    if flag != "weights":
+        kind = DEPRECATED_FLAGS[flag]
+        print(f"eval: --{flag} is deprecated; use --weights {path} --kind {kind}", file=sys.stderr)
+        return path, kind
+    if args.kind:
+        return path, weight_kind(args.kind, "--kind")
+    if not fetch:
+        return path, "auto"
+    return fetch_source(path)  # the kind is guessed from what the path is (s3:// fetched first)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="the YAML whose task and eval_loaders to use")
     parser.add_argument("overrides", nargs="*", help="dotted key.path=value overrides")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", help="a Composer checkpoint (default: latest in save_folder)")
-    source.add_argument("--official", help="an official VLMo checkpoint file")
-    source.add_argument("--exported", help="a folder written by export / save_safetensors")
-    parser.add_argument("--rerank-k", type=int, default=0, help="ITM re-rank each query's top-k (retrieval)")
+    add_weights_args(parser)
+    parser.add_argument("--rerank-k", type=int, default=0,
+                        help="ITM re-rank each query's top-k (retrieval; past k the dual-encoder order stays)")
     parser.add_argument("--output", help="write the results as JSON here")
     parser.add_argument("--vqa-submission", help="VQA: write [{question_id, answer}] for --split here, "
                         "instead of evaluating")
@@ -161,26 +179,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["zeroshot"]:
+        from vlmo_composer.evaluation.zeroshot import main as zeroshot_main
+
+        return zeroshot_main(argv[1:])
+    if argv[:1] == ["vqa-score"]:
+        from vlmo_composer.evaluation.vqa_score import main as vqa_score_main
+
+        return vqa_score_main(argv[1:])
+    args = parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         cfg = load_config(args.config, args.overrides)
         if not cfg.eval_loaders:
             raise ConfigError(f"{args.config} has no eval_loaders to evaluate on")
-        checkpoint = args.checkpoint or (None if args.official or args.exported else default_checkpoint(cfg))
         if args.dry_run:
             from vlmo_composer.dry_run import eval_summary
 
-            print(eval_summary(cfg, args.config, weights_to_load(checkpoint, args.official, args.exported)))
+            path, kind = chosen_weights(args, default_checkpoint(cfg), fetch=False)
+            print(eval_summary(cfg, args.config, describe_weights(path, kind)))
             return 0
         validate_config(cfg)
         check_s3_credentials(s3_locations(cfg))
         if args.vqa_submission:
             find_split(cfg, args.split)  # a wrong label fails before any weights are read
-        task_cfg = {k: v for k, v in cfg.task.items() if k != "init_from"}
-        task = build_task(task_cfg)
-        weights = load_weights(task, checkpoint, args.official, args.exported)
-    except (ConfigError, FileNotFoundError, KeyError, SubmissionError) as err:
+        path, kind = chosen_weights(args, default_checkpoint(cfg))
+        task = build_task({k: v for k, v in cfg.task.items() if k != "init_from"})
+        weights = load_weights(task, path, kind)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError, PermissionError) as err:
         print(f"eval error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # S3 access and unreadable files: one line, exit 2

@@ -1,0 +1,249 @@
+"""Where weights come from: one vocabulary of source kinds, local or ``s3://``, without Composer.
+
+Training's ``init_from``, ``eval.py --weights`` and ``VLMoInference.from_pretrained``
+all resolve a source here, under the same kind names:
+
+==============  ==============================================================
+``official``    a microsoft/unilm VLMo file (``.pt``/``.pth``/``.ckpt``), read with
+                ``torch.load(weights_only=True)``: never unpickled as code
+``beit``        a BEiT file (timm or official layout): the vision side only
+``safetensors`` a folder with ``model.safetensors`` + ``config.json`` (written by
+                ``VLMoInference.export`` or ``save_safetensors``)
+``composer``    one of our Composer checkpoints (``latest-rank0.pt``): a pickle, so
+                it is unpickled only when this kind is named
+==============  ==============================================================
+
+``exported`` is the deprecated name of ``safetensors`` (accepted with a
+``FutureWarning``). ``s3://`` sources are downloaded with boto3 (honouring
+``S3_ENDPOINT_URL``, as Composer and Streaming do); a folder is every object under
+its prefix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import torch
+
+from vlmo_composer.checkpoints.beit import load_beit
+from vlmo_composer.checkpoints.io import LoadReport, check_and_load, read_state_dict
+from vlmo_composer.checkpoints.official import adapt_official_state_dict, check_same_size, config_from_official
+from vlmo_composer.checkpoints.safetensors_io import CONFIG_NAME, WEIGHTS_NAME, load_safetensors
+from vlmo_composer.model import VLMo, VLMoConfig
+from vlmo_composer.model.relative_position import window_from_table_rows
+
+WEIGHT_KINDS = ("official", "beit", "safetensors", "composer")
+DEPRECATED_KINDS = {"exported": "safetensors"}
+POSITIONS_KEY = "text_embeddings.position_embeddings.weight"
+
+
+def weight_kind(kind: str, where: str = "kind") -> str:
+    """``kind`` checked against :data:`WEIGHT_KINDS` (a deprecated name warns and maps to its new one)."""
+    if kind in DEPRECATED_KINDS:
+        new = DEPRECATED_KINDS[kind]
+        warnings.warn(f"{where} '{kind}' is deprecated: use '{new}' (same folder format)", FutureWarning, stacklevel=2)
+        return new
+    if kind not in WEIGHT_KINDS:
+        raise ValueError(f"{where} '{kind}' is not one of {WEIGHT_KINDS}")
+    return kind
+
+
+def guess_kind(local_path: str) -> str:
+    """``auto`` for a local (fetched) path: a folder is ``safetensors``, a file ``official`` (read safely;
+    ``composer`` must be named)."""
+    return "safetensors" if os.path.isdir(local_path) else "official"
+
+
+# ---------------------------------------------------------------------- fetching
+def local_copy(path: Union[str, os.PathLike]) -> str:
+    """``path`` itself when local; an ``s3://`` file or folder is downloaded to a temp dir first."""
+    path = os.fspath(path)
+    if path.startswith("s3://"):
+        return _download_s3(path)
+    if "://" in path:
+        raise ValueError(f"{path}: weights are read from local paths or s3:// URIs only")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found")
+    return path
+
+
+def _download_s3(uri: str) -> str:
+    import boto3
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    client = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None)
+    destination = Path(tempfile.mkdtemp(prefix="vlmo_weights_"))
+    prefix = key.rstrip("/") + "/"
+    try:
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/"))
+        keys = [o["Key"] for o in listed.get("Contents", [])]
+        if key.rstrip("/") in keys:  # one file
+            target = destination / os.path.basename(key)
+            client.download_file(bucket, key, str(target))
+            return str(target)
+        inside = [k for k in keys if k.startswith(prefix)]
+        if not inside:
+            raise FileNotFoundError(f"{uri} not found (no object and no folder of that name)")
+        for name in inside:  # a folder: every object under it
+            target = destination / name[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, name, str(target))
+        return str(destination)
+    except NoCredentialsError as err:
+        raise PermissionError(
+            f"cannot read {uri}: no S3 credentials for bucket '{bucket}' (set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, and S3_ENDPOINT_URL for a non-AWS endpoint)"
+        ) from err
+    except ClientError as err:
+        raise FileNotFoundError(f"cannot read {uri}: {err}") from err
+
+
+def fetch_source(path: Union[str, os.PathLike], kind: str = "auto") -> tuple[str, str]:
+    """``(local path, kind)``: fetched once, and an ``auto`` kind guessed from what arrived."""
+    kind = kind if kind == "auto" else weight_kind(kind)
+    local = local_copy(path)
+    return local, guess_kind(local) if kind == "auto" else kind
+
+
+# ---------------------------------------------------------------------- reading
+def composer_model_weights(path: str) -> dict[str, torch.Tensor]:
+    """The VLMo weights (``state/model/model.*``) of one of our Composer checkpoints.
+
+    Composer checkpoints are pickles, so this runs only on a path the user named as
+    ``composer``.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Composer checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated file, not a pickle, ...
+        raise ValueError(f"cannot read {path} as a Composer checkpoint: {err}") from err
+    model = state.get("state", {}).get("model") if isinstance(state, dict) else None
+    if not isinstance(model, dict):
+        raise ValueError(f"{path} is not a Composer checkpoint (no state/model)")
+    return {k[len("model."):]: v for k, v in model.items() if k.startswith("model.")}
+
+
+def read_weights(kind: str, path: str) -> dict[str, torch.Tensor]:
+    """The state dict of an ``official``, ``safetensors`` or ``composer`` source (already local)."""
+    if kind == "safetensors":
+        from safetensors.torch import load_file
+
+        file = Path(path) / WEIGHTS_NAME
+        if not file.exists():
+            raise FileNotFoundError(f"{file} not found (a safetensors source is a folder written by export)")
+        return load_file(str(file))
+    if kind == "composer":
+        return composer_model_weights(path)
+    if kind == "official":
+        try:
+            return read_state_dict(path)
+        except ValueError as err:
+            raise ValueError(
+                f"{err}\nIf {path} is a Composer checkpoint you trust, pass kind='composer' (eval.py: --kind composer); "
+                "it is then unpickled, which can run code"
+            ) from err
+    raise ValueError(f"kind '{kind}' has no plain state dict (BEiT loads into a model: use load_weights_into)")
+
+
+def load_weights_into(
+    model: VLMo,
+    kind: str,
+    path: str,
+    allow_missing: Iterable[str] = (),
+    allow_unexpected: Iterable[str] = (),
+) -> LoadReport:
+    """Load a source into ``model`` after the official adaptations (resolution, text length, modality row).
+
+    Every key must match unless a glob allows it; a 224 px stage-3 checkpoint can so
+    start a 384 px fine-tune, or NLVR2 with its third modality row.
+    """
+    kind = weight_kind(kind)
+    local = local_copy(path)
+    if kind == "beit":
+        return load_beit(local, model)
+    source = read_weights(kind, local)
+    check_same_size(source, model.config, str(path))
+    report = LoadReport()
+    state = adapt_official_state_dict(source, model.config, report)
+    return check_and_load(model, state, allow_missing, allow_unexpected, report, source=str(path))
+
+
+# ---------------------------------------------------------------------- building a model
+def build_model(
+    path: str,
+    kind: str = "auto",
+    size: Union[str, VLMoConfig, None] = None,
+    image_size: Optional[int] = None,
+    **overrides: Any,
+) -> VLMo:
+    """A :class:`VLMo` from a source, strictly loaded.
+
+    ``safetensors`` folders carry their config (``size`` must not be given; other
+    fields may be changed, e.g. ``image_size``). Files record no shape: ``size``
+    names it, heads follow the keys, and the resolution (and for ``composer`` the
+    text length) is read from the weights unless given.
+    """
+    path = os.fspath(path)
+    local, kind = fetch_source(path, kind)
+    if kind == "beit":
+        raise ValueError(f"{path}: a BEiT file holds only a vision encoder; start a training run from it "
+                         "(init_from: {kind: beit}) instead")
+    if kind == "safetensors":
+        if size is not None:
+            raise ValueError(f"{path} is a safetensors folder: its {CONFIG_NAME} sets the model, do not pass size")
+        model = load_safetensors(local)
+        changes = {**overrides, **({"image_size": image_size} if image_size else {})}
+        if not changes:
+            return model
+        state, model = model.state_dict(), VLMo(model.config.replace(**changes))
+    else:
+        state = read_weights(kind, local)
+        if size is None:
+            raise ValueError(
+                f"{path}: a {kind} checkpoint does not record the model's shape; pass size= (a named size or a "
+                "VLMoConfig) and the training's model overrides, or use from_training_config"
+            )
+        model = VLMo(_file_config(state, size, image_size, overrides, kind))
+    report = LoadReport()
+    check_and_load(model, adapt_official_state_dict(state, model.config, report), source=path)
+    return model
+
+
+def _file_config(
+    state: dict[str, torch.Tensor], size: Union[str, VLMoConfig], image_size: Optional[int], overrides: dict, kind: str
+) -> VLMoConfig:
+    """A named size with heads from the keys; resolution (and Composer text length) from the weights.
+
+    Reading the resolution from the weights keeps a 480 px VQA checkpoint at 480
+    unless the user asks otherwise; our checkpoints store exactly ``max_text_len``
+    text positions, official ones may store more.
+    """
+    if isinstance(size, VLMoConfig):  # taken as given
+        return size.replace(**overrides, **({"image_size": image_size} if image_size else {}))
+    config = config_from_official(state, size).replace(**overrides)
+    inferred: dict[str, Any] = {}
+    trained = _trained_image_size(state, config)
+    if trained is not None and "image_size" not in overrides:
+        inferred["image_size"] = trained
+    if kind == "composer" and POSITIONS_KEY in state and "max_text_len" not in overrides:
+        inferred["max_text_len"] = state[POSITIONS_KEY].shape[0]
+    if image_size is not None:
+        inferred["image_size"] = image_size
+    return config.replace(**inferred)
+
+
+def _trained_image_size(state: dict[str, torch.Tensor], config: VLMoConfig) -> Optional[int]:
+    table = state.get("relative_position_bias_table")
+    if config.relative_position and table is not None:
+        return window_from_table_rows(table.shape[0], config.relative_text_len) * config.patch_size
+    positions = state.get("transformer.pos_embed")
+    if config.absolute_position and positions is not None:
+        return math.isqrt(positions.shape[1] - 1) * config.patch_size
+    return None

@@ -1,0 +1,103 @@
+"""Zero-shot classification of an image-folder dataset: ``python eval.py zeroshot ...``.
+
+    python eval.py zeroshot --data s3://bucket/mds/imagenet/val --weights exported/vlmo-base
+    python eval.py zeroshot --data data/shapes/test --config yamls/quickstart.yaml --templates my_templates.txt
+
+``--data`` is a split written by ``data_prep/convert_images.py`` from class folders
+(rows with a ``label``, class names in ``classes.json`` beside the index). Class
+names default to that file (``--classes imagenet1k`` or a file overrides them);
+templates default to OpenAI's 80 ImageNet ones. Prints and (``--output``) writes
+top-1, top-5 and mean per-class recall next to chance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from vlmo_composer.checkpoints.sources import local_copy
+from vlmo_composer.evaluation.zeroshot_classifier import ZeroShotClassifier, zero_shot_metrics
+
+CLASSES_NAME = "classes.json"
+
+
+def labelled_images(data: str, image_size: int, batch_size: int) -> DataLoader:
+    """The dataset's images (eval transform) and labels, in order."""
+    from vlmo_composer.data.datasets import ImageDataset
+
+    where = {"local": data} if "://" not in data else {"remote": data, "local": tempfile.mkdtemp(prefix="vlmo_zs_")}
+    dataset = ImageDataset(**where, image_size=image_size, train=False, randaugment=False, hflip=False,
+                           with_labels=True, batch_size=batch_size, shuffle=False)
+    return DataLoader(dataset, batch_size=batch_size, num_workers=0)
+
+
+def evaluate_zero_shot(model, classifier: ZeroShotClassifier, loader) -> dict[str, Any]:
+    """``model`` is a :class:`~vlmo_composer.inference.VLMoInference`."""
+    logits, labels = [], []
+    for batch in loader:
+        logits.append(model.classify(batch["pixel_values"], classifier))
+        labels.append(batch["label"])
+    return zero_shot_metrics(torch.cat(logits), torch.cat(labels))
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    from vlmo_composer.evaluation.cli import add_weights_args
+
+    parser = argparse.ArgumentParser(prog="eval.py zeroshot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="a convert_images.py split (local or s3://)")
+    parser.add_argument("--classes", help=f"imagenet1k, or a file (default: the dataset's {CLASSES_NAME})")
+    parser.add_argument("--templates", default="openai", help="openai (80 templates) or a file, one '{}' per line")
+    parser.add_argument("--config", help="a training YAML: its model, with --weights or its latest checkpoint")
+    add_weights_args(parser)
+    parser.add_argument("--size", help="named size for official/composer files without --config")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--output", help="write the numbers as JSON here")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    return parser.parse_args(argv)
+
+
+def load_model(args: argparse.Namespace, device: str):
+    from vlmo_composer.evaluation.cli import chosen_weights
+    from vlmo_composer.inference import VLMoInference
+
+    if args.config:
+        path = None
+        if args.weights or args.checkpoint:
+            path, kind = chosen_weights(args, None)
+            if kind != "composer":
+                raise ValueError("--config takes a Composer checkpoint of that run (--kind composer)")
+        return VLMoInference.from_training_config(args.config, path, device=device)
+    path, kind = chosen_weights(args, None)
+    return VLMoInference.from_pretrained(path, kind=kind, size=args.size, device=device)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from vlmo_composer.config import ConfigError
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        model = load_model(args, device)
+        classes = args.classes or local_copy(f"{args.data.rstrip('/')}/{CLASSES_NAME}")
+        classifier = model.zero_shot_classifier(classes, args.templates)
+        loader = labelled_images(args.data, model.config.image_size, args.batch_size)
+    except (ConfigError, FileNotFoundError, KeyError, ValueError, PermissionError) as err:
+        print(f"eval zeroshot error: {err}", file=sys.stderr)
+        return 2
+    results = {"data": args.data, **evaluate_zero_shot(model, classifier, loader)}
+    print(f"zero-shot classification of {args.data}: {results['num_images']} images, {results['num_classes']} classes")
+    print(f"top-1 {results['top1'] * 100:.2f}  top-5 {results['top5'] * 100:.2f}  mean per-class recall "
+          f"{results['mean_per_class_recall'] * 100:.2f}  (chance top-1 {results['chance_top1'] * 100:.2f})")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.output}")
+    return 0
