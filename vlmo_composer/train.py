@@ -10,6 +10,7 @@ import logging
 import sys
 from pathlib import Path
 import time
+import traceback
 import warnings
 from typing import Optional
 
@@ -25,9 +26,17 @@ from vlmo_composer.builders import (
     validate_config,
 )
 from vlmo_composer import registry
-from vlmo_composer.callbacks import FlattenMetricDicts, MidEpochRngRestore
+from vlmo_composer.callbacks import FlattenMetricDicts, MidEpochRngRestore, Preempted, PreemptionCheckpoint
+from vlmo_composer.callbacks.preemption import PREEMPTED_EXIT_CODE
 from vlmo_composer.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
+from vlmo_composer.object_store import (
+    configure_checkpoint_uploads,
+    describe_store_failure,
+    export_retry_environment,
+    is_store_error,
+    remote_uploader_downloader,
+)
 
 log = logging.getLogger("vlmo_composer")
 
@@ -82,6 +91,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     if cfg.python_log_level:
         logging.getLogger("vlmo_composer").setLevel(cfg.python_log_level.upper())
     validate_config(cfg)
+    export_retry_environment(cfg.object_store)
     reproducibility.seed_all(cfg.seed)
     dist.initialize_dist(get_device(cfg.device), timeout=cfg.dist_timeout)
     world = dist.get_world_size()
@@ -98,6 +108,11 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     rng_restore = MidEpochRngRestore()
     callbacks = build_named(registry.callbacks, cfg.callbacks, "callbacks") + [FlattenMetricDicts(), rng_restore]
     loggers = build_named(registry.loggers, cfg.loggers, "loggers")
+    checkpoint_store = remote_uploader_downloader(cfg.save_folder or "", cfg.object_store)
+    if checkpoint_store is not None:  # Composer would make one with its defaults; it warns that ours exists
+        loggers.append(checkpoint_store)
+        warnings.filterwarnings("ignore", message="There already exists a RemoteUploaderDownloader")
+    preemption = PreemptionCheckpoint(cfg.preemption_grace_seconds)
     if cfg.autoresume:
         drop_stale_autoresume_copy(cfg)
 
@@ -137,6 +152,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         load_ignore_keys=cfg.load_ignore_keys,
         dist_timeout=cfg.dist_timeout,
     )
+    configure_checkpoint_uploads(trainer._checkpoint_saver, cfg.object_store)
+    trainer.state.callbacks.append(preemption)  # after Composer's CheckpointSaver: sees its save first
     if trainer._rng_state is not None and int(trainer.state.timestamp.batch_in_epoch) > 0:
         rng_restore.rng_state, trainer._rng_state = trainer._rng_state, None
     return trainer
@@ -191,8 +208,32 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"run {trainer.state.run_name} already trained to {cfg.max_duration}; nothing to do")
         trainer.close()
         return 0
-    trainer.fit()
+    try:
+        trainer.fit()
+    except Preempted as stop:
+        trainer.close()
+        print(f"run {trainer.state.run_name}: {stop}; run the same command to resume", flush=True)
+        return PREEMPTED_EXIT_CODE
+    except Exception as err:
+        if not is_store_error(err):
+            raise
+        traceback.print_exc()
+        print(describe_store_failure(err, object_stores(cfg)), file=sys.stderr, flush=True)
+        return 1
     if dist.get_global_rank() == 0:
         print(summary(trainer, time.time() - start))
     trainer.close()
     return 0
+
+
+def object_stores(cfg: TrainConfig) -> list[str]:
+    """The remote locations a run reads or writes (for error messages)."""
+    found = [cfg.save_folder] if cfg.save_folder and "://" in cfg.save_folder else []
+    for loader in (cfg.train_loader, *cfg.eval_loaders):
+        streams = loader.dataset.get("streams") or []
+        entries = streams.values() if isinstance(streams, dict) else streams
+        for entry in [loader.dataset, *entries]:
+            remote = entry.get("remote") if isinstance(entry, dict) else None
+            if remote and "://" in str(remote):
+                found.append(str(remote))
+    return found

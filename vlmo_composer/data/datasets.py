@@ -34,6 +34,12 @@ batches gives the global count in the training process. More than
 ``MAX_CONSECUTIVE_CORRUPT`` corrupt samples in a row raise (the data is
 broken, not a few files).
 
+Corrupt shards. With ``validate_hash: xxh64`` (the recipes' setting) Streaming
+checks every downloaded shard against the hash its index records and stops with
+``Checksum failure: <shard>``; shards already in the local cache are checked
+when the dataset is built (``cache_check``): a damaged cached copy is removed and
+downloaded again, a damaged local-only shard stops the run naming the file.
+
 Returned keys (``S`` image size, ``T`` max text length; ``sample_index`` is
 the global index of the returned row over all streams):
 
@@ -59,6 +65,7 @@ all                 sample_index i64 []; corrupt_skipped i64 []
 from __future__ import annotations
 
 import logging
+import os
 from enum import IntEnum
 from typing import Any, ClassVar, Literal
 
@@ -68,6 +75,7 @@ from streaming import StreamingDataset
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from vlmo_composer.data.cache_check import stream_caches, verify_stream_caches
 from vlmo_composer.data.images import CorruptSampleError, decode_image
 from vlmo_composer.data.masking import BlockwiseMaskGenerator, whole_word_mask
 from vlmo_composer.data.schema import IMAGE, IMAGE_LABELED, IMAGE_TEXT, NLVR2, TEXT, VQA, Schema
@@ -98,6 +106,8 @@ class VLMoStreamingDataset(StreamingDataset):
     def __init__(self, *, train: bool = True, seed: int | None = None, **streaming_kwargs: Any) -> None:
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one process per node touches the cache
+            verify_stream_caches(stream_caches(streaming_kwargs))
         super().__init__(**streaming_kwargs)
         self.train = train
         self.seed = int(self.shuffle_seed if seed is None else seed)
