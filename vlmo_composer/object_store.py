@@ -86,8 +86,8 @@ def is_store_error(err: BaseException) -> bool:
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if type(err).__module__.split(".")[0] in STORE_ERROR_MODULES:
-            return True
+        if type(err).__module__.split(".")[0] in STORE_ERROR_MODULES or "botocore.exceptions" in str(err):
+            return True  # (the text: an error re-raised from a DataLoader worker keeps only its traceback)
         err = err.__cause__ or err.__context__
     return False
 

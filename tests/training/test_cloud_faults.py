@@ -14,7 +14,7 @@ happen all through a run. Every run reads its shards from ``s3://`` and checkpoi
   must stop with an error naming the store; the same command, once the store is
   back (10% faults), must finish equal to R;
 * P: started with ``python -m vlmo_composer.launch`` (Composer's launcher), sent
-  SIGTERM after batch 3: it must save the current batch to S3 and exit (143)
+  SIGTERM while it waits after batch 3 (a test hook holds O and P at known steps): it must save the current batch to S3 and exit (143)
   within the grace period; the same command must finish equal to R.
 
 Runs start one after another (Streaming's shared-memory race, see
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +58,7 @@ class Cloud:
     bucket: str
     upstream_port: int
     shards: int
+    shards_dir: Path
 
     @property
     def remote(self) -> str:
@@ -87,7 +89,7 @@ def cloud(synthetic_data: Path, tmp_path_factory) -> Iterator[Cloud]:
         client = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
         for path in shards_dir.iterdir():
             client.upload_file(str(path), bucket, f"{DATA_PREFIX}/{path.name}")
-        yield Cloud(bucket, int(os.environ["S3_ENDPOINT_URL"].rsplit(":", 1)[1]), shards)
+        yield Cloud(bucket, int(os.environ["S3_ENDPOINT_URL"].rsplit(":", 1)[1]), shards, shards_dir)
 
 
 def stream_from_s3(cloud: Cloud, cache: Path) -> list[str]:
@@ -121,29 +123,33 @@ def test_training_survives_faults_and_preemption(cloud: Cloud, tmp_path: Path) -
     runs.cloud = cloud
     proxies = {name: FaultProxy(cloud.upstream_port, seed=seed, rate=rate, stall_seconds=5).start()
                for name, seed, rate in (("r", 0, 0.0), ("f", 1, 0.1), ("o", 2, 0.0), ("p", 3, 0.0))}
-    slow = "callbacks.resume_test_hooks.slow_seconds=3"
+    hold = "callbacks.resume_test_hooks.hold_after_batch={} callbacks.resume_test_hooks.hold_file={}".format
+    release = {name: tmp_path / f"release-{name}" for name in ("o", "p")}
     try:
         reference = runs.start_via(proxies["r"], "r")
         flaky = runs.start_via(proxies["f"], "f", f"train_loader.dataset.cache_limit={CACHE_LIMIT}",
                                f"loggers.file.filename={tmp_path / 'f-metrics.txt'}")
-        outage = runs.start_via(proxies["o"], "o", "callbacks.resume_test_hooks.slow_from_batch=4", slow)
-        preempted = runs.start_via(proxies["p"], "p", "callbacks.resume_test_hooks.slow_from_batch=2", slow,
+        outage = runs.start_via(proxies["o"], "o", *hold(5, release["o"]).split())
+        preempted = runs.start_via(proxies["p"], "p", *hold(PREEMPT_AFTER, release["p"]).split(),
                                    launcher=(*LAUNCHER, "--master_port", str(free_port())))
 
         # O: the store goes down once the batch-4 checkpoint is in; the run stops naming the store.
         runs.wait_for_latest_checkpoint(outage, "o", at_least=4)
         proxies["o"].outage()
+        release["o"].touch()
         outage.wait(timeout=600)
         assert outage.returncode not in (0, None)
         failure = runs.output("o", 20000)
-        assert "object store failure" in failure and f"s3://{cloud.bucket}/o/checkpoints" in failure
+        assert "object store failure" in failure and f"s3://{cloud.bucket}/o/checkpoints" in failure, failure
         assert proxies["o"].url in failure and cloud.remote in failure
         checkpoint_before_outage = runs.latest_checkpoint("o")
 
-        # P: SIGTERM to the launcher after batch 3.
+        # P: SIGTERM to the launcher while the rank waits after batch 3.
         runs.wait_for_steps(preempted, "p", PREEMPT_AFTER)
         signalled = time.monotonic()
         os.kill(preempted.pid, signal.SIGTERM)
+        time.sleep(2)  # the launcher passes it on at once
+        release["p"].touch()
         preempted.wait(timeout=GRACE_SECONDS + 30)
         exit_seconds = time.monotonic() - signalled
         steps_before_exit = len(runs.sample_order("p"))
@@ -162,7 +168,7 @@ def test_training_survives_faults_and_preemption(cloud: Cloud, tmp_path: Path) -
 
     assert preempted.returncode == 143, runs.output("p")
     assert exit_seconds < GRACE_SECONDS, f"SIGTERM to exit took {exit_seconds:.1f}s"
-    assert saved == steps_before_exit >= PREEMPT_AFTER, "the checkpoint must be the batch it stopped at"
+    assert saved == steps_before_exit == PREEMPT_AFTER, "the checkpoint must be the batch it stopped at"
     assert checkpoint_batch(checkpoint_before_outage) == 4
 
     reference_weights = runs.weights("r", FINAL)
@@ -188,3 +194,61 @@ def test_training_survives_faults_and_preemption(cloud: Cloud, tmp_path: Path) -
     leaked = [o["Key"] for o in listing
               if needle in runs.s3.get_object(Bucket=cloud.bucket, Key=o["Key"])["Body"].read()]
     assert not leaked
+
+
+# ---------------------------------------------------------------- corrupt shards (no training run needed)
+def flip_byte(data: bytes, at: int = 100) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+def image_text(**streaming: object):
+    from vlmo_composer.data.datasets import ImageTextDataset
+
+    return ImageTextDataset(image_size=64, max_text_len=32, randaugment=False, hflip=False, shuffle=False,
+                            batch_size=4, validate_hash="xxh64", **streaming)
+
+
+def sample_indices(dataset) -> list[int]:
+    return [int(dataset[i]["sample_index"]) for i in range(dataset.num_samples)]
+
+
+def test_corrupt_remote_shard_stops_the_run_naming_it(cloud: Cloud, tmp_path: Path, capfd) -> None:
+    from torch.utils.data import DataLoader
+
+    s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
+    for path in cloud.shards_dir.iterdir():
+        body = path.read_bytes()
+        s3.put_object(Bucket=cloud.bucket, Key=f"corrupt/{path.name}",
+                      Body=flip_byte(body) if path.name == "shard.00003.mds.zstd" else body)
+    dataset = image_text(remote=f"s3://{cloud.bucket}/corrupt", local=str(tmp_path / "cache"))
+    seen = []
+    with pytest.raises(Exception) as raised:
+        for batch in DataLoader(dataset, batch_size=4, num_workers=0):
+            seen += batch["sample_index"].tolist()
+    assert all(i < 3 * SAMPLES_PER_SHARD for i in seen), "a sample of the corrupt shard (or after it) was returned"
+    reported = str(raised.value) + capfd.readouterr().err
+    assert "Checksum failure" in reported and "shard.00003.mds.zstd" in reported, reported[-2000:]
+
+
+def test_corrupt_cached_shard_is_fetched_again(cloud: Cloud, tmp_path: Path, caplog) -> None:
+    first = image_text(remote=cloud.remote, local=str(tmp_path / "cache"))
+    expected = sample_indices(first)  # every shard now in the cache, decompressed
+    cached = tmp_path / "cache" / "shard.00002.mds"
+    shutil.copytree(tmp_path / "cache", tmp_path / "damaged")
+    damaged = tmp_path / "damaged" / "shard.00002.mds"
+    damaged.write_bytes(flip_byte(damaged.read_bytes()))
+    again = image_text(remote=cloud.remote, local=str(tmp_path / "damaged"))
+    assert "corrupt shard" in caplog.text and str(damaged) in caplog.text
+    assert sample_indices(again) == expected
+    assert damaged.read_bytes() == cached.read_bytes()  # downloaded again, not trained on garbage
+
+
+def test_corrupt_local_only_shard_is_named(cloud: Cloud, tmp_path: Path) -> None:
+    from vlmo_composer.data.cache_check import CorruptShardError
+
+    local = tmp_path / "local"
+    shutil.copytree(cloud.shards_dir, local)
+    zipped = local / "shard.00001.mds.zstd"
+    zipped.write_bytes(flip_byte(zipped.read_bytes()))
+    with pytest.raises(CorruptShardError, match="shard.00001.mds.zstd"):
+        image_text(local=str(local))

@@ -67,7 +67,7 @@ from __future__ import annotations
 import logging
 import os
 from enum import IntEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Iterator, Literal
 
 import numpy as np
 import torch
@@ -75,7 +75,7 @@ from streaming import StreamingDataset
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from vlmo_composer.data.cache_check import stream_caches, verify_stream_caches
+from vlmo_composer.data.cache_check import CorruptShardError, stream_caches, verify_stream_caches
 from vlmo_composer.data.images import CorruptSampleError, decode_image
 from vlmo_composer.data.masking import BlockwiseMaskGenerator, whole_word_mask
 from vlmo_composer.data.schema import IMAGE, IMAGE_LABELED, IMAGE_TEXT, NLVR2, TEXT, VQA, Schema
@@ -85,6 +85,7 @@ from vlmo_composer.data.transforms import build_image_transform
 log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_CORRUPT = 64
+SHARD_HASH_ERRORS = ("Checksum failure", "Hash algorithm")  # Streaming's validate_hash errors
 
 
 class Purpose(IntEnum):
@@ -102,6 +103,7 @@ class VLMoStreamingDataset(StreamingDataset):
 
     schema: ClassVar[Schema]
     required_columns: ClassVar[tuple[str, ...]]
+    _thread_failure: BaseException | None = None
 
     def __init__(self, *, train: bool = True, seed: int | None = None, **streaming_kwargs: Any) -> None:
         if seed is not None and seed < 0:
@@ -163,7 +165,30 @@ class VLMoStreamingDataset(StreamingDataset):
         try:
             return self.get_item(sample_id)
         except ValueError as err:  # a column that does not parse (bad json / utf-8) in the shard
+            if str(err).startswith(SHARD_HASH_ERRORS):  # a whole shard is bad: stop, never skip past it
+                raise CorruptShardError(f"{err} (stream {self.stream_name(sample_id)})") from err
             raise CorruptSampleError(f"cannot read the sample's columns: {err}") from err
+        except RuntimeError:
+            self._raise_thread_failure()
+            raise
+
+    # --- shard download failures -----------------------------------------------------------
+    # Streaming (0.13) downloads shards in a thread; when that thread fails, iteration just
+    # stops (a silently short epoch) and the next access says only "Background thread failed".
+    def on_exception(self, future: Any) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self._thread_failure = future.exception()
+        super().on_exception(future)
+
+    def _raise_thread_failure(self) -> None:
+        failure = self._thread_failure
+        if failure is not None:
+            raise RuntimeError(f"{type(self).__name__}: Streaming could not prepare a shard, the epoch cannot go "
+                               f"on: {type(failure).__name__}: {failure}") from failure
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield from super().__iter__()
+        self._raise_thread_failure()
 
     def _record_corrupt(self, sample_id: int, err: Exception) -> None:
         self.num_corrupt_samples += 1
