@@ -7,7 +7,13 @@ in the store), the time until the process exited, and the checkpoint's size.
 On CPU the time is dominated by finishing the step in progress and by writing
 and uploading the state (model + AdamW moments, fp32).
 
-    python bench/preemption.py --data data/synthetic --size base
+    python bench/preemption.py --data data/synthetic --size base      # end to end (a GPU node)
+    python bench/preemption.py --size base --save-only                 # the state alone (CPU, ~3 GiB RAM)
+
+``--save-only`` builds the task and its AdamW state at that size (moments
+allocated, as after the first step) and times what the checkpoint costs on top
+of the step in progress: ``torch.save`` of model + optimizer state to local disk
+with an fsync. The upload then adds state size / bandwidth to the store.
 """
 
 from __future__ import annotations
@@ -59,12 +65,38 @@ def run(data: Path, size: str, batch: int, workdir: Path, endpoint: str) -> dict
             "exit_code": process.returncode}
 
 
+def save_only(size: str) -> dict:
+    import torch
+
+    from vlmo_composer.tasks.vl_pretrain import VLPretrainConfig, VLPretrainTask
+
+    task = VLPretrainTask(VLPretrainConfig(model={"size": size}))
+    optimizer = torch.optim.AdamW(task.parameters(), lr=1e-4)
+    for p in task.parameters():  # what AdamW holds after its first step
+        optimizer.state[p] = {"step": torch.tensor(1.0), "exp_avg": torch.zeros_like(p),
+                              "exp_avg_sq": torch.zeros_like(p)}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "state.pt"
+        start = time.monotonic()
+        with open(path, "wb") as f:
+            torch.save({"state": {"model": task.state_dict(), "optimizers": optimizer.state_dict()}}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        seconds = time.monotonic() - start
+        return {"state_gib": path.stat().st_size / 2**30, "save_s": seconds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT / "data/synthetic", help="make_synthetic output")
     parser.add_argument("--size", default="base")
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--save-only", action="store_true", help="time torch.save of the state only")
     args = parser.parse_args()
+    if args.save_only:
+        result = save_only(args.size)
+        print(f"| {args.size} | {result['state_gib']:.2f} GiB | torch.save + fsync {result['save_s']:.1f} s |")
+        return
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -228,7 +228,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def object_stores(cfg: TrainConfig) -> list[str]:
     """The remote locations a run reads or writes (for error messages)."""
-    found = [cfg.save_folder] if cfg.save_folder and "://" in cfg.save_folder else []
+    found = [format_name_with_dist(cfg.save_folder, cfg.run_name)] if cfg.save_folder and "://" in cfg.save_folder else []
     for loader in (cfg.train_loader, *cfg.eval_loaders):
         streams = loader.dataset.get("streams") or []
         entries = streams.values() if isinstance(streams, dict) else streams
