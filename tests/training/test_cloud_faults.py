@@ -13,7 +13,7 @@ happen all through a run. Every run reads its shards from ``s3://`` and checkpoi
 * O: the store fails every request once the batch-4 checkpoint is in; the run
   must stop with an error naming the store; the same command, once the store is
   back (10% faults), must finish equal to R;
-* P: started with ``python -m vlmo_composer.launch`` (Composer's launcher), sent
+* P: started with Composer's launcher (``composer -n 1 train.py ...``), sent
   SIGTERM while it waits after batch 3 (a test hook holds O and P at known steps): it must save the current batch to S3 and exit (143)
   within the grace period; the same command must finish equal to R.
 
@@ -50,7 +50,7 @@ FINAL = f"ep1-ba{MAX_BATCH}-rank0.pt"
 PREEMPT_AFTER = 3
 GRACE_SECONDS = 30
 DATA_PREFIX = "data/image_text/train"
-LAUNCHER = (sys.executable, "-m", "vlmo_composer.launch", "-n", "1")
+LAUNCHER = (sys.executable, "-m", "composer.cli.launcher", "-n", "1")  # the `composer` command
 
 
 @dataclass

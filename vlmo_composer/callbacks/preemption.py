@@ -14,6 +14,11 @@ log says why. With several ranks all of them must save the same batch: every
 step all-reduces the "preempted" flag (one tiny collective), so a signal that
 reaches the ranks at different steps still makes them stop together.
 
+Under ``composer`` (the launcher) a SIGTERM to the launcher reaches every rank:
+Composer's import installs a SIGTERM handler (``composer.core.engine``) that turns
+it into ``SystemExit``, and the launcher's cleanup sends SIGTERM to the ranks and
+SIGKILL 30 s later. In the ranks this callback's handler replaces Composer's.
+
 The hook uses two private ``CheckpointSaver`` members of Composer 0.32
 (``_save_checkpoint`` and the ``latest`` pointer's poll interval) and fails
 loudly if they go away.
