@@ -8,6 +8,14 @@ so a conversion never needs the whole dataset on local disk.
 
 Any S3-compatible store works: the endpoint comes from ``S3_ENDPOINT_URL``,
 as Streaming and Composer read it (plain boto3 does not, so it is passed here).
+
+Retry policy (a flaky or throttling store): every request is tried up to
+``AWS_MAX_ATTEMPTS`` times (default 8, exported for the Streaming uploader that
+``merge_index`` uses too) in botocore's ``standard`` mode (``AWS_RETRY_MODE``):
+exponential backoff with jitter on connection errors, timeouts, 500/502/503/504
+and throttling (``SlowDown``). A request that sends no byte for
+``VLMO_S3_READ_TIMEOUT`` seconds (default 60) is abandoned and retried. A
+conversion that still fails resumes where it stopped when run again.
 """
 
 from __future__ import annotations
@@ -20,6 +28,18 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 MergeOut = str | tuple[str, str]
+DEFAULT_MAX_ATTEMPTS = 8
+READ_TIMEOUT_ENV = "VLMO_S3_READ_TIMEOUT"
+
+
+def s3_client_config() -> Any:
+    """The botocore config of every client data_prep creates (see the module doc)."""
+    from botocore.config import Config
+
+    os.environ.setdefault("AWS_MAX_ATTEMPTS", str(DEFAULT_MAX_ATTEMPTS))
+    return Config(retries={"mode": os.environ.get("AWS_RETRY_MODE", "standard"),
+                           "total_max_attempts": int(os.environ["AWS_MAX_ATTEMPTS"])},
+                  connect_timeout=10, read_timeout=float(os.environ.get(READ_TIMEOUT_ENV, 60)))
 
 
 class Destination(ABC):
@@ -142,6 +162,7 @@ class S3Destination(Destination):
         self.staging_dir = staging_dir
         self._client: Any = None
         self._client_pid = -1
+        os.environ.setdefault("AWS_MAX_ATTEMPTS", str(DEFAULT_MAX_ATTEMPTS))  # Streaming's uploader too
 
     def __getstate__(self) -> dict[str, Any]:
         # boto3 clients are neither picklable nor safe to share across processes.
@@ -152,7 +173,8 @@ class S3Destination(Destination):
         if self._client is None or self._client_pid != os.getpid():
             import boto3
 
-            self._client = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL"))
+            self._client = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL"),
+                                        config=s3_client_config())
             self._client_pid = os.getpid()
         return self._client
 

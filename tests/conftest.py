@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from distributed import free_port
+from s3_server import moto_s3
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -33,28 +32,6 @@ def synthetic_data(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A real S3-compatible server (moto server mode) on 127.0.0.1 with one bucket.
-
-    The environment variables reach every process the test starts (converter
-    workers, training processes, Composer's spawned uploaders), as they would on a
-    user's machine.
-    """
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    requests_log = logging.getLogger("werkzeug")  # one line per request: hundreds per checkpoint
-    level = requests_log.level
-    requests_log.setLevel(logging.WARNING)
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                           "AWS_DEFAULT_REGION": "us-east-1", "S3_ENDPOINT_URL": endpoint}.items():
-            monkeypatch.setenv(key, value)
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="test-bucket")
-        yield "test-bucket"
-    finally:
-        server.stop()
-        requests_log.setLevel(level)
+    """A moto S3 server with one bucket for one test (see :func:`moto_s3`)."""
+    with moto_s3(monkeypatch.setenv) as bucket:
+        yield bucket

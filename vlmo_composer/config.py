@@ -17,6 +17,8 @@ from typing import Any, Optional, Union
 
 from omegaconf import OmegaConf
 
+from vlmo_composer.object_store import ObjectStoreConfig
+
 
 class ConfigError(ValueError):
     """A bad key or value in the YAML; the message names the key path."""
@@ -180,6 +182,9 @@ class TrainConfig:
     load_strict_model_weights: bool = True
     load_ignore_keys: Optional[list[str]] = None
     dist_timeout: float = 600.0
+    # ---- cloud faults (README "Surviving the cloud")
+    object_store: ObjectStoreConfig = field(default_factory=ObjectStoreConfig)
+    preemption_grace_seconds: float = 30.0  # SIGTERM -> checkpoint at the current batch, exit within this
 
     def __post_init__(self) -> None:
         for section in ("task", "optimizer", "scheduler"):

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 import time
+import traceback
 import warnings
 from typing import Optional
 
@@ -26,7 +27,8 @@ from vlmo_composer.builders import (
     validate_config,
 )
 from vlmo_composer import registry
-from vlmo_composer.callbacks import FlattenMetricDicts, MidEpochRngRestore
+from vlmo_composer.callbacks import FlattenMetricDicts, MidEpochRngRestore, Preempted, PreemptionCheckpoint
+from vlmo_composer.callbacks.preemption import PREEMPTED_EXIT_CODE
 from vlmo_composer.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.run_checks import (
@@ -37,6 +39,13 @@ from vlmo_composer.run_checks import (
     short_error,
 )
 from vlmo_composer import run_report
+from vlmo_composer.object_store import (
+    configure_checkpoint_uploads,
+    describe_store_failure,
+    export_retry_environment,
+    is_store_error,
+    remote_uploader_downloader,
+)
 
 log = logging.getLogger("vlmo_composer")
 
@@ -95,6 +104,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     check_s3_credentials(s3_locations(cfg))
     if cfg.load_path:
         check_checkpoint_file(cfg.load_path, "load_path")
+    export_retry_environment(cfg.object_store)
     reproducibility.seed_all(cfg.seed)
     dist.initialize_dist(get_device(cfg.device), timeout=cfg.dist_timeout)
     world = dist.get_world_size()
@@ -112,6 +122,11 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     callbacks = build_named(registry.callbacks, {**run_report.DEFAULT_CALLBACKS, **cfg.callbacks}, "callbacks")
     callbacks += [FlattenMetricDicts(), rng_restore]
     loggers = build_named(registry.loggers, cfg.loggers, "loggers") + run_report.console_and_file_loggers(cfg)
+    checkpoint_store = remote_uploader_downloader(cfg.save_folder or "", cfg.object_store)
+    if checkpoint_store is not None:  # Composer would make one with its defaults; it warns that ours exists
+        loggers.append(checkpoint_store)
+        warnings.filterwarnings("ignore", message="There already exists a RemoteUploaderDownloader")
+    preemption = PreemptionCheckpoint(cfg.preemption_grace_seconds)
     if cfg.autoresume:
         drop_stale_autoresume_copy(cfg)
 
@@ -150,6 +165,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         load_ignore_keys=cfg.load_ignore_keys,
         dist_timeout=cfg.dist_timeout,
     )
+    configure_checkpoint_uploads(trainer._checkpoint_saver, cfg.object_store)
+    trainer.state.callbacks.append(preemption)  # after Composer's CheckpointSaver: sees its save first
     if trainer._rng_state is not None and int(trainer.state.timestamp.batch_in_epoch) > 0:
         rng_restore.rng_state, trainer._rng_state = trainer._rng_state, None
     return trainer
@@ -225,8 +242,25 @@ def fit(cfg: TrainConfig, trainer: Trainer) -> int:
         trainer.close()
         return 0
     first = int(trainer.state.timestamp.batch), int(trainer.state.timestamp.sample)
-    trainer.fit()
+    try:
+        trainer.fit()
+    except Preempted as stop:
+        trainer.close()
+        print(f"run {trainer.state.run_name}: {stop}; run the same command to resume", flush=True)
+        return PREEMPTED_EXIT_CODE
+    except Exception as err:
+        if not is_store_error(err):
+            raise
+        traceback.print_exc()
+        print(describe_store_failure(err, object_stores(cfg)), file=sys.stderr, flush=True)
+        return 1
     if rank_zero:
         print(summary(trainer, time.time() - start, first))
     trainer.close()
     return 0
+
+
+def object_stores(cfg: TrainConfig) -> list[str]:
+    """The remote locations a run reads or writes (for error messages)."""
+    return [format_name_with_dist(uri, cfg.run_name) if key == "save_folder" else uri
+            for key, uri in s3_locations(cfg) if isinstance(uri, str) and "://" in uri]

@@ -10,10 +10,14 @@ It changes *when* things happen in a training process, never *what* is computed:
 * ``slow_from_batch`` / ``slow_seconds``: sleep after every step from that batch
   on, so the run the test kills is still training when its latest checkpoint
   becomes visible in the bucket, however loaded the machine is.
+* ``hold_after_batch`` / ``hold_file``: after that step, wait until the test creates
+  ``hold_file`` (meanwhile the checkpoint saver keeps uploading the ``latest``
+  pointer), so the test acts (an outage, a SIGTERM) at a known step on any machine.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 from composer.callbacks import CheckpointSaver
@@ -26,10 +30,12 @@ POLL_ATTRIBUTE = "_symlink_upload_wait_before_next_try_in_seconds"
 
 
 class ResumeTestHooks(Callback):
-    def __init__(self, symlink_poll_seconds: float = 0.2, slow_from_batch: int = 0, slow_seconds: float = 0.0):
+    def __init__(self, symlink_poll_seconds: float = 0.2, slow_from_batch: int = 0, slow_seconds: float = 0.0,
+                 hold_after_batch: int = 0, hold_file: str = ""):
         self.symlink_poll_seconds = symlink_poll_seconds
         self.slow_from_batch = slow_from_batch
         self.slow_seconds = slow_seconds
+        self.hold_after_batch, self.hold_file = hold_after_batch, hold_file
 
     def init(self, state: State, logger: Logger) -> None:
         savers = [cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)]
@@ -41,6 +47,12 @@ class ResumeTestHooks(Callback):
     def batch_end(self, state: State, logger: Logger) -> None:
         if self.slow_seconds > 0 and int(state.timestamp.batch) >= self.slow_from_batch:
             time.sleep(self.slow_seconds)
+        if self.hold_file and int(state.timestamp.batch) == self.hold_after_batch:
+            savers = [cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)]
+            while not os.path.exists(self.hold_file):
+                for saver in savers:
+                    saver.batch_end(state, logger)  # uploads the `latest` pointer once its checkpoint is in
+                time.sleep(0.2)
 
 
 registry.callbacks.register("resume_test_hooks", ResumeTestHooks)

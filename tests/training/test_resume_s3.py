@@ -50,9 +50,10 @@ class Runs:
         self.s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
         self.processes: list[subprocess.Popen] = []
 
-    def start(self, name: str, *overrides: str) -> subprocess.Popen:
+    def start(self, name: str, *overrides: str, launcher: tuple[str, ...] = (sys.executable,),
+              config: Path = CONFIG, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
         command = [
-            sys.executable, str(TRAIN_PY), str(CONFIG), f"run_name={name}", f"variables.data={self.data}",
+            *launcher, str(TRAIN_PY), str(config), f"run_name={name}", f"variables.data={self.data}",
             f"variables.bucket={self.bucket}", f"variables.here={HERE}",
             f"variables.sample_log={self.workdir / f'{name}-order.jsonl'}", *overrides,
         ]
@@ -60,7 +61,7 @@ class Runs:
             out.write(f"$ {' '.join(command)}\n".encode())
             out.flush()
             process = subprocess.Popen(command, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+                                       start_new_session=True, env={**os.environ, **(env or {})})
         self.processes.append(process)
         return process
 

@@ -29,7 +29,9 @@ def read_state_dict(source: StateDictSource) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # pickle.UnpicklingError and friends
             raise ValueError(
-                f"cannot read {path} as a plain tensor checkpoint (torch.load weights_only=True): {err}"
+                f"cannot read {path} as a plain tensor checkpoint (torch.load weights_only=True): {err}\n"
+                "A Composer checkpoint (ep*-ba*-rank*.pt) is a pickle of the whole training state and needs "
+                "weights_only=False, which can run code: load it that way only if you trust where it came from"
             ) from err
     else:
         obj = source

@@ -34,6 +34,12 @@ batches gives the global count in the training process. More than
 ``MAX_CONSECUTIVE_CORRUPT`` corrupt samples in a row raise (the data is
 broken, not a few files).
 
+Corrupt shards. With ``validate_hash: xxh64`` (the recipes' setting) Streaming
+checks every downloaded shard against the hash its index records and stops with
+``Checksum failure: <shard>``; shards already in the local cache are checked
+when the dataset is built (``cache_check``): a damaged cached copy is removed and
+downloaded again, a damaged local-only shard stops the run naming the file.
+
 Returned keys (``S`` image size, ``T`` max text length; ``sample_index`` is
 the global index of the returned row over all streams):
 
@@ -62,8 +68,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from enum import IntEnum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Iterator, Literal
 
 import numpy as np
 import torch
@@ -71,6 +78,7 @@ from streaming import StreamingDataset
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from vlmo_composer.data.cache_check import CorruptShardError, stream_caches, verify_stream_caches
 from vlmo_composer.data.images import CorruptSampleError, decode_image
 from vlmo_composer.data.masking import BlockwiseMaskGenerator, whole_word_mask
 from vlmo_composer.data.schema import IMAGE, IMAGE_LABELED, IMAGE_TEXT, NLVR2, TEXT, VQA, Schema
@@ -80,6 +88,7 @@ from vlmo_composer.data.transforms import build_image_transform
 log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_CORRUPT = 64
+SHARD_HASH_ERRORS = ("Checksum failure", "Hash algorithm")  # Streaming's validate_hash errors
 
 
 class Purpose(IntEnum):
@@ -97,10 +106,13 @@ class VLMoStreamingDataset(StreamingDataset):
 
     schema: ClassVar[Schema]
     required_columns: ClassVar[tuple[str, ...]]
+    _thread_failure: BaseException | None = None
 
     def __init__(self, *, train: bool = True, seed: int | None = None, **streaming_kwargs: Any) -> None:
         if seed is not None and seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one process per node touches the cache
+            verify_stream_caches(stream_caches(streaming_kwargs))
         super().__init__(**streaming_kwargs)
         self.train = train
         self.seed = int(self.shuffle_seed if seed is None else seed)
@@ -156,7 +168,30 @@ class VLMoStreamingDataset(StreamingDataset):
         try:
             return self.get_item(sample_id)
         except ValueError as err:  # a column that does not parse (bad json / utf-8) in the shard
+            if str(err).startswith(SHARD_HASH_ERRORS):  # a whole shard is bad: stop, never skip past it
+                raise CorruptShardError(f"{err} (stream {self.stream_name(sample_id)})") from err
             raise CorruptSampleError(f"cannot read the sample's columns: {err}") from err
+        except RuntimeError:
+            self._raise_thread_failure()
+            raise
+
+    # --- shard download failures -----------------------------------------------------------
+    # Streaming (0.13) downloads shards in a thread; when that thread fails, iteration just
+    # stops (a silently short epoch) and the next access says only "Background thread failed".
+    def on_exception(self, future: Any) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self._thread_failure = future.exception()
+        super().on_exception(future)
+
+    def _raise_thread_failure(self) -> None:
+        failure = self._thread_failure
+        if failure is not None:
+            raise RuntimeError(f"{type(self).__name__}: Streaming could not prepare a shard, the epoch cannot go "
+                               f"on: {type(failure).__name__}: {failure}") from failure
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield from super().__iter__()
+        self._raise_thread_failure()
 
     def _record_corrupt(self, sample_id: int, err: Exception) -> None:
         self.num_corrupt_samples += 1

@@ -201,7 +201,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(eval_summary(cfg, args.config, describe_weights(path, kind)))
             return 0
         validate_config(cfg)
-        check_s3_credentials(s3_locations(cfg))
+        named_path, _ = chosen_weights(args, default_checkpoint(cfg), fetch=False)
+        check_s3_credentials([*((key, uri) for key, uri in s3_locations(cfg) if key.startswith("eval_loaders")),
+                              ("weights", named_path)])  # what evaluation reads: not the training run's paths
         if args.vqa_submission:
             find_split(cfg, args.split)  # a wrong label fails before any weights are read
         path, kind = chosen_weights(args, default_checkpoint(cfg))
