@@ -15,9 +15,10 @@ from typing import Any, Optional
 
 import torch
 
-from vlmo_composer.builders import build_task, validate_config
+from vlmo_composer.builders import build_task, resolve_config
 from vlmo_composer.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
+from vlmo_composer.data.local_cache import cache_namespace
 from vlmo_composer.metrics import write_vqa_submission
 from vlmo_composer.retrieval import RetrievalResult, evaluate_retrieval
 from vlmo_composer.tasks.base import InitFrom
@@ -54,7 +55,7 @@ def evaluate(
 
         def loader_factory(loader_cfg=loader_cfg, i=i):
             return build_dataloader(loader_cfg, batch, train=False, where=f"eval_loaders[{i}]",
-                                    cache_namespace=f"eval-{loader_cfg.label}")
+                                    cache_namespace=cache_namespace(cfg.run_name, f"eval-{loader_cfg.label}"))
 
         if isinstance(task, RetrievalEvalMixin):
             result = evaluate_retrieval(task.model, loader_factory, device, rerank_k)
@@ -160,9 +161,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = load_config(args.config, args.overrides)
         if not cfg.eval_loaders:
             raise ConfigError(f"{args.config} has no eval_loaders to evaluate on")
-        validate_config(cfg)
-        task_cfg = {k: v for k, v in cfg.task.items() if k != "init_from"}
-        task = build_task(task_cfg)
+        task = build_task(resolve_config(cfg).without_init().on_device("cpu"))
         weights = load_weights(task, args.checkpoint or (None if args.official or args.exported else default_checkpoint(cfg)),
                                args.official, args.exported)
     except (ConfigError, FileNotFoundError, KeyError) as err:

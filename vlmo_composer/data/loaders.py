@@ -10,6 +10,7 @@ masking, ...) and any ``StreamingDataset`` argument (``remote``/``local``/``spli
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 from streaming import StreamingDataset
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader
 from vlmo_composer import registry
 from vlmo_composer.config import ConfigError, LoaderConfig
 from vlmo_composer.data.datasets import ImageDataset, ImageTextDataset, NLVR2Dataset, TextDataset, VQADataset
+from vlmo_composer.data.local_cache import free_locals
 from vlmo_composer.data.streams import build_streams
 
 registry.dataloaders.register("image_text", ImageTextDataset)
@@ -61,6 +63,8 @@ def build_dataset(cfg: LoaderConfig, batch_size: int, where: str, cache_namespac
             kwargs["streams"] = build_streams(kwargs["streams"], namespace=cache_namespace)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{where}.dataset.streams: {err}") from err
+    elif kwargs.get("remote") and not kwargs.get("local"):  # else Streaming picks /tmp/<hash>, once only
+        kwargs["local"] = free_locals([(str(kwargs["remote"]), kwargs.get("split"))], cache_namespace)[0]
     try:
         return dataset_class(batch_size=batch_size, **kwargs)
     except (TypeError, ValueError) as err:
@@ -71,7 +75,7 @@ def build_dataloader(
     cfg: LoaderConfig, batch_size: int, train: bool, where: str = "train_loader", cache_namespace: str = "train"
 ) -> DataLoader:
     dataset = build_dataset(cfg, batch_size, where, cache_namespace)
-    workers = cfg.num_workers
+    workers = min(cfg.num_workers, os.cpu_count() or 1)  # more decoding processes than cores only contend
     return DataLoader(
         dataset,
         batch_size=batch_size,
