@@ -159,7 +159,7 @@ def test_the_same_loader_built_twice_and_a_killed_runs_leftovers_do_not_block(sy
 def remove_shared_memory_of(local: str) -> None:
     """What the killed run left in /dev/shm (a normal exit removes it)."""
     for entry in Path("/dev/shm").glob("*_locals"):
-        if local.encode() in entry.read_bytes():
+        if f"{local}\0".encode() in entry.read_bytes():
             for leftover in Path("/dev/shm").glob(f"{entry.name.split('_')[0]}_*"):
                 leftover.unlink(missing_ok=True)
 
@@ -214,7 +214,7 @@ def test_base_chain_runs_as_shipped_on_s3_with_readme_commands(shipped_bucket):
     run_chain(s3, BASE_CHAIN[3:4])
     # README: python eval.py yamls/finetune/retrieval_coco_base.yaml --rerank-k 16 -- twice in one
     # process (each builds the loader twice), then in a second process.
-    eval_args = [recipe("finetune/retrieval_coco_base"), "--rerank-k", "16", "--device", "cpu", *TRIAL]
+    eval_args = [recipe("finetune/retrieval_coco_base"), "--rerank-k", "16", *TRIAL]
     for output in ("first.json", "second.json"):
         assert evaluate.main([*eval_args, "--output", output]) == 0
     first, second = (json.loads(Path(f).read_text()) for f in ("first.json", "second.json"))
