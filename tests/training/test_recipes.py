@@ -64,6 +64,20 @@ def test_shipped_paths_resolve_without_dot_segments(name):
     assert ".." not in str(cfg.save_folder) and ".." not in str(cfg.loggers)
 
 
+def test_synthetic_recipe_names_hold_every_stream_a_shipped_yaml_reads(synthetic_data):
+    for path in YAMLS.rglob("*.yaml"):
+        trial = [f"variables.data={synthetic_data}"] if path.name == "quickstart.yaml" else [
+            f"variables.root={synthetic_data.parent}"]
+        cfg = load_config(str(path), trial)
+        for loader in [cfg.train_loader, *cfg.eval_loaders]:
+            streams = loader.dataset.get("streams") or {"": loader.dataset}
+            for stream in streams.values():
+                where = Path(stream.get("remote") or stream["local"])
+                assert (where / "index.json").exists(), (path.name, where)
+        if cfg.task.get("answer_vocab"):
+            assert Path(cfg.task["answer_vocab"]).exists()
+
+
 def test_dot_segments_in_s3_paths_fail_naming_the_key():
     with pytest.raises(ConfigError, match=r"save_folder: 's3://b/x/\.\./runs/\{run_name\}' has a '\.' or '\.\.'"):
         load_config(recipe("pretrain/vision_base"), ["save_folder=s3://b/x/../runs/{run_name}"])
