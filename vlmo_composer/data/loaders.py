@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import random
+import re
+import time
 from typing import Any
 
 from streaming import StreamingDataset
@@ -28,6 +31,8 @@ registry.dataloaders.register("text", TextDataset)
 registry.dataloaders.register("image", ImageDataset)
 registry.dataloaders.register("vqa", VQADataset)
 registry.dataloaders.register("nlvr2", NLVR2Dataset)
+
+SHARED_MEMORY_RACE_RETRIES = 5
 
 # Set by the trainer, not by the YAML.
 RESERVED = ("batch_size",)
@@ -65,10 +70,18 @@ def build_dataset(cfg: LoaderConfig, batch_size: int, where: str, cache_namespac
             raise ConfigError(f"{where}.dataset.streams: {err}") from err
     elif kwargs.get("remote") and not kwargs.get("local"):  # else Streaming picks /tmp/<hash>, once only
         kwargs["local"] = free_locals([(str(kwargs["remote"]), kwargs.get("split"))], cache_namespace)[0]
-    try:
-        return dataset_class(batch_size=batch_size, **kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}.dataset: {err}") from err
+    for attempt in range(SHARED_MEMORY_RACE_RETRIES + 1):
+        try:
+            return dataset_class(batch_size=batch_size, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}.dataset: {err}") from err
+        except FileExistsError as err:
+            # Two processes of one node that create datasets at the same moment can pick the same
+            # Streaming shared-memory prefix ('/000123_locals'); the later one tries the next prefix.
+            if attempt == SHARED_MEMORY_RACE_RETRIES or not re.match(r"/?\d{6}_", str(err.filename or "")):
+                raise
+            time.sleep(random.uniform(0.05, 0.5))
+    raise AssertionError("unreachable")
 
 
 def build_dataloader(
