@@ -10,6 +10,7 @@ masking, ...) and any ``StreamingDataset`` argument (``remote``/``local``/``spli
 from __future__ import annotations
 
 import inspect
+import itertools
 import os
 import random
 import re
@@ -70,7 +71,7 @@ def build_dataset(cfg: LoaderConfig, batch_size: int, where: str, cache_namespac
             raise ConfigError(f"{where}.dataset.streams: {err}") from err
     elif kwargs.get("remote") and not kwargs.get("local"):  # else Streaming picks /tmp/<hash>, once only
         kwargs["local"] = free_locals([(str(kwargs["remote"]), kwargs.get("split"))], cache_namespace)[0]
-    for attempt in range(SHARED_MEMORY_RACE_RETRIES + 1):
+    for attempt in itertools.count():
         try:
             return dataset_class(batch_size=batch_size, **kwargs)
         except (TypeError, ValueError) as err:
@@ -78,10 +79,9 @@ def build_dataset(cfg: LoaderConfig, batch_size: int, where: str, cache_namespac
         except FileExistsError as err:
             # Two processes of one node that create datasets at the same moment can pick the same
             # Streaming shared-memory prefix ('/000123_locals'); the later one tries the next prefix.
-            if attempt == SHARED_MEMORY_RACE_RETRIES or not re.match(r"/?\d{6}_", str(err.filename or "")):
+            if attempt >= SHARED_MEMORY_RACE_RETRIES or not re.match(r"/?\d{6}_", str(err.filename or "")):
                 raise
             time.sleep(random.uniform(0.05, 0.5))
-    raise AssertionError("unreachable")
 
 
 def build_dataloader(
