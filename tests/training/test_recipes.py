@@ -196,7 +196,8 @@ def shipped_bucket(s3_bucket, tmp_path, monkeypatch) -> "boto3.client":
 
     s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
     s3.create_bucket(Bucket=BUCKET)
-    make_synthetic(["--out", f"s3://{BUCKET}/vlmo/mds", "--train", "8", "--val", "4", "--test", "4",
+    # 64 training rows: vl_large_web.yaml shuffles over num_canonical_nodes=64, each needs a sample.
+    make_synthetic(["--out", f"s3://{BUCKET}/vlmo/mds", "--train", "64", "--val", "4", "--test", "4",
                     "--recipe-names", "--no-progress", "--num-workers", "1"])
     monkeypatch.chdir(tmp_path)  # Composer keeps local copies of uploads under ./
     return s3
