@@ -151,7 +151,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--output", help="write the results as JSON here")
     parser.add_argument("--vqa-submission", help="VQA: write [{question_id, answer}] here ({label} = split)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may follow the options (README: ... --rerank-k 16 $T)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
