@@ -14,6 +14,12 @@ Writes, through the same writer as every converter (all images PNG):
     text/train                    caption-like sentences and short paragraphs
     images/train                  the training images alone
 
+With ``--recipe-names`` the same data is also written under every name the
+shipped YAMLs read below ``variables.data`` (``coco/train``, ``vg``, ``sbu``,
+``cc3m``, ``web/laion``, ``imagenet21k``, ``wikipedia``, ...; ``RECIPE_NAMES``),
+so ``--out <root>/mds`` and ``variables.root=<root>`` run any recipe (README:
+"Trying a recipe small").
+
 Scenes are unique within a split, so no two images of a split share a
 caption. Unlike real VQA, the synthetic test split keeps its answers
 (test-dev has none). The same ``--seed`` gives the same bytes.
@@ -48,6 +54,15 @@ from vlmo_composer.data.vqa_answers import answer_targets, answer_vocab_to_json,
 SPLITS = ("train", "val", "test")
 NLVR2_SPLITS = {"train": "train", "val": "dev", "test": "test1"}
 MAX_SCENES_PER_SPLIT = 100_000  # well below the ~207k distinct scenes
+# Each name a shipped YAML reads under variables.data (yamls/**) -> the synthetic split written there.
+# vqa/* and nlvr2/* already have the recipes' names.
+RECIPE_NAMES = {
+    **{f"{d}/{s}": f"image_text/{s}" for d in ("coco", "f30k") for s in SPLITS},
+    **{d: "image_text/train" for d in ("vg", "sbu", "cc3m", "web/laion", "web/coyo")},
+    "imagenet21k": "images/train",
+    "wikipedia": "text/train",
+    "bookcorpus": "text/train",
+}
 
 
 def _rng(seed: int, *parts: Any) -> random.Random:
@@ -181,7 +196,7 @@ def plan_text(seed: int, count: int) -> list[TextRecord]:
 
 
 def plan_jobs(seed: int, counts: dict[str, int], size: int, questions_per_image: int,
-              min_answer_count: int = 1) -> tuple[list[SplitJob], dict[str, str]]:
+              min_answer_count: int = 1, recipe_names: bool = False) -> tuple[list[SplitJob], dict[str, str]]:
     scenes = {split: scene_records(seed, split, unique_scenes(seed, split, counts[split]), size) for split in SPLITS}
     dropped = {split: SkipLog() for split in SPLITS}
     with_questions, vocab = plan_vqa(seed, scenes, questions_per_image, min_answer_count, dropped)
@@ -192,6 +207,9 @@ def plan_jobs(seed: int, counts: dict[str, int], size: int, questions_per_image:
                       build_nlvr2) for s in SPLITS]
     jobs.append(SplitJob("text/train", TEXT, plan_text(seed, counts["train"]), build_text))
     jobs.append(SplitJob("images/train", IMAGE, scenes["train"], build_image))
+    if recipe_names:
+        by_split = {job.split: job for job in jobs}
+        jobs += [dataclasses.replace(by_split[source], split=name) for name, source in RECIPE_NAMES.items()]
     return jobs, {f"vqa/{ANSWER_VOCAB_NAME}": answer_vocab_to_json(vocab, min_answer_count)}
 
 
@@ -206,13 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-answer-count", type=positive_int, default=1,
                         help="answer vocabulary threshold (VQA v2 uses 9; the synthetic answer space is "
                              "small, so every answer seen in train+val is kept by default)")
+    parser.add_argument("--recipe-names", action="store_true",
+                        help="also write the data under the names the shipped YAMLs read (coco/train, vg, "
+                             "sbu, cc3m, imagenet21k, wikipedia, ...), to try any recipe small")
     add_common_args(parser, image_args=False)
     return parser
 
 
 def plan(args: argparse.Namespace) -> tuple[list[SplitJob], dict[str, str]]:
     counts = {"train": args.train, "val": args.val, "test": args.test}
-    return plan_jobs(args.seed, counts, args.image_size, args.questions_per_image, args.min_answer_count)
+    return plan_jobs(args.seed, counts, args.image_size, args.questions_per_image, args.min_answer_count,
+                     args.recipe_names)
 
 
 CONVERTER = Converter("make_synthetic", build_parser, plan)

@@ -21,12 +21,16 @@ def official_tiny() -> dict:
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
-    """A small synthetic dataset for every schema, made once per test session."""
+    """A small synthetic dataset for every schema, made once per test session.
+
+    It is ``<root>/mds`` and also holds every name the shipped YAMLs read
+    (``--recipe-names``), so ``variables.root=<root>`` runs any recipe on it.
+    """
     from data_prep.make_synthetic import main as make_synthetic
 
-    out = tmp_path_factory.mktemp("synthetic")
+    out = tmp_path_factory.mktemp("recipes") / "mds"
     make_synthetic(["--out", str(out), "--train", "48", "--val", "16", "--test", "16",
-                    "--image-size", "64", "--no-progress"])
+                    "--image-size", "64", "--recipe-names", "--no-progress"])
     return out
 
 

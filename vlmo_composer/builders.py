@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
 import logging
@@ -13,12 +14,11 @@ from typing import Any, Callable
 import torch
 
 from vlmo_composer import registry
-from vlmo_composer.config import ConfigError, TrainConfig, convert_value, from_dict
-from vlmo_composer.data.loaders import check_dataset_arguments
+from vlmo_composer.config import ConfigError, LoaderConfig, TrainConfig, convert_value, from_dict
+from vlmo_composer.data.loaders import check_dataset_arguments, dataset_arguments
 from vlmo_composer.model import VLMoConfig
 from vlmo_composer.optim import build_adamw, param_groups
 from vlmo_composer.run_checks import check_run_settings
-from vlmo_composer.tasks.base import build_model_config
 
 # Importing these registers the built-in tasks, dataloaders and callbacks.
 import vlmo_composer.callbacks  # noqa: F401
@@ -91,43 +91,78 @@ def lookup(reg: registry.Registry, name: str, where: str) -> Any:
         raise ConfigError(f"{where}: {err}") from None
 
 
-def resolve_task(cfg: dict) -> tuple[type, Any]:
-    """The task class and its typed config (strict), without building anything."""
+@dataclasses.dataclass(frozen=True)
+class ResolvedTask:
+    """A task's class, its typed config and the model config that owns every shape, resolved once."""
+
+    task_class: type
+    config: Any
+    model: VLMoConfig
+
+    def without_init(self) -> "ResolvedTask":
+        """The same task without ``init_from`` (eval.py loads the weights it evaluates itself)."""
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, init_from=None))
+
+    def on_device(self, init_device: str) -> "ResolvedTask":
+        return dataclasses.replace(self, config=dataclasses.replace(self.config, init_device=init_device))
+
+
+def resolve_task(cfg: dict) -> ResolvedTask:
+    """The task class, its typed config (strict) and its model config, without building anything."""
     values = dict(cfg)
     task_class = lookup(registry.tasks, values.pop("name"), "task.name")
-    return task_class, from_dict(task_class.config_class, values, "task")
-
-
-def task_model_config(task_class: type, task_cfg: Any) -> VLMoConfig:
+    task_cfg = from_dict(task_class.config_class, values, "task")
     try:
-        return build_model_config(task_cfg.model, task_class.model_defaults)
+        model = task_class.model_config_for(task_cfg)
     except (KeyError, ValueError) as err:
         raise ConfigError(f"task.model: {err.args[0] if isinstance(err, KeyError) else err}") from None
+    return ResolvedTask(task_class, task_cfg, model)
 
 
-def build_task(cfg: dict) -> Any:
-    task_class, task_cfg = resolve_task(cfg)
-    task_model_config(task_class, task_cfg)  # model errors name task.model
+def build_task(cfg: dict | ResolvedTask) -> Any:
+    resolved = cfg if isinstance(cfg, ResolvedTask) else resolve_task(cfg)
     try:
-        return task_class(task_cfg)
+        return resolved.task_class(resolved.config, resolved.model)
     except (KeyError, ValueError) as err:
         raise ConfigError(f"task: {err}") from err
 
 
-def validate_config(cfg: TrainConfig) -> VLMoConfig:
+# A dataset argument -> the field of the task's model config that owns it.
+SHAPE_OWNERS = {"image_size": "image_size", "max_text_len": "max_text_len", "patch_size": "patch_size",
+                "num_labels": "vqa_num_labels"}
+
+
+def derive_loader_shapes(loader: LoaderConfig, dataset_class: type, model: VLMoConfig, where: str) -> None:
+    """Fill the dataset's shape arguments from ``task.model``; a different value fails naming both keys."""
+    accepted = dataset_arguments(dataset_class)
+    for argument, owner in SHAPE_OWNERS.items():
+        owned = getattr(model, owner)
+        if argument not in accepted or not owned:
+            continue
+        given = loader.dataset.get(argument)
+        if given is not None and given != owned:
+            raise ConfigError(
+                f"{where}.dataset.{argument}={given} disagrees with task.model.{owner}={owned}: the task's "
+                f"model config owns it (remove {where}.dataset.{argument}, or set task.model.{owner})"
+            )
+        loader.dataset[argument] = owned
+
+
+def resolve_config(cfg: TrainConfig) -> ResolvedTask:
     """Check every section against what it configures, building nothing heavy.
 
     Runs before any model, dataset or process group exists, so a typo fails in a
-    second with the key's path instead of after minutes of start-up.
+    second with the key's path instead of after minutes of start-up. The task and
+    its model config are resolved here, once; every loader's shape arguments
+    (image size, text length, patch size, VQA labels) are filled in from it.
     """
     import_code_paths(cfg.code_paths)
     check_run_settings(cfg)
-    task_class, task_cfg = resolve_task(cfg.task)
-    model_config = task_model_config(task_class, task_cfg)
+    resolved = resolve_task(cfg.task)
     loaders = [("train_loader", cfg.train_loader)] + [(f"eval_loaders[{i}]", l) for i, l in enumerate(cfg.eval_loaders)]
     loaders += [(f"predict_loaders[{i}]", l) for i, l in enumerate(cfg.predict_loaders)]
     for where, loader in loaders:
-        check_dataset_arguments(loader, where)
+        derive_loader_shapes(loader, check_dataset_arguments(loader, where), resolved.model, where)
     optimizer = dict(cfg.optimizer)
     factory = lookup(registry.optimizers, optimizer.pop("name"), "optimizer.name")
     check_kwargs(factory, optimizer, "optimizer", skip=("model",))
@@ -140,7 +175,12 @@ def validate_config(cfg: TrainConfig) -> VLMoConfig:
     ):
         for name, kwargs in section.items():
             check_factory(reg, name, kwargs or {}, f"{where}.{name}")
-    return model_config
+    return resolved
+
+
+def validate_config(cfg: TrainConfig) -> VLMoConfig:
+    """:func:`resolve_config`, returning the model config."""
+    return resolve_config(cfg).model
 
 
 def check_factory(reg: registry.Registry, name: str, kwargs: dict, where: str) -> None:

@@ -196,16 +196,64 @@ class TrainConfig:
             raise ConfigError("autoresume needs run_name and save_folder (put {run_name} in save_folder)")
 
 
+def apply_overrides(cfg: Any, overrides: list[str]) -> None:
+    """Dotted ``key.path=value`` overrides applied in place, as OmegaConf's dotlist does.
+
+    Each one goes through ``OmegaConf.update`` on the loaded YAML, so list entries
+    are addressed by index (``eval_loaders.0.dataset.remote=...``) and a value is
+    parsed as YAML (``x=[1,2]``, ``x={a: 1}``, ``x=null``). ``~key.path`` removes a
+    key or a list entry (Hydra's spelling), e.g. ``~train_loader.dataset.streams.vg``.
+    """
+    for override in overrides:
+        if override.startswith("~") and "=" not in override:
+            remove_key(cfg, override[1:])
+        elif "=" not in override or override.startswith(("+", "~")):
+            raise ConfigError(f"overrides must look like key.path=value or ~key.path; got {override!r}")
+        else:
+            try:
+                cfg.merge_with_dotlist([override])
+            except Exception as err:  # OmegaConf's errors name the full key
+                raise ConfigError(f"override {override!r}: {err}") from None
+
+
+def remove_key(cfg: Any, path: str) -> None:
+    parent_path, _, last = path.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_path) if parent_path else cfg
+    key: Any = int(last) if OmegaConf.is_list(parent) and last.lstrip("-").isdigit() else last
+    try:
+        del parent[key]
+    except Exception:
+        raise ConfigError(f"~{path}: there is no such key to remove") from None
+
+
+def check_object_store_paths(values: Any, path: str = "") -> None:
+    """Reject ``.``/``..`` segments in ``s3://`` paths: object stores take them literally.
+
+    ``s3://bucket/data/../runs`` is a key under ``data/..``, not ``runs``: a stage
+    saving there could never be found by the next one.
+    """
+    if isinstance(values, dict):
+        for key, value in values.items():
+            check_object_store_paths(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(values, list):
+        for i, value in enumerate(values):
+            check_object_store_paths(value, f"{path}[{i}]")
+    elif isinstance(values, str) and "://" in values and not values.startswith(("http://", "https://")):
+        segments = values.split("://", 1)[1].split("/")
+        if any(s in (".", "..") for s in segments):
+            raise ConfigError(
+                f"{path}: {values!r} has a '.' or '..' segment; object stores do not resolve them "
+                "(the key would contain them literally): write the path out in full"
+            )
+
+
 def load_config(yaml_path: str, overrides: Optional[list[str]] = None) -> TrainConfig:
     """YAML + dotted overrides -> :class:`TrainConfig` (strict)."""
     cfg = OmegaConf.load(yaml_path)
-    if overrides:
-        bad = [o for o in overrides if "=" not in o or o.startswith(("+", "~"))]
-        if bad:
-            raise ConfigError(f"overrides must look like key.path=value; got {bad}")
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    apply_overrides(cfg, list(overrides or []))
     try:
         values = OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # an interpolation that does not resolve
         raise ConfigError(f"{yaml_path}: {err}") from err
+    check_object_store_paths(values)
     return from_dict(TrainConfig, values)

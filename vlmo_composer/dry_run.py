@@ -19,7 +19,7 @@ from typing import Any, Optional
 import torch
 
 from vlmo_composer import registry
-from vlmo_composer.builders import build_task, validate_config
+from vlmo_composer.builders import build_task, resolve_config, validate_config
 from vlmo_composer.checkpoints.official import describe_size
 from vlmo_composer.config import ConfigError, LoaderConfig, TrainConfig
 from vlmo_composer.data.streams import _named_entries
@@ -125,7 +125,7 @@ def sample_batch(model: VLMoConfig, text_len: int, mlm_prob: float) -> dict[str,
 
 def describe_model(cfg: TrainConfig) -> tuple[Any, list[str]]:
     """The task built on ``meta`` (no memory, no weights loaded) and its summary lines."""
-    task = build_task({**cfg.task, "init_device": "meta", "init_from": None})
+    task = build_task(resolve_config(cfg).without_init().on_device("meta"))
     config = task.model.config
     total = sum(p.numel() for p in task.parameters())
     trainable = sum(p.numel() for p in task.parameters() if p.requires_grad)

@@ -20,11 +20,12 @@ from composer import Evaluator, Trainer
 from composer.utils import dist, format_name_with_dist, get_device, reproducibility
 
 from vlmo_composer.builders import (
+    ResolvedTask,
     build_named,
     build_optimizer,
     build_scheduler,
     build_task,
-    validate_config,
+    resolve_config,
 )
 from vlmo_composer import registry
 from vlmo_composer.callbacks import FlattenMetricDicts, MidEpochRngRestore, Preempted, PreemptionCheckpoint
@@ -46,6 +47,7 @@ from vlmo_composer.object_store import (
     is_store_error,
     remote_uploader_downloader,
 )
+from vlmo_composer.data.local_cache import cache_namespace
 
 log = logging.getLogger("vlmo_composer")
 
@@ -58,9 +60,12 @@ def device_batch_size(global_batch: int, world_size: int, what: str = "global_tr
     return global_batch // world_size
 
 
+def on_cpu(device: Optional[str]) -> bool:
+    return device == "cpu" or (device is None and not torch.cuda.is_available())
+
+
 def default_precision(device: Optional[str]) -> str:
-    on_gpu = device == "gpu" or (device is None and torch.cuda.is_available())
-    return "amp_bf16" if on_gpu else "fp32"
+    return "fp32" if on_cpu(device) else "amp_bf16"
 
 
 def check_remote_resumption(cfg: TrainConfig) -> None:
@@ -84,11 +89,33 @@ def check_microbatching(cfg: TrainConfig, device_batch: int) -> None:
         )
 
 
+def fit_to_cpu(cfg: TrainConfig, resolved: ResolvedTask) -> tuple[Optional[dict], str, ResolvedTask]:
+    """The parallelism config, precision and task to use; on CPU, what only GPUs can run is left out.
+
+    So any recipe can be tried small on a CPU as shipped: an FSDP section
+    (GPU-only in Composer) is dropped and ``amp_*`` precision becomes ``fp32``,
+    each with a warning; a model meant for ``meta`` init (materialised by FSDP)
+    is then built on ``cpu``.
+    """
+    parallelism, precision = cfg.parallelism_config, cfg.precision or default_precision(cfg.device)
+    if on_cpu(cfg.device):
+        if parallelism and parallelism.get("fsdp") is not None:
+            warnings.warn("running on CPU: parallelism_config.fsdp is ignored (FSDP needs GPUs)", stacklevel=2)
+            parallelism = {k: v for k, v in parallelism.items() if k != "fsdp"} or None
+        if precision.startswith("amp"):
+            warnings.warn(f"running on CPU: precision {precision} is GPU-only, using fp32", stacklevel=2)
+            precision = "fp32"
+    if resolved.config.init_device == "meta" and not (parallelism and parallelism.get("fsdp") is not None):
+        resolved = resolved.on_device("cpu")  # nothing would materialise a meta model
+    return parallelism, precision, resolved
+
+
 def build_evaluators(cfg: TrainConfig, batch_size: int) -> list[Evaluator]:
     evaluators = []
     for i, loader in enumerate(cfg.eval_loaders):
         where = f"eval_loaders[{i}]"
-        dataloader = build_dataloader(loader, batch_size, train=False, where=where, cache_namespace=loader.label)
+        dataloader = build_dataloader(loader, batch_size, train=False, where=where,
+                                      cache_namespace=cache_namespace(cfg.run_name, loader.label))
         kwargs = {"metric_names": loader.metric_names} if loader.metric_names else {}
         evaluators.append(Evaluator(label=loader.label, dataloader=dataloader, **kwargs))
     return evaluators
@@ -99,8 +126,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if cfg.python_log_level:
         logging.getLogger("vlmo_composer").setLevel(cfg.python_log_level.upper())
-    validate_config(cfg)
-    check_run_settings(cfg, device=cfg.device or ("gpu" if torch.cuda.is_available() else "cpu"))
+    parallelism, precision, resolved = fit_to_cpu(cfg, resolve_config(cfg))
     check_s3_credentials(s3_locations(cfg))
     if cfg.load_path:
         check_checkpoint_file(cfg.load_path, "load_path")
@@ -112,8 +138,9 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     check_microbatching(cfg, train_batch)
     check_remote_resumption(cfg)
 
-    task = build_task(cfg.task)
-    train_loader = build_dataloader(cfg.train_loader, train_batch, train=True)
+    task = build_task(resolved)
+    train_loader = build_dataloader(cfg.train_loader, train_batch, train=True,
+                                    cache_namespace=cache_namespace(cfg.run_name, "train"))
     evaluators = build_evaluators(cfg, cfg.device_eval_batch_size or train_batch)
     optimizer = build_optimizer(cfg.optimizer, task)
     scheduler = build_scheduler(cfg.scheduler)
@@ -146,9 +173,9 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         run_name=cfg.run_name,
         seed=cfg.seed,
         device=cfg.device,
-        precision=cfg.precision or default_precision(cfg.device),
+        precision=precision,
         device_train_microbatch_size=cfg.device_train_microbatch_size or train_batch,
-        parallelism_config=cfg.parallelism_config,
+        parallelism_config=parallelism,
         compile_config=cfg.compile_config,
         progress_bar=False,  # run_report.console_and_file_loggers adds readable ones
         log_to_console=False,

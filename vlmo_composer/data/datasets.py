@@ -421,7 +421,7 @@ class VQADataset(VLMoStreamingDataset):
     def __init__(
         self,
         *,
-        num_labels: int = 3129,
+        num_labels: int,  # the answer vocabulary's size (from task.model.vqa_num_labels in a YAML)
         image_size: int = 480,
         train: bool = True,
         randaugment: bool = True,

@@ -10,6 +10,11 @@ masking, ...) and any ``StreamingDataset`` argument (``remote``/``local``/``spli
 from __future__ import annotations
 
 import inspect
+import itertools
+import os
+import random
+import re
+import time
 from typing import Any
 
 from streaming import StreamingDataset
@@ -19,6 +24,7 @@ from torch.utils.data import DataLoader
 from vlmo_composer import registry
 from vlmo_composer.config import ConfigError, LoaderConfig
 from vlmo_composer.data.datasets import ImageDataset, ImageTextDataset, NLVR2Dataset, TextDataset, VQADataset
+from vlmo_composer.data.local_cache import free_locals
 from vlmo_composer.data.streams import build_streams
 
 registry.dataloaders.register("image_text", ImageTextDataset)
@@ -26,6 +32,8 @@ registry.dataloaders.register("text", TextDataset)
 registry.dataloaders.register("image", ImageDataset)
 registry.dataloaders.register("vqa", VQADataset)
 registry.dataloaders.register("nlvr2", NLVR2Dataset)
+
+SHARED_MEMORY_RACE_RETRIES = 5
 
 # Set by the trainer, not by the YAML.
 RESERVED = ("batch_size",)
@@ -61,17 +69,26 @@ def build_dataset(cfg: LoaderConfig, batch_size: int, where: str, cache_namespac
             kwargs["streams"] = build_streams(kwargs["streams"], namespace=cache_namespace)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{where}.dataset.streams: {err}") from err
-    try:
-        return dataset_class(batch_size=batch_size, **kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}.dataset: {err}") from err
+    elif kwargs.get("remote") and not kwargs.get("local"):  # else Streaming picks /tmp/<hash>, once only
+        kwargs["local"] = free_locals([(str(kwargs["remote"]), kwargs.get("split"))], cache_namespace)[0]
+    for attempt in itertools.count():
+        try:
+            return dataset_class(batch_size=batch_size, **kwargs)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}.dataset: {err}") from err
+        except FileExistsError as err:
+            # Two processes of one node that create datasets at the same moment can pick the same
+            # Streaming shared-memory prefix ('/000123_locals'); the later one tries the next prefix.
+            if attempt >= SHARED_MEMORY_RACE_RETRIES or not re.match(r"/?\d{6}_", str(err.filename or "")):
+                raise
+            time.sleep(random.uniform(0.05, 0.5))
 
 
 def build_dataloader(
     cfg: LoaderConfig, batch_size: int, train: bool, where: str = "train_loader", cache_namespace: str = "train"
 ) -> DataLoader:
     dataset = build_dataset(cfg, batch_size, where, cache_namespace)
-    workers = cfg.num_workers
+    workers = min(cfg.num_workers, os.cpu_count() or 1)  # more decoding processes than cores only contend
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -13,21 +13,19 @@ but not all (relative and absolute weights cannot be mixed; ``repeat`` and
 directory (Streaming needs one per stream).
 
 ``local`` may be omitted for a remote stream: the cache directory is then
-derived from the remote, ``<cache_root>/<namespace>/<last path part>-<hash>``,
-so it is stable across runs (a resumed run reuses its cache) and distinct per
-remote. Give datasets that read the same remote in one process (a train and
-an eval dataset) different ``namespace``s.
+derived from the remote, the split and the namespace (run and loader), stable
+across reruns and never one Streaming has registered (see ``local_cache``).
+A stream set to ``null`` (``train_loader.dataset.streams.vg=null``) is left out.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from streaming import Stream
+
+from vlmo_composer.data.local_cache import CACHE_ROOT_ENV, default_cache_root, derived_local, free_locals
 
 STREAM_KEYS = frozenset(
     {
@@ -44,21 +42,7 @@ STREAM_KEYS = frozenset(
     }
 )
 WEIGHT_KEYS = ("proportion", "repeat", "choose")
-CACHE_ROOT_ENV = "VLMO_STREAMING_CACHE"
-
-
-def default_cache_root() -> Path:
-    """``$VLMO_STREAMING_CACHE``, else ``~/.cache/vlmo_composer/streams``."""
-    env = os.environ.get(CACHE_ROOT_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "vlmo_composer" / "streams"
-
-
-def derived_local(remote: str, cache_root: str | os.PathLike, namespace: str | None = None) -> str:
-    """A cache directory that depends only on ``remote`` (and the namespace)."""
-    tail = re.sub(r"[^A-Za-z0-9._-]+", "_", remote.rstrip("/").rsplit("/", 1)[-1]) or "stream"
-    digest = hashlib.blake2s(remote.encode(), digest_size=6).hexdigest()
-    root = Path(cache_root) / namespace if namespace else Path(cache_root)
-    return str(root / f"{tail}-{digest}")
+__all__ = ["CACHE_ROOT_ENV", "build_streams", "default_cache_root", "derived_local"]
 
 
 def _named_entries(stream_cfgs: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> list[tuple[str, dict]]:
@@ -72,6 +56,8 @@ def _named_entries(stream_cfgs: Sequence[Mapping[str, Any]] | Mapping[str, Any])
         )
     entries = []
     for i, (key, cfg) in enumerate(items):
+        if cfg is None:  # removed by an override
+            continue
         if not isinstance(cfg, Mapping):
             raise TypeError(
                 f"stream {key or i}: expected a mapping of Stream arguments, got {type(cfg).__name__}"
@@ -115,12 +101,13 @@ def build_streams(
             )
     _check_weights(entries)
 
-    cache_root = default_cache_root() if cache_root is None else cache_root
+    derive = [cfg for _, cfg in entries if not cfg.get("local")]
+    for cfg, local in zip(derive, free_locals([(str(c["remote"]), c.get("split")) for c in derive],
+                                             namespace, cache_root)):
+        cfg["local"] = local
     owner_of_cache: dict[str, str] = {}
     streams = []
     for name, cfg in entries:
-        if not cfg.get("local"):
-            cfg["local"] = derived_local(str(cfg["remote"]), cache_root, namespace)
         cache = os.path.abspath(os.path.join(os.path.expanduser(str(cfg["local"])), cfg.get("split") or ""))
         if cache in owner_of_cache:
             raise ValueError(

@@ -21,10 +21,11 @@ from typing import Any, Optional
 
 import torch
 
-from vlmo_composer.builders import build_task, validate_config
+from vlmo_composer.builders import build_task, resolve_config
 from vlmo_composer.checkpoints.sources import fetch_source, load_weights_into, weight_kind
 from vlmo_composer.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
+from vlmo_composer.data.local_cache import cache_namespace
 from vlmo_composer.evaluation.evaluators import EvalRun, evaluator_for
 from vlmo_composer.evaluation.vqa_submission import SubmissionError, find_split, write_split_submission
 from vlmo_composer.run_checks import check_s3_credentials, s3_locations, short_error
@@ -51,7 +52,7 @@ def trained_model(yaml_path: str, checkpoint: Optional[str] = None, overrides=()
         raise ConfigError(f"{yaml_path} has no save_folder: pass checkpoint=")
     # The task builds the model exactly as training did (e.g. VQA sizes its head from
     # the answer vocabulary); its own init_from is skipped: the checkpoint replaces it.
-    task = build_task({**cfg.task, "init_from": None, "init_device": "cpu"})
+    task = build_task(resolve_config(cfg).without_init().on_device("cpu"))
     load_weights_into(task.model, "composer", checkpoint)  # strict: every key
     return task.model, getattr(task, "answers", None)
 
@@ -80,7 +81,7 @@ def evaluate(cfg: TrainConfig, weights_from: str, task, device: torch.device, re
 
     def loader_factory(loader_cfg, i: int):
         return build_dataloader(loader_cfg, batch, train=False, where=f"eval_loaders[{i}]",
-                                cache_namespace=f"eval-{loader_cfg.label}")
+                                cache_namespace=cache_namespace(cfg.run_name, f"eval-{loader_cfg.label}"))
 
     run = EvalRun(task, device, loader_factory, rerank_k)
     evaluator = evaluator_for(cfg.task.get("name", ""))
@@ -172,7 +173,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="with --vqa-submission: accept a split whose questions have answers (val)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--dry-run", action="store_true", help="check, count the data and describe; evaluate nothing")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may follow the options (README: ... --rerank-k 16 $T)
     if args.vqa_submission and not args.split:
         parser.error("--vqa-submission needs --split LABEL: the unlabelled split to predict on (test-dev or test)")
     return args
@@ -200,14 +201,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             path, kind = chosen_weights(args, default_checkpoint(cfg), fetch=False)
             print(eval_summary(cfg, args.config, describe_weights(path, kind)))
             return 0
-        validate_config(cfg)
+        resolved = resolve_config(cfg)
         named_path, _ = chosen_weights(args, default_checkpoint(cfg), fetch=False)
         check_s3_credentials([*((key, uri) for key, uri in s3_locations(cfg) if key.startswith("eval_loaders")),
                               ("weights", named_path)])  # what evaluation reads: not the training run's paths
         if args.vqa_submission:
             find_split(cfg, args.split)  # a wrong label fails before any weights are read
         path, kind = chosen_weights(args, default_checkpoint(cfg))
-        task = build_task({k: v for k, v in cfg.task.items() if k != "init_from"})
+        task = build_task(resolved.without_init().on_device("cpu"))
         weights = load_weights(task, path, kind)
     except (ConfigError, FileNotFoundError, KeyError, ValueError, PermissionError) as err:
         print(f"eval error: {err}", file=sys.stderr)

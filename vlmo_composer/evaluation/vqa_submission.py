@@ -17,6 +17,7 @@ import torch
 
 from vlmo_composer.config import EvalLoaderConfig, TrainConfig
 from vlmo_composer.data.loaders import build_dataloader
+from vlmo_composer.data.local_cache import cache_namespace
 from vlmo_composer.metrics import write_vqa_submission
 
 
@@ -60,7 +61,7 @@ def write_split_submission(
         raise SubmissionError("a VQA submission needs a VQA task with an answer_vocab (answer strings)")
     where, loader_cfg = find_split(cfg, split)
     loader = build_dataloader(loader_cfg, cfg.device_eval_batch_size or 32, train=False, where=where,
-                              cache_namespace=f"predict-{split}")
+                              cache_namespace=cache_namespace(cfg.run_name, f"predict-{split}"))
     task.to(device).eval()
     predictions = predict_answers(task, loader, device, split, allow_answers)
     written = write_vqa_submission(path, list(predictions), list(predictions.values()))

@@ -82,11 +82,11 @@ class VLMoTask(ComposerModel):
     init_allow_missing: tuple[str, ...] = ()
     init_allow_unexpected: tuple[str, ...] = ()
 
-    def __init__(self, cfg: TaskConfig) -> None:
+    def __init__(self, cfg: TaskConfig, model_config: Optional[VLMoConfig] = None) -> None:
         super().__init__()
         self.cfg = cfg
         with torch.device(cfg.init_device):
-            self.model = VLMo(build_model_config(cfg.model, self.model_defaults))
+            self.model = VLMo(model_config or self.model_config_for(cfg))
         if cfg.init_from is not None:
             self.init_report = self.initialise(cfg.init_from)
             log.info("init_from %s (%s):\n%s", cfg.init_from.path, cfg.init_from.kind, self.init_report)
@@ -94,6 +94,11 @@ class VLMoTask(ComposerModel):
             self.freeze(cfg.trainable, strict=True)
         else:
             self.freeze(self.default_trainable, strict=False)
+
+    @classmethod
+    def model_config_for(cls, cfg: TaskConfig) -> VLMoConfig:
+        """The model config this task builds: the one owner of image size, text length, patch size, labels."""
+        return build_model_config(cfg.model, cls.model_defaults)
 
     @property
     def config(self) -> VLMoConfig:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from vlmo_composer import registry
+from vlmo_composer.model import VLMoConfig
 from vlmo_composer.model.flops import TRAIN_MULTIPLIER, image_tokens, projection_flops, unimodal_flops
 from vlmo_composer.objectives import contrastive_loss
 from vlmo_composer.tasks.base import TaskConfig, VLMoTask
@@ -31,8 +32,8 @@ class RetrievalTask(RetrievalEvalMixin, VLMoTask):
     init_allow_missing = ("itm_score*",)
     init_allow_unexpected = ("itc_vl_*", "logit_vl_scale", "mlm_score*", "vqa_classifier*", "nlvr2_classifier*")
 
-    def __init__(self, cfg: RetrievalConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: RetrievalConfig, model_config: Optional[VLMoConfig] = None) -> None:
+        super().__init__(cfg, model_config)
         if cfg.trainable is None:
             import fnmatch
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 
 from vlmo_composer import registry
+from vlmo_composer.model import VLMoConfig
 from vlmo_composer.model.flops import TRAIN_MULTIPLIER, image_tokens, unimodal_flops
 from vlmo_composer.objectives import mim_loss, normalized_patch_targets
 from vlmo_composer.tasks.base import TaskConfig, VLMoTask
@@ -48,8 +49,8 @@ class VisionMIMTask(VLMoTask):
     model_defaults = dict(without_vl_ffn=True, itc_head=False, itc_vl_head=False, itm_head=False, mlm_head=False)
     default_trainable = VISION_STAGE_TRAINABLE
 
-    def __init__(self, cfg: VisionMIMConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: VisionMIMConfig, model_config: Optional[VLMoConfig] = None) -> None:
+        super().__init__(cfg, model_config)
         dim, patch = self.config.hidden_size, self.config.patch_size
         self.mim_mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.mim_mask_token, std=self.config.init_std)

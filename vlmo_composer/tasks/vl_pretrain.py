@@ -8,7 +8,7 @@ from typing import Any, Optional
 import torch
 
 from vlmo_composer import registry
-from vlmo_composer.model import VLMo
+from vlmo_composer.model import VLMo, VLMoConfig
 from vlmo_composer.model.flops import TRAIN_MULTIPLIER, vl_pretrain_forward_flops
 from vlmo_composer.objectives import (
     HardNegatives,
@@ -94,8 +94,8 @@ class VLPretrainTask(RetrievalEvalMixin, VLMoTask):
         "text_embeddings*", "*mlp_text*", "*norm2_text*",
     )
 
-    def __init__(self, cfg: VLPretrainConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: VLPretrainConfig, model_config: Optional[VLMoConfig] = None) -> None:
+        super().__init__(cfg, model_config)
         if cfg.vl_ffn_init != "scratch":
             self.copy_expert_into_vl_ffn(cfg.vl_ffn_init)
 

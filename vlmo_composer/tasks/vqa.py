@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Optional
 
 import torch
@@ -12,6 +14,7 @@ import torch.nn.functional as F
 from vlmo_composer import registry
 from vlmo_composer.data.vqa_answers import answer_vocab_from_json
 from vlmo_composer.metrics import VQAAccuracy, VQAScore
+from vlmo_composer.model import VLMoConfig
 from vlmo_composer.model.flops import TRAIN_MULTIPLIER, fusion_flops
 from vlmo_composer.checkpoints.sources import local_copy
 from vlmo_composer.tasks.base import TaskConfig, VLMoTask
@@ -21,15 +24,16 @@ FINETUNE_UNEXPECTED = ("itc_*", "logit_*", "itm_score*", "mlm_score*", "nlvr2_cl
 
 @dataclass
 class VQAConfig(TaskConfig):
-    # The answer vocabulary written by data_prep: its size sets the head and it maps
-    # predictions to strings. Without it the head has num_labels outputs.
+    # The answer vocabulary written by data_prep: its size sets the head (task.model.vqa_num_labels)
+    # and it maps predictions to strings. Without it, set task.model.vqa_num_labels.
     answer_vocab: Optional[str] = None
-    num_labels: int = 3129
 
 
-def load_answers(path: str) -> list[str]:
+@lru_cache(maxsize=8)
+def load_answers(path: str) -> tuple[str, ...]:
+    """The answer strings of an ``answer_vocab.json`` (read once per path and process)."""
     with open(local_copy(path)) as fh:
-        return answer_vocab_from_json(fh.read())
+        return tuple(answer_vocab_from_json(fh.read()))
 
 
 @registry.tasks.register("vqa")
@@ -37,15 +41,32 @@ class VQATask(VLMoTask):
     """``BCE(logits, soft scores) x num_labels`` as the official code (after ban-vqa)."""
 
     config_class = VQAConfig
-    model_defaults = dict(itc_head=False, itc_vl_head=False, itm_head=False, mlm_head=False, vqa_num_labels=3129)
+    model_defaults = dict(itc_head=False, itc_vl_head=False, itm_head=False, mlm_head=False)
     init_allow_missing = ("vqa_classifier*",)
     init_allow_unexpected = FINETUNE_UNEXPECTED
 
-    def __init__(self, cfg: VQAConfig) -> None:
-        self.answers = load_answers(cfg.answer_vocab) if cfg.answer_vocab else None
-        labels = len(self.answers) if self.answers else cfg.num_labels
-        self.model_defaults = {**type(self).model_defaults, "vqa_num_labels": labels}
-        super().__init__(cfg)
+    @classmethod
+    def model_config_for(cls, cfg: VQAConfig) -> VLMoConfig:
+        """``vqa_num_labels`` is the size of ``answer_vocab``; a different explicit value is an error."""
+        model = dict(cfg.model)
+        if cfg.answer_vocab:
+            try:
+                labels = len(load_answers(cfg.answer_vocab))
+            except OSError as err:
+                raise ValueError(f"task.answer_vocab: cannot read {cfg.answer_vocab}: {err}") from None
+            given = model.get("vqa_num_labels")
+            if given is not None and given != labels:
+                raise ValueError(f"task.model.vqa_num_labels={given} disagrees with task.answer_vocab "
+                                 f"({cfg.answer_vocab}, {labels} answers)")
+            model["vqa_num_labels"] = labels
+        elif not model.get("vqa_num_labels"):
+            raise ValueError("the VQA head needs task.answer_vocab (the answer_vocab.json data_prep writes) "
+                             "or task.model.vqa_num_labels")
+        return super().model_config_for(dataclasses.replace(cfg, model=model))
+
+    def __init__(self, cfg: VQAConfig, model_config: Optional[VLMoConfig] = None) -> None:
+        self.answers = list(load_answers(cfg.answer_vocab)) if cfg.answer_vocab else None
+        super().__init__(cfg, model_config)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         batch = self.prepare(batch)
@@ -82,7 +103,7 @@ class VQATask(VLMoTask):
 
     def predict_answers(self, logits: torch.Tensor) -> list[str]:
         if self.answers is None:
-            raise ValueError("the task was built with num_labels, not an answer_vocab: no answer strings")
+            raise ValueError("the task was built with task.model.vqa_num_labels, not an answer_vocab: no answer strings")
         return [self.answers[i] for i in logits.argmax(-1).tolist()]
 
     def flops_per_batch(self, batch: dict[str, Any]) -> float:

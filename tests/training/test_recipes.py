@@ -1,0 +1,246 @@
+"""The shipped recipes as a user runs them: every YAML from its file, the README's trial overrides.
+
+A trial (README, "Trying a recipe small") is a shipped YAML plus at most four
+overrides: ``variables.root=<dir>`` (data in ``<dir>/mds`` from
+``make_synthetic.py --recipe-names``, checkpoints in ``<dir>/runs``), the model
+size and the duration and batch. The two chains run exactly as shipped against
+an S3 server (moto) holding the synthetic data at the YAMLs' own
+``s3://my-bucket/vlmo``, so not even the root is overridden there:
+1 -> 2 -> 3 -> every fine-tune, each stage loading the previous one's checkpoint
+by the path written in its YAML.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+
+from vlmo_composer import evaluate, train
+from vlmo_composer.builders import resolve_config
+from vlmo_composer.config import ConfigError, load_config
+from vlmo_composer.data.loaders import build_dataloader
+from vlmo_composer.data.local_cache import CACHE_ROOT_ENV, registered_locals
+from vlmo_composer.tasks.vqa import load_answers
+
+ROOT = Path(__file__).resolve().parents[2]
+YAMLS = ROOT / "yamls"
+TRIAL = ["task.model.size=small", "max_duration=2ba", "global_train_batch_size=2"]  # + variables.root=<dir>
+BUCKET = "my-bucket"  # the shipped YAMLs' own bucket, served by moto
+BASE_CHAIN = ["pretrain/vision_base", "pretrain/text_base", "pretrain/vl_base", "finetune/retrieval_coco_base",
+              "finetune/retrieval_f30k_base", "finetune/vqa_base", "finetune/nlvr2_base"]
+LARGE_CHAIN = ["pretrain/vision_large", "pretrain/text_large", "pretrain/vl_large", "pretrain/vl_large_web",
+               "finetune/retrieval_coco_large", "finetune/retrieval_f30k_large", "finetune/vqa_large",
+               "finetune/nlvr2_large"]
+
+
+def recipe(name: str) -> str:
+    return str(YAMLS / f"{name}.yaml")
+
+
+@pytest.fixture(autouse=True)
+def stream_cache(tmp_path, monkeypatch) -> Path:
+    """Derived Streaming caches go under the test's folder (subprocesses inherit it)."""
+    cache = tmp_path / "stream-cache"
+    monkeypatch.setenv(CACHE_ROOT_ENV, str(cache))
+    return cache
+
+
+def test_every_shipped_yaml_is_in_a_tested_chain():
+    shipped = {p.relative_to(YAMLS).with_suffix("").as_posix() for p in YAMLS.rglob("*.yaml")}
+    assert shipped == set(BASE_CHAIN) | set(LARGE_CHAIN) | {"quickstart"}
+
+
+# ------------------------------------------------------------------ configuration, no training
+@pytest.mark.parametrize("name", sorted(p.relative_to(YAMLS).with_suffix("").as_posix() for p in YAMLS.rglob("*.yaml")))
+def test_shipped_paths_resolve_without_dot_segments(name):
+    cfg = load_config(recipe(name))  # raises on a '.'/'..' segment in any s3:// value
+    assert ".." not in str(cfg.save_folder) and ".." not in str(cfg.loggers)
+
+
+def test_synthetic_recipe_names_hold_every_stream_a_shipped_yaml_reads(synthetic_data):
+    for path in YAMLS.rglob("*.yaml"):
+        trial = [f"variables.data={synthetic_data}"] if path.name == "quickstart.yaml" else [
+            f"variables.root={synthetic_data.parent}"]
+        cfg = load_config(str(path), trial)
+        for loader in [cfg.train_loader, *cfg.eval_loaders]:
+            streams = loader.dataset.get("streams") or {"": loader.dataset}
+            for stream in streams.values():
+                where = Path(stream.get("remote") or stream["local"])
+                assert (where / "index.json").exists(), (path.name, where)
+        if cfg.task.get("answer_vocab"):
+            assert Path(cfg.task["answer_vocab"]).exists()
+
+
+def test_dot_segments_in_s3_paths_fail_naming_the_key():
+    with pytest.raises(ConfigError, match=r"save_folder: 's3://b/x/\.\./runs/\{run_name\}' has a '\.' or '\.\.'"):
+        load_config(recipe("pretrain/vision_base"), ["save_folder=s3://b/x/../runs/{run_name}"])
+    with pytest.raises(ConfigError, match=r"train_loader.dataset.streams.vg.remote"):
+        load_config(recipe("pretrain/vl_base"), ["train_loader.dataset.streams.vg.remote=s3://b/./vg"])
+
+
+@pytest.mark.parametrize("name", ["pretrain/vl_base", "pretrain/vl_large", "pretrain/vl_large_web",
+                                  "finetune/nlvr2_base", "quickstart"])
+def test_image_size_variable_reaches_the_model_and_every_loader(name):
+    cfg = load_config(recipe(name), ["variables.image_size=64"])
+    resolved = resolve_config(cfg)
+    assert resolved.model.image_size == 64
+    for loader in [cfg.train_loader, *cfg.eval_loaders]:
+        assert loader.dataset["image_size"] == 64
+        assert loader.dataset["max_text_len"] == resolved.model.max_text_len
+
+
+def test_a_loader_shape_that_disagrees_with_the_model_fails_naming_both_keys():
+    cfg = load_config(recipe("pretrain/vl_base"), ["train_loader.dataset.image_size=384"])
+    with pytest.raises(ConfigError, match=r"train_loader.dataset.image_size=384 disagrees with task.model.image_size=224"):
+        resolve_config(cfg)
+    cfg = load_config(recipe("pretrain/text_base"), ["train_loader.dataset.max_text_len=40"])
+    with pytest.raises(ConfigError, match=r"train_loader.dataset.max_text_len=40 disagrees with task.model.max_text_len=196"):
+        resolve_config(cfg)
+
+
+def test_vqa_labels_come_from_the_shipped_answer_vocabulary(synthetic_data):
+    cfg = load_config(recipe("finetune/vqa_base"), [f"variables.root={synthetic_data.parent}"])
+    labels = len(load_answers(str(synthetic_data / "vqa/answer_vocab.json")))
+    assert labels != 3129
+    resolved = resolve_config(cfg)
+    assert resolved.model.vqa_num_labels == labels
+    assert cfg.train_loader.dataset["num_labels"] == cfg.eval_loaders[0].dataset["num_labels"] == labels
+    bad = load_config(recipe("finetune/vqa_base"), [f"variables.root={synthetic_data.parent}",
+                                                     "task.model.vqa_num_labels=3129"])
+    with pytest.raises(ConfigError, match=rf"task.model.vqa_num_labels=3129 disagrees with task.answer_vocab .*{labels} answers"):
+        resolve_config(bad)
+
+
+def test_list_entries_and_streams_can_be_overridden_or_removed():
+    cfg = load_config(recipe("pretrain/vl_base"), [
+        "eval_loaders.0.dataset.remote=/data/coco/val2", "eval_loaders.0.num_workers=1",
+        "~train_loader.dataset.streams.vg", "train_loader.dataset.streams.sbu=null"])
+    assert cfg.eval_loaders[0].dataset["remote"] == "/data/coco/val2" and cfg.eval_loaders[0].num_workers == 1
+    assert cfg.eval_loaders[0].label == "coco_val"  # the rest of the entry is kept
+    streams = cfg.train_loader.dataset["streams"]
+    assert "vg" not in streams and streams["sbu"] is None and set(streams) == {"coco", "sbu", "cc3m"}
+    removed = load_config(recipe("pretrain/vl_base"), ["~eval_loaders.0"])
+    assert removed.eval_loaders == []
+    with pytest.raises(ConfigError, match=r"~train_loader.dataset.streams.laion: there is no such key"):
+        load_config(recipe("pretrain/vl_base"), ["~train_loader.dataset.streams.laion"])
+
+
+# ------------------------------------------------------------------ local stream caches
+def test_the_same_loader_built_twice_and_a_killed_runs_leftovers_do_not_block(synthetic_data, stream_cache):
+    """eval.py builds the retrieval loader twice (dual encoder, then re-ranking): both live at once."""
+    cfg = load_config(recipe("finetune/retrieval_coco_base"), [f"variables.root={synthetic_data.parent}"])
+    resolve_config(cfg)
+    loader = cfg.eval_loaders[0]
+    first = build_dataloader(loader, 2, train=False, cache_namespace="run/eval-test")
+    second = build_dataloader(loader, 2, train=False, cache_namespace="run/eval-test")
+    locals_ = [first.dataset.streams[0].local, second.dataset.streams[0].local]
+    assert locals_[0] != locals_[1] and all(p.startswith(str(stream_cache / "run" / "eval-test")) for p in locals_)
+    assert len(next(iter(second))["pixel_values"]) == 2
+    del first, second
+
+    # A run killed (its whole process group, as a preemption does, so Python's resource tracker
+    # cannot clean up either) right after building its dataset leaves its registration in /dev/shm.
+    script = ("import sys, time\n"
+              "from vlmo_composer.config import load_config\nfrom vlmo_composer.builders import resolve_config\n"
+              "from vlmo_composer.data.loaders import build_dataloader\n"
+              "cfg = load_config(sys.argv[1], sys.argv[2:]); resolve_config(cfg)\n"
+              "loader = build_dataloader(cfg.eval_loaders[0], 2, train=False, cache_namespace='killed/eval-test')\n"
+              "print(loader.dataset.streams[0].local, flush=True)\ntime.sleep(600)\n")
+    killed = subprocess.Popen([sys.executable, "-c", script, recipe("finetune/retrieval_coco_base"),
+                               f"variables.root={synthetic_data.parent}"], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        stale = killed.stdout.readline().strip()
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=60)
+    assert stale and os.path.abspath(stale) in registered_locals()
+    try:
+        again = build_dataloader(loader, 2, train=False, cache_namespace="killed/eval-test")
+        assert again.dataset.streams[0].local == f"{stale}~1"  # the next free directory, not an error
+        assert len(next(iter(again))["pixel_values"]) == 2
+    finally:
+        remove_shared_memory_of(stale)
+
+
+def remove_shared_memory_of(local: str) -> None:
+    """What the killed run left in /dev/shm (a normal exit removes it)."""
+    for entry in Path("/dev/shm").glob("*_locals"):
+        if f"{local}\0".encode() in entry.read_bytes():
+            for leftover in Path("/dev/shm").glob(f"{entry.name.split('_')[0]}_*"):
+                leftover.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ the quick-start YAML
+def test_quickstart_yaml_trains_and_evaluates_with_the_trial_overrides(synthetic_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # its checkpoints go to ./runs
+    overrides = [f"variables.data={synthetic_data}", "max_duration=2ba", "global_train_batch_size=4"]
+    assert train.main([recipe("quickstart"), *overrides]) == 0
+    assert (tmp_path / "runs/quickstart/checkpoints/latest-rank0.pt").exists()
+    assert evaluate.main([recipe("quickstart"), *overrides, "--rerank-k", "4", "--output", "m.json"]) == 0
+    assert "tr_r1" in (tmp_path / "m.json").read_text()
+
+
+# ------------------------------------------------------------------ the chains, on S3 as shipped
+@pytest.fixture
+def shipped_bucket(s3_bucket, tmp_path, monkeypatch) -> "boto3.client":
+    """``s3://my-bucket/vlmo/mds`` holds the synthetic data under the recipes' names."""
+    from data_prep.make_synthetic import main as make_synthetic
+
+    s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
+    s3.create_bucket(Bucket=BUCKET)
+    # 64 training rows: vl_large_web.yaml shuffles over num_canonical_nodes=64, each needs a sample.
+    make_synthetic(["--out", f"s3://{BUCKET}/vlmo/mds", "--train", "64", "--val", "4", "--test", "4",
+                    "--recipe-names", "--no-progress", "--num-workers", "1"])
+    monkeypatch.chdir(tmp_path)  # Composer keeps local copies of uploads under ./
+    return s3
+
+
+def run_keys(s3, run: str) -> set[str]:
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"vlmo/runs/{run}/checkpoints/")
+    return {o["Key"].rsplit("/", 1)[-1] for o in listed.get("Contents", [])}
+
+
+def run_chain(s3, names: list[str]) -> None:
+    for name in names:
+        cfg = load_config(recipe(name))
+        assert train.main([recipe(name), *TRIAL]) == 0, name
+        keys = run_keys(s3, cfg.run_name)
+        assert any(k.startswith("ep") for k in keys) and any(k.startswith("latest-rank0.pt") for k in keys), (name, keys)
+
+
+def test_base_chain_runs_as_shipped_on_s3_with_readme_commands(shipped_bucket):
+    s3 = shipped_bucket
+    run_chain(s3, BASE_CHAIN[:2])
+    # The README's training command, as a user types it (stage 3 loads stage 2 from S3).
+    command = ["composer", "-n", "1", "train.py", "yamls/pretrain/vl_base.yaml", "optimizer.lr=1e-4",
+               "max_duration=1000ba", *TRIAL]
+    composer = str(Path(sys.executable).with_name("composer"))
+    done = subprocess.run([composer, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert run_keys(s3, "vlmo-base-stage3-vl")
+    run_chain(s3, BASE_CHAIN[3:4])
+    # README: python eval.py yamls/finetune/retrieval_coco_base.yaml --rerank-k 16 -- twice in one
+    # process (each builds the loader twice), then in a second process.
+    eval_args = [recipe("finetune/retrieval_coco_base"), "--rerank-k", "16", *TRIAL]
+    for output in ("first.json", "second.json"):
+        assert evaluate.main([*eval_args, "--output", output]) == 0
+    first, second = (json.loads(Path(f).read_text()) for f in ("first.json", "second.json"))
+    recalls = ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10")
+    assert [first[k] for k in recalls] == [second[k] for k in recalls]
+    again = subprocess.run([sys.executable, str(ROOT / "eval.py"), *eval_args, "--output", "third.json"],
+                           capture_output=True, text=True, timeout=1800)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert '"reranked"' in Path("third.json").read_text()
+    run_chain(s3, BASE_CHAIN[4:])
+
+
+def test_large_chain_runs_as_shipped_on_s3(shipped_bucket):
+    run_chain(shipped_bucket, LARGE_CHAIN)
