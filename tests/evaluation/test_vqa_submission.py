@@ -11,7 +11,7 @@ import pytest
 import torch
 from streaming import StreamingDataset
 
-from vlmo_composer.builders import build_task
+from vlmo_composer.builders import build_task, resolve_config
 from vlmo_composer.checkpoints import save_safetensors
 from vlmo_composer.config import load_config
 from vlmo_composer.evaluation.cli import evaluate, load_weights, main
@@ -28,7 +28,7 @@ TINY = ["task.model.size=small", "task.model.hidden_size=64", "task.model.num_la
 @pytest.fixture(scope="module")
 def recipe(synthetic_data, tmp_path_factory) -> tuple[list[str], str]:
     """The recipe's overrides for the synthetic data and an exported tiny model to evaluate."""
-    overrides = [f"variables.data={synthetic_data / 'vqa'}", "variables.image_size=64", *TINY]
+    overrides = [f"variables.root={synthetic_data.parent}", "variables.image_size=64", *TINY]
     cfg = load_config(RECIPE, overrides)
     torch.manual_seed(0)
     task = build_task({k: v for k, v in cfg.task.items() if k != "init_from"})
@@ -78,9 +78,7 @@ def test_validation_reports_official_accuracy_of_its_predictions(recipe, synthet
     overrides, exported = recipe
     cfg = load_config(RECIPE, overrides)
     val = synthetic_data / "vqa/val"
-    # Read the split in place (Streaming would copy the recipe's remote under /tmp).
-    task = build_task({k: v for k, v in cfg.task.items() if k != "init_from"})
-    cfg.eval_loaders[0].dataset.update(remote=None, local=str(val), num_labels=len(task.answers))
+    task = build_task(resolve_config(cfg).without_init())  # also gives every loader the model's shapes
     cfg.eval_loaders[0].num_workers = 0
     load_weights(task, exported, "safetensors")
     results = evaluate(cfg, "exported", task, torch.device("cpu"))["val"]

@@ -66,10 +66,12 @@ def test_one_vocabulary_with_a_deprecated_name(tiny, tmp_path):
 
 def test_eval_cli_names_weights_once_in_the_same_vocabulary(tiny, tmp_path, capsys):
     from vlmo_composer.config import ConfigError
+    from vlmo_composer.checkpoints.sources import fetch_source
     from vlmo_composer.evaluation.cli import chosen_weights, parse_args
 
     folder = str(VLMoInference(tiny).export(tmp_path / "export"))
-    assert chosen_weights(parse_args(["run.yaml", "--weights", folder]), None) == (folder, "safetensors")
+    assert chosen_weights(parse_args(["run.yaml", "--weights", folder]), None) == (folder, "auto")
+    assert fetch_source(folder) == (folder, "safetensors")  # what eval.py then does with an unnamed kind
     assert chosen_weights(parse_args(["run.yaml", "--weights", "x.pt", "--kind", "composer"]), None) == ("x.pt", "composer")
     assert chosen_weights(parse_args(["run.yaml"]), "runs/a/latest-rank0.pt") == ("runs/a/latest-rank0.pt", "composer")
     assert chosen_weights(parse_args(["run.yaml", "--official", "o.pt"]), None) == ("o.pt", "official")

@@ -49,9 +49,9 @@ def test_train_dry_run_counts_streams_parameters_and_steps(capsys, synthetic_dat
 
 def test_dry_run_catches_data_model_disagreement_and_empty_epochs(capsys, synthetic_data):
     data = f"variables.data={synthetic_data}"
-    assert train_main([QUICKSTART, "--dry-run", data, "variables.image_size=32"]) == 2
+    assert train_main([QUICKSTART, "--dry-run", data, "train_loader.dataset.image_size=32"]) == 2
     err = capsys.readouterr().err
-    assert "train_loader.dataset.image_size=32" in err and "64" in err, err
+    assert "train_loader.dataset.image_size" in err and "task.model.image_size" in err, err
     assert train_main([QUICKSTART, "--dry-run", data]) == 2  # 48 samples cannot make one batch of 64
     err = capsys.readouterr().err
     assert "global_train_batch_size=64" in err and "48" in err, err

@@ -22,7 +22,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from vlmo_composer import evaluate, train
+from vlmo_composer import train
+from vlmo_composer.evaluation import cli as evaluate
 from vlmo_composer.builders import resolve_config
 from vlmo_composer.config import ConfigError, load_config
 from vlmo_composer.data.loaders import build_dataloader

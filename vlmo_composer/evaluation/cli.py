@@ -22,7 +22,7 @@ from typing import Any, Optional
 import torch
 
 from vlmo_composer.builders import build_task, resolve_config
-from vlmo_composer.checkpoints.sources import fetch_source, load_weights_into, weight_kind
+from vlmo_composer.checkpoints.sources import fetch_source, load_weights_into, local_copy, weight_kind
 from vlmo_composer.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.data.local_cache import cache_namespace
@@ -52,6 +52,7 @@ def trained_model(yaml_path: str, checkpoint: Optional[str] = None, overrides=()
         raise ConfigError(f"{yaml_path} has no save_folder: pass checkpoint=")
     # The task builds the model exactly as training did (e.g. VQA sizes its head from
     # the answer vocabulary); its own init_from is skipped: the checkpoint replaces it.
+    checkpoint = local_copy(checkpoint)  # a missing file fails first, naming it
     task = build_task(resolve_config(cfg).without_init().on_device("cpu"))
     load_weights_into(task.model, "composer", checkpoint)  # strict: every key
     return task.model, getattr(task, "answers", None)
@@ -132,10 +133,10 @@ def add_weights_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{flag}", help=f"deprecated: --weights PATH --kind {kind}")
 
 
-def chosen_weights(args: argparse.Namespace, default: Optional[str], fetch: bool = True) -> tuple[str, str]:
+def chosen_weights(args: argparse.Namespace, default: Optional[str]) -> tuple[str, str]:
     """``(path, kind)`` from the arguments (the run's own checkpoint when none is named).
 
-    Without ``fetch`` an unnamed kind stays ``auto`` instead of being guessed from the fetched file.
+    An unnamed kind is ``auto``: :func:`fetch_source` guesses it from the fetched file.
     """
     given = [(flag, getattr(args, flag)) for flag in ("weights", *DEPRECATED_FLAGS) if getattr(args, flag)]
     if len(given) > 1:
@@ -153,9 +154,7 @@ def chosen_weights(args: argparse.Namespace, default: Optional[str], fetch: bool
         return path, kind
     if args.kind:
         return path, weight_kind(args.kind, "--kind")
-    if not fetch:
-        return path, "auto"
-    return fetch_source(path)  # the kind is guessed from what the path is (s3:// fetched first)
+    return path, "auto"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -198,16 +197,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.dry_run:
             from vlmo_composer.dry_run import eval_summary
 
-            path, kind = chosen_weights(args, default_checkpoint(cfg), fetch=False)
+            path, kind = chosen_weights(args, default_checkpoint(cfg))
             print(eval_summary(cfg, args.config, describe_weights(path, kind)))
             return 0
         resolved = resolve_config(cfg)
-        named_path, _ = chosen_weights(args, default_checkpoint(cfg), fetch=False)
+        path, kind = chosen_weights(args, default_checkpoint(cfg))
         check_s3_credentials([*((key, uri) for key, uri in s3_locations(cfg) if key.startswith("eval_loaders")),
-                              ("weights", named_path)])  # what evaluation reads: not the training run's paths
+                              ("weights", path)])  # what evaluation reads: not the training run's paths
         if args.vqa_submission:
             find_split(cfg, args.split)  # a wrong label fails before any weights are read
-        path, kind = chosen_weights(args, default_checkpoint(cfg))
+        if kind == "auto":
+            path, kind = fetch_source(path)  # the kind is guessed from what arrived (s3:// fetched first)
         task = build_task(resolved.without_init().on_device("cpu"))
         weights = load_weights(task, path, kind)
     except (ConfigError, FileNotFoundError, KeyError, ValueError, PermissionError) as err:

@@ -72,7 +72,7 @@ def load_model(args: argparse.Namespace, device: str):
         path = None
         if args.weights or args.checkpoint:
             path, kind = chosen_weights(args, None)
-            if kind != "composer":
+            if kind not in ("composer", "auto"):  # a training run's checkpoint is ours
                 raise ValueError("--config takes a Composer checkpoint of that run (--kind composer)")
         return VLMoInference.from_training_config(args.config, path, device=device)
     path, kind = chosen_weights(args, None)
