@@ -178,13 +178,13 @@ def max_abs_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -
 def test_killed_run_resumes_from_s3_like_an_uninterrupted_run(synthetic_data, s3_bucket, tmp_path):
     runs = Runs(tmp_path, synthetic_data, s3_bucket)
     try:
-        # A trains without interruption; B, beside it, sleeps after each step from batch 4 on so that
-        # it is still training when its batch-4 checkpoint becomes the one autoresume would load.
+        # A trains without interruption; B, beside it, holds after batch 5 (its batch-4 checkpoint is
+        # then the one autoresume would load) until it is killed, however loaded the machine is.
         run_a = runs.start("a")
         runs.wait_for_steps(run_a, "a", 1)
         shared_memory_before = runs.streaming_shared_memory()
-        killed = runs.start("b", f"callbacks.resume_test_hooks.slow_from_batch={RESUME_POINT}",
-                            "callbacks.resume_test_hooks.slow_seconds=8")
+        killed = runs.start("b", f"callbacks.resume_test_hooks.hold_after_batch={RESUME_POINT + 1}",
+                            f"callbacks.resume_test_hooks.hold_file={tmp_path / 'never-created'}")
         runs.wait_for_latest_checkpoint(killed, "b", at_least=RESUME_POINT)
         runs.kill(killed)
         assert killed.returncode == -signal.SIGKILL
