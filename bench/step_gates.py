@@ -107,10 +107,11 @@ def gate_compiled(size: str = "tiny", steps: int = 3):
     ]
 
 
-def gate_regional_compile(size: str = "tiny"):
-    """Every block compiled, none left to eager: graph count flat and no recompile-limit fallback."""
+def gate_regional_compile(size: str = "tiny", **model):
+    """Every block compiled, none left to eager: graph count flat and no recompile-limit fallback
+    (``model`` adds config, e.g. selective checkpointing, whose path is compiled per block too)."""
     torch._dynamo.reset()
-    task = make_task(size, compile_blocks=True)
+    task = make_task(size, compile_blocks=True, **model)
     data = synthetic_vl_batch(task.config, 4)
     optimizer = torch.optim.AdamW(task.parameters(), lr=1e-4)
     graphs = []
@@ -118,17 +119,24 @@ def gate_regional_compile(size: str = "tiny"):
         for i in range(2):
             train_step(task, task, data, optimizer)
             graphs.append(compiled_graphs())
-    return ("regional (per-block) compile, no block eager", "graphs after steps 1/2, limit hit raises",
-            f"{graphs[0]}/{graphs[1]}", "flat", graphs[0] == graphs[1])
+    how = "graphs after steps 1/2, limit hit raises" + (f", {model}" if model else "")
+    return ("regional (per-block) compile, no block eager", how,
+            f"{graphs[0]}/{graphs[1]}", "flat", graphs[0] == graphs[1] and graphs[0] > 0)
 
 
-def base_memory_and_flops(batch: int = 2, checkpointing: bool = True, precision: str = "bf16"):
+def base_memory_and_flops(batch: int = 2, checkpointing: bool = True, precision: str = "bf16",
+                          attention: str = "sdpa"):
     """Saved-for-backward GiB/sample and FLOPs executed/analytic at base, one step under
     ``FakeTensorMode`` (shapes and dtypes without compute: seconds, no memory; equal to a
-    real run's count, checked at small size)."""
+    real run's count, checked at small size). ``attention="flex"`` is what CUDA runs by
+    default (eager here: the same saved tensors as the compiled kernel, q/k/v views,
+    output and log-sum-exp); torch 2.7's ``FlopCounterMode`` cannot count its
+    higher-order op, so its FLOP ratio is ``None``. On CPU, ``sdpa`` with a mask is the
+    math path, which saves fp32 scores no CUDA kernel saves."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    model = {"attention": "sdpa"}
+    torch._dynamo.reset()  # eager flex traces its score_mod with dynamo: start from a clean cache
+    model = {"attention": attention}
     if checkpointing:
         model.update(activation_checkpointing=True, checkpoint_policy="selective")
     task = make_task("base", **model)
@@ -136,7 +144,7 @@ def base_memory_and_flops(batch: int = 2, checkpointing: bool = True, precision:
     analytic = task.flops_per_batch(data)
     saved = SavedActivations(task.parameters())
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    flops = FlopCounterMode(display=False)
+    flops = FlopCounterMode(display=False) if attention == "sdpa" else contextlib.nullcontext()
     start = time.perf_counter()
     with FakeTensorMode(allow_non_fake_inputs=True) as mode, flops:
         data = {k: mode.from_tensor(v) for k, v in data.items()}
@@ -144,7 +152,8 @@ def base_memory_and_flops(batch: int = 2, checkpointing: bool = True, precision:
             loss = task(data)["losses"]["total"]
         per_sample = saved.gib / batch  # before backward empties the checkpoint caches
         loss.backward()
-    return per_sample, flops.get_total_flops() / analytic, time.perf_counter() - start
+    ratio = flops.get_total_flops() / analytic if attention == "sdpa" else None
+    return per_sample, ratio, time.perf_counter() - start
 
 
 def gate_flex_parity(size: str = "tiny"):

@@ -36,13 +36,16 @@ class ObjectStoreConfig:
     retry_mode: str = "standard"  # Composer's clients; Streaming always uses "adaptive"
     connect_timeout: float = 10.0  # seconds, Composer's clients
     read_timeout: float = 60.0  # seconds without a byte before a request is retried, Composer's clients
+    # How often the ``latest`` pointer's uploader asks whether the checkpoint it names has
+    # landed (Composer polls every 30 s, so a run's end waited up to 30 s per checkpoint).
+    latest_poll_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError(f"object_store.max_attempts must be >= 1, got {self.max_attempts}")
         if self.retry_mode not in RETRY_MODES:
             raise ValueError(f"object_store.retry_mode must be one of {RETRY_MODES}, got {self.retry_mode!r}")
-        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+        if self.connect_timeout <= 0 or self.read_timeout <= 0 or self.latest_poll_seconds <= 0:
             raise ValueError("object_store timeouts must be positive")
 
 
@@ -66,16 +69,27 @@ def remote_uploader_downloader(save_folder: str, cfg: ObjectStoreConfig) -> Remo
     if not save_folder.startswith("s3://"):
         return None
     bucket = save_folder[len("s3://"):].split("/", 1)[0]
-    return RemoteUploaderDownloader(bucket_uri=f"s3://{bucket}",
+    # Threads, not Composer's default spawned processes: this logger carries only the ``latest``
+    # pointer (checkpoints go through CheckpointSaver's own uploader), and a spawned worker
+    # re-imports torch and Composer (~10 s per run, at start and at close).
+    return RemoteUploaderDownloader(bucket_uri=f"s3://{bucket}", use_procs=False,
                                     backend_kwargs={"bucket": bucket, "client_config": client_config(cfg)})
+
+
+LATEST_POLL_ATTRIBUTE = "_symlink_upload_wait_before_next_try_in_seconds"  # CheckpointSaver, Composer 0.32
 
 
 def configure_checkpoint_uploads(saver: Any, cfg: ObjectStoreConfig) -> None:
     """Give Composer's checkpoint upload workers the same botocore config (they build their
-    client from ``backend_kwargs`` for every upload)."""
+    client from ``backend_kwargs`` for every upload), and poll for the ``latest`` pointer's
+    checkpoint every ``latest_poll_seconds``."""
     uploader = getattr(saver, "remote_uploader", None)
     if uploader is not None and uploader.remote_backend_name == "s3":
         uploader.backend_kwargs["client_config"] = client_config(cfg)
+    if saver is not None:
+        if not hasattr(saver, LATEST_POLL_ATTRIBUTE):
+            raise AttributeError(f"CheckpointSaver has no {LATEST_POLL_ATTRIBUTE} in this Composer version")
+        setattr(saver, LATEST_POLL_ATTRIBUTE, cfg.latest_poll_seconds)
 
 
 STORE_ERROR_MODULES = ("botocore", "boto3", "s3transfer", "urllib3")

@@ -113,3 +113,35 @@ def test_proportion_mixing_yields_the_expected_ratio(tmp_path, local_dir):
         seen.update("a" if i < first_b else "b" for i in batch["sample_index"].tolist())
     assert sum(seen.values()) == 400
     assert abs(seen["a"] - 300) <= 4 and abs(seen["b"] - 100) <= 4
+
+
+def test_a_dataset_retried_after_a_shared_memory_race_gets_new_streams(tmp_path, local_dir, monkeypatch):
+    """Two jobs of one node creating datasets at once can pick the same Streaming shared-memory
+    prefix; the loser retries. Streaming writes the derived weights into the Stream objects
+    (``apply_weights``) before it picks the prefix, so a retry with the same objects failed
+    ("at most one of `proportion`, `repeat`, or `choose`"), as a two-node launch on one host showed."""
+    import numpy as np
+    from streaming import Stream
+
+    from vlmo_composer.config import LoaderConfig
+    from vlmo_composer.data import loaders
+
+    for name in ("a", "b"):
+        write_mds(tmp_path / name, TEXT, [{"text": f"{name} document {i}"} for i in range(8)])
+    attempts = []
+
+    class LosesTheFirstRace(TextDataset):
+        def __init__(self, **kwargs):
+            attempts.append([id(s) for s in kwargs["streams"]])
+            if len(attempts) == 1:  # what StreamingDataset.__init__ does before get_shm_prefix, then the race
+                Stream.apply_weights(kwargs["streams"], np.array([8, 8]), None, 0)
+                raise FileExistsError(17, "File exists", "/000001_locals")
+            super().__init__(**kwargs)
+
+    monkeypatch.setattr(loaders, "check_dataset_arguments", lambda cfg, where: LosesTheFirstRace)
+    cfg = LoaderConfig(name="text", dataset={"max_text_len": 8, "mlm_prob": 0.0, "streams": {
+        "a": {"remote": str(tmp_path / "a"), "local": local_dir(), "proportion": 0.5},
+        "b": {"remote": str(tmp_path / "b"), "local": local_dir(), "proportion": 0.5}}})
+    dataset = loaders.build_dataset(cfg, 4, "train_loader", "run/train")
+    assert len(attempts) == 2 and not set(attempts[0]) & set(attempts[1])
+    assert len(dataset) == 16

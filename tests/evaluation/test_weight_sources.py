@@ -45,6 +45,14 @@ def test_every_kind_loads_from_s3_like_from_disk(tiny, tmp_path, s3_bucket):
     target = VLMo(tiny_config())
     load_weights_into(target, "composer", f"{s3}/latest-rank0.pt")
     assert same_weights(target, tiny)
+    # A remote save_folder as Composer writes it: the checkpoint under its own name and
+    # latest-rank0.pt.symlink holding that object's key (the chain tests read a real one).
+    client.upload_file(str(composer), s3_bucket, "runs/a/checkpoints/ep0-ba2-rank0.pt")
+    client.put_object(Bucket=s3_bucket, Key="runs/a/checkpoints/latest-rank0.pt.symlink",
+                      Body=b"runs/a/checkpoints/ep0-ba2-rank0.pt")
+    target = VLMo(tiny_config())
+    load_weights_into(target, "composer", f"s3://{s3_bucket}/runs/a/checkpoints/latest-rank0.pt")
+    assert same_weights(target, tiny)
     with pytest.raises(FileNotFoundError, match="no object and no folder"):
         build_model(f"{s3}/missing")
 

@@ -25,8 +25,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 
 from vlmo_composer import registry
-
-POLL_ATTRIBUTE = "_symlink_upload_wait_before_next_try_in_seconds"
+from vlmo_composer.object_store import LATEST_POLL_ATTRIBUTE as POLL_ATTRIBUTE
 
 
 class ResumeTestHooks(Callback):

@@ -40,10 +40,11 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from vlmo_composer.object_store import LATEST_POLL_ATTRIBUTE
+
 log = logging.getLogger(__name__)
 
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
-POLL_ATTRIBUTE = "_symlink_upload_wait_before_next_try_in_seconds"
 
 
 class Preempted(Exception):
@@ -97,10 +98,10 @@ class PreemptionCheckpoint(Callback):
         savers = [cb for cb in state.callbacks if isinstance(cb, CheckpointSaver)]
         checkpoint = None
         for saver in savers:
-            for name in ("_save_checkpoint", POLL_ATTRIBUTE):
+            for name in ("_save_checkpoint", LATEST_POLL_ATTRIBUTE):
                 if not hasattr(saver, name):
                     raise AttributeError(f"CheckpointSaver has no {name} in this Composer version")
-            setattr(saver, POLL_ATTRIBUTE, 0.2)
+            setattr(saver, LATEST_POLL_ATTRIBUTE, 0.2)
             if saver.last_checkpoint_batch != state.timestamp.batch:
                 saver._save_checkpoint(state, logger)
             saver.fit_end(state, logger)  # waits for the upload and the `latest` pointer

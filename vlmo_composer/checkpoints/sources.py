@@ -16,7 +16,8 @@ all resolve a source here, under the same kind names:
 ``exported`` is the deprecated name of ``safetensors`` (accepted with a
 ``FutureWarning``). ``s3://`` sources are downloaded with boto3 (honouring
 ``S3_ENDPOINT_URL``, as Composer and Streaming do); a folder is every object under
-its prefix.
+its prefix, and a missing ``X`` with an ``X.symlink`` (Composer's remote ``latest``
+pointer) is the object that pointer names.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from vlmo_composer.model.relative_position import window_from_table_rows
 WEIGHT_KINDS = ("official", "beit", "safetensors", "composer")
 DEPRECATED_KINDS = {"exported": "safetensors"}
 POSITIONS_KEY = "text_embeddings.position_embeddings.weight"
+# Composer uploads ``latest-rank0.pt`` as ``latest-rank0.pt.symlink`` holding the real object key
+# (and follows it when the plain key is missing, as done here).
+SYMLINK_SUFFIX = ".symlink"
 
 
 def weight_kind(kind: str, where: str = "kind") -> str:
@@ -86,6 +90,11 @@ def _download_s3(uri: str) -> str:
         if key.rstrip("/") in keys:  # one file
             target = destination / os.path.basename(key)
             client.download_file(bucket, key, str(target))
+            return str(target)
+        if key + SYMLINK_SUFFIX in keys:  # Composer's remote "latest" pointer: the object key it names
+            pointed = client.get_object(Bucket=bucket, Key=key + SYMLINK_SUFFIX)["Body"].read().decode().strip()
+            target = destination / os.path.basename(key)
+            client.download_file(bucket, pointed, str(target))
             return str(target)
         inside = [k for k in keys if k.startswith(prefix)]
         if not inside:

@@ -17,15 +17,16 @@ import re
 import time
 from typing import Any
 
-from streaming import StreamingDataset
 import torch
+from composer.utils import dist
+from streaming import StreamingDataset
 from torch.utils.data import DataLoader
 
 from vlmo_composer import registry
 from vlmo_composer.config import ConfigError, LoaderConfig
 from vlmo_composer.data.datasets import ImageDataset, ImageTextDataset, NLVR2Dataset, TextDataset, VQADataset
 from vlmo_composer.data.local_cache import free_locals
-from vlmo_composer.data.streams import build_streams
+from vlmo_composer.data.streams import make_streams, stream_arguments
 
 registry.dataloaders.register("image_text", ImageTextDataset)
 registry.dataloaders.register("text", TextDataset)
@@ -64,22 +65,38 @@ def check_dataset_arguments(cfg: LoaderConfig, where: str) -> type:
 def build_dataset(cfg: LoaderConfig, batch_size: int, where: str, cache_namespace: str) -> StreamingDataset:
     dataset_class = check_dataset_arguments(cfg, where)
     kwargs = dict(cfg.dataset)
+    streams = None
     if kwargs.get("streams") is not None:
         try:
-            kwargs["streams"] = build_streams(kwargs["streams"], namespace=cache_namespace)
+            streams = stream_arguments(kwargs["streams"], namespace=cache_namespace)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{where}.dataset.streams: {err}") from err
     elif kwargs.get("remote") and not kwargs.get("local"):  # else Streaming picks /tmp/<hash>, once only
         kwargs["local"] = free_locals([(str(kwargs["remote"]), kwargs.get("split"))], cache_namespace)[0]
     for attempt in itertools.count():
+        if streams is not None:  # new Stream objects every attempt: Streaming writes weights into them
+            try:
+                kwargs["streams"] = make_streams(streams)
+            except ValueError as err:
+                raise ConfigError(f"{where}.dataset.streams: {err}") from err
         try:
             return dataset_class(batch_size=batch_size, **kwargs)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{where}.dataset: {err}") from err
         except FileExistsError as err:
-            # Two processes of one node that create datasets at the same moment can pick the same
+            # Two jobs of one node that create datasets at the same moment can pick the same
             # Streaming shared-memory prefix ('/000123_locals'); the later one tries the next prefix.
-            if attempt >= SHARED_MEMORY_RACE_RETRIES or not re.match(r"/?\d{6}_", str(err.filename or "")):
+            # Only a single-process job can: Streaming fails between two barriers of the job, so one
+            # rank retrying alone would pair its barriers with the other ranks' next ones.
+            if not re.match(r"/?\d{6}_", str(err.filename or "")):
+                raise
+            if dist.get_world_size() > 1:
+                raise RuntimeError(
+                    f"{where}: another job on this node created a Streaming dataset at the same moment and "
+                    f"took the shared-memory prefix {err.filename}; start the run again (autoresume "
+                    "continues it). Streaming supports one node per host: a multi-node launch needs one "
+                    "host per node rank.") from err
+            if attempt >= SHARED_MEMORY_RACE_RETRIES:
                 raise
             time.sleep(random.uniform(0.05, 0.5))
 

@@ -9,7 +9,9 @@ directory exists. Here the cache directory is
     <cache root>/<namespace>/<last parts of remote>-<hash of remote and split>
 
 where the namespace names the run and the loader (``<run_name>/train``,
-``<run_name>/<eval label>``, ``<run_name>/eval-<label>`` for eval.py). A rerun or
+``<run_name>/<eval label>``, ``<run_name>/eval-<label>`` for eval.py) and, in a
+multi-node run, the node (``.../node<k>``: a cache root on a shared filesystem,
+such as a home directory on NFS, must not be written by two nodes). A rerun or
 an autoresumed run derives the same directory and reuses its shards; two runs on
 one node, or a training run and eval.py, never share one.
 
@@ -98,6 +100,8 @@ def free_locals(entries: Sequence[tuple[str, Optional[str]]], namespace: Optiona
                 cache_root: str | os.PathLike | None = None) -> list[str]:
     """One cache directory per ``(remote, split)``, free of Streaming registrations, agreed across the node."""
     root = default_cache_root() if cache_root is None else cache_root
+    if dist.get_world_size() > dist.get_local_world_size():  # multi-node: never share a (network) cache root
+        namespace = f"{namespace or ''}/node{dist.get_node_rank()}"
     choice: list[str] = []
     if dist.get_local_rank() == 0:
         taken = registered_locals()

@@ -90,6 +90,28 @@ def build_streams(
     namespace: str | None = None,
 ) -> list[Stream]:
     """Checked ``Stream``s from YAML entries (see the module doc)."""
+    return make_streams(stream_arguments(stream_cfgs, cache_root, namespace))
+
+
+def make_streams(arguments: Sequence[tuple[str, dict[str, Any]]]) -> list[Stream]:
+    """New ``Stream`` objects from :func:`stream_arguments` (Streaming writes the derived
+    weights into them, so a dataset built again needs new ones)."""
+    streams = []
+    for name, cfg in arguments:
+        try:
+            streams.append(Stream(**cfg))
+        except ValueError as err:
+            raise ValueError(f"stream '{name}': {err}") from err
+    return streams
+
+
+def stream_arguments(
+    stream_cfgs: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+    cache_root: str | os.PathLike | None = None,
+    namespace: str | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """``(name, Stream keyword arguments)`` per entry, checked, each with its ``local`` (derived
+    ones agreed across the node's ranks: a collective when the world size is above 1)."""
     entries = _named_entries(stream_cfgs)
     for name, cfg in entries:
         unknown = sorted(set(cfg) - STREAM_KEYS)
@@ -106,7 +128,6 @@ def build_streams(
                                              namespace, cache_root)):
         cfg["local"] = local
     owner_of_cache: dict[str, str] = {}
-    streams = []
     for name, cfg in entries:
         cache = os.path.abspath(os.path.join(os.path.expanduser(str(cfg["local"])), cfg.get("split") or ""))
         if cache in owner_of_cache:
@@ -115,8 +136,4 @@ def build_streams(
                 "every stream needs its own 'local'"
             )
         owner_of_cache[cache] = name
-        try:
-            streams.append(Stream(**cfg))
-        except ValueError as err:
-            raise ValueError(f"stream '{name}': {err}") from err
-    return streams
+    return entries

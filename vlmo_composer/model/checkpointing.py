@@ -1,42 +1,25 @@
 """Selective activation checkpointing: keep what is expensive to recompute, recompute the rest.
 
-A checkpointed block under the ``selective`` policy keeps the outputs of its matmuls
-and of the attention kernel (they cost FLOPs) and recomputes everything pointwise
-(LayerNorm, GELU, bias adds, layer scale, residuals, casts, the attention mask) in
-backward. Most activation bytes are pointwise intermediates in fp32 (autocast runs
-LayerNorm and the residual stream in fp32), so this saves most of what full
-checkpointing saves while recomputing ~no FLOPs.
+A region under the ``selective`` policy keeps the outputs of its matmuls (they cost
+FLOPs) and recomputes everything pointwise (LayerNorm, GELU, bias adds, layer scale,
+drop path, residuals, casts) in backward. Most activation bytes are pointwise
+intermediates in fp32 (autocast runs LayerNorm and the residual stream in fp32), so
+this saves most of what full checkpointing saves while recomputing ~no FLOPs. The
+attention kernel stays outside the regions (``MoMEBlock.forward_selective``).
 """
 
 from __future__ import annotations
-
-from functools import partial
 
 import torch
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 aten = torch.ops.aten
 
-_SAVED_OPS = [
-    aten.mm.default,
-    aten.addmm.default,
-    aten.bmm.default,
-    aten.baddbmm.default,
-    aten.convolution.default,
-]
-for _name in (
-    "_scaled_dot_product_flash_attention",
-    "_scaled_dot_product_efficient_attention",
-    "_scaled_dot_product_cudnn_attention",
-    "_scaled_dot_product_flash_attention_for_cpu",
-):
-    if hasattr(aten, _name):
-        _SAVED_OPS.append(getattr(aten, _name).default)
-SAVED_OPS = frozenset(_SAVED_OPS)
+SAVED_OPS = frozenset([aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default])
 
 
 def _policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
-    if op in SAVED_OPS or getattr(op, "__name__", "") == "flex_attention":
+    if op in SAVED_OPS:
         return CheckpointPolicy.MUST_SAVE
     return CheckpointPolicy.PREFER_RECOMPUTE
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from vlmo_composer.model.attention import AttentionBias, attend, resolve_attention
+from vlmo_composer.model.checkpointing import checkpointed
 from vlmo_composer.model.config import VLMoConfig
 
 # Which expert a block applies to its tokens.
@@ -54,14 +55,25 @@ class Attention(nn.Module):
             nn.init.zeros_(self.v_bias)
 
     def forward(self, x: torch.Tensor, attn_bias: Optional[AttentionBias]) -> torch.Tensor:
-        batch, length, dim = x.shape
+        return self.project_heads(self.attend_heads(self.qkv_states(x), attn_bias))
+
+    # The three steps apart, so selective checkpointing can leave the kernel outside its regions.
+    def qkv_states(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, N, 3 * dim]`` query/key/value projection."""
         bias = None
         if self.q_bias is not None:
             bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
-        qkv = F.linear(x, self.qkv.weight, bias)
+        return F.linear(x, self.qkv.weight, bias)
+
+    def attend_heads(self, qkv: torch.Tensor, attn_bias: Optional[AttentionBias]) -> torch.Tensor:
+        """``[B, H, N, d]`` attention output; q, k, v are views of ``qkv``."""
+        batch, length, _ = qkv.shape
         q, k, v = qkv.reshape(batch, length, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        out = attend(q, k, v, attn_bias, resolve_attention(self.kind, q.device))
-        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+        return attend(q, k, v, attn_bias, resolve_attention(self.kind, q.device))
+
+    def project_heads(self, heads: torch.Tensor) -> torch.Tensor:
+        batch, _, length, _ = heads.shape
+        return self.proj(heads.transpose(1, 2).reshape(batch, length, -1))
 
 
 def _layer_scale(init: Optional[float], dim: int) -> Optional[nn.Parameter]:
@@ -126,7 +138,30 @@ class MoMEBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, attn_bias: Optional[AttentionBias], mode: str, text_len: int = 0
     ) -> torch.Tensor:
-        x = self._residual(x, self.attn(self.norm1(x), attn_bias), self.gamma_1)
+        heads = self.attn.attend_heads(self.attention_input(x), attn_bias)
+        return self.after_attention(x, heads, mode, text_len)
+
+    def forward_selective(
+        self, x: torch.Tensor, attn_bias: Optional[AttentionBias], mode: str, text_len: int = 0
+    ) -> torch.Tensor:
+        """Selective activation checkpointing in two regions around the attention kernel.
+
+        The kernel runs outside both regions: it saves only q/k/v (views of the kept
+        qkv output), its output and log-sum-exp, and FlexAttention's higher-order op
+        cannot run under the checkpoint's caching mode. Each region keeps its matmul
+        outputs and recomputes its pointwise work (LayerNorm, GELU, layer scale, drop
+        path, residuals, casts) in backward.
+        """
+        qkv = checkpointed(self.attention_input, x, policy="selective")
+        heads = self.attn.attend_heads(qkv, attn_bias)
+        return checkpointed(self.after_attention, x, heads, mode, text_len, policy="selective")
+
+    def attention_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn.qkv_states(self.norm1(x))
+
+    def after_attention(self, x: torch.Tensor, heads: torch.Tensor, mode: str, text_len: int = 0) -> torch.Tensor:
+        """Output projection, residual and the expert of ``mode`` (see the class docstring)."""
+        x = self._residual(x, self.attn.project_heads(heads), self.gamma_1)
         if mode == FUSION:
             if self.with_vl_ffn:
                 mode = VL

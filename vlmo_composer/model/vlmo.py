@@ -63,6 +63,9 @@ def compile_blocks(blocks: nn.ModuleList) -> None:
     setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), BLOCK_RECOMPILE_LIMIT))
     for block in blocks:
         block.compile(dynamic=False)
+        # Selective checkpointing's path, its regions traced by dynamo (the eager caching
+        # mode of torch.utils.checkpoint would leave compiled code inside it to eager).
+        block.forward_selective = torch.compile(block.forward_selective, dynamic=False)
 
 
 class MoMETransformer(nn.Module):
@@ -252,7 +255,9 @@ class VLMo(nn.Module):
     def _run_block(self, index: int, x: torch.Tensor, bias, mode: str, text_len: int = 0) -> torch.Tensor:
         block = self.blocks[index]
         if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpointed(block, x, bias, mode, text_len, policy=self.config.checkpoint_policy)
+            if self.config.checkpoint_policy == "selective":
+                return block.forward_selective(x, bias, mode, text_len)
+            return checkpointed(block, x, bias, mode, text_len)
         return block(x, bias, mode, text_len)
 
     def _unimodal(
