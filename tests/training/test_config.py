@@ -95,3 +95,18 @@ def test_command_line_fails_before_training_with_the_key(capsys):
     assert main([str(QUICKSTART), "optimizer.lrr=1"]) == 2
     err = capsys.readouterr().err
     assert "config error" in err and "optimizer.lrr" in err and "'lr'" in err
+
+
+def test_the_latest_pointer_is_polled_every_latest_poll_seconds(tmp_path):
+    """Composer polls for a checkpoint's arrival every 30 s before uploading ``latest``; ours is
+    ``object_store.latest_poll_seconds`` (a private CheckpointSaver attribute: fails loudly if it goes)."""
+    from composer.callbacks import CheckpointSaver
+
+    from vlmo_composer.object_store import LATEST_POLL_ATTRIBUTE, ObjectStoreConfig, configure_checkpoint_uploads
+
+    saver = CheckpointSaver(folder=str(tmp_path))
+    assert getattr(saver, LATEST_POLL_ATTRIBUTE) == 30.0  # Composer's default
+    configure_checkpoint_uploads(saver, ObjectStoreConfig())
+    assert getattr(saver, LATEST_POLL_ATTRIBUTE) == 2.0
+    configure_checkpoint_uploads(saver, ObjectStoreConfig(latest_poll_seconds=0.5))
+    assert getattr(saver, LATEST_POLL_ATTRIBUTE) == 0.5

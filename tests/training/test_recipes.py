@@ -315,6 +315,17 @@ def test_readme_trial_runs_the_large_chain_with_the_multi_node_command(trial_fol
     assert checkpoint_of(root, "vlmo-large-stage3-vl").exists()
     for name in LARGE_CHAIN[3:]:
         train_in_process(name, trial, root)
+    # The eval each large fine-tune's header documents, on its own checkpoint.
+    assert evaluate.main(["yamls/finetune/retrieval_coco_large.yaml", "--rerank-k", "16", *trial,
+                          "--output", "large_retrieval.json"]) == 0
+    retrieval = json.loads((trial_folder / "large_retrieval.json").read_text())
+    assert retrieval[retrieval["split"]]["reranked"]["k"] == 16
+    assert evaluate.main(["yamls/finetune/vqa_large.yaml", "--vqa-submission", "vqa_large_test_dev.json",
+                          "--split", "test-dev", *trial]) == 0
+    assert json.loads((trial_folder / "vqa_large_test_dev.json").read_text())
+    assert evaluate.main(["yamls/finetune/nlvr2_large.yaml", *trial, "--output", "large_nlvr2.json"]) == 0
+    nlvr2 = json.loads((trial_folder / "large_nlvr2.json").read_text())
+    assert {"dev", "test1"} <= set(nlvr2), nlvr2  # dev and test-P, as the header says
 
 
 # ------------------------------------------------------------------ the chains, on S3 as shipped
