@@ -121,3 +121,22 @@ def test_selective_checkpointing_keeps_matmul_outputs_and_meets_the_base_memory_
     assert selective <= GIB_PER_SAMPLE_GATE
     _, flop_ratio, _ = base_memory_and_flops(2, checkpointing=True, attention="sdpa")
     assert 0.97 <= flop_ratio <= 1.03  # recompute re-runs no matmul
+
+
+def test_the_compiled_step_does_not_recompile_after_the_first_step():
+    """fullgraph compile (aot_eager: the graph capture inductor gets, without its C++ build): one
+    graph, kept at step 2. A Python cache filled inside the graph (the relative index) made a
+    guard fail at step 2."""
+    from vlmo_composer.profiling import compiled_graphs
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    task = VLPretrainTask(VLPretrainConfig(model={"size": "tiny", "drop_path_rate": 0.0}))
+    task.train()
+    batch = synthetic_vl_batch(task.config, 4)
+    step = torch.compile(task, fullgraph=True, backend="aot_eager")
+    graphs = []
+    for _ in range(2):
+        step(batch)["losses"]["total"].backward()
+        graphs.append(compiled_graphs())
+    assert graphs == [1, 1], graphs

@@ -220,19 +220,23 @@ class VLMo(nn.Module):
 
     # ------------------------------------------------------------------ attention bias
     def _relative_index(self, kind: str, text_len: int, device: torch.device) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # traced from shapes; a dict filled in a graph is a guard that fails
+            return self._build_relative_index(kind, text_len, device)  # on the next step (a recompile)
         key = (kind, text_len, device)
         if key not in self._index_cache:
-            if kind == IMAGE:
-                index = self.layout.image_index()
-            elif kind == TEXT:
-                index = self.layout.text_index(text_len)
-            else:
-                index = self.layout.fused_index(text_len)
-            n = index.shape[1]
-            index = F.pad(index, (0, padded_length(n) - n))  # aligned mask rows (sliced off)
             with torch.inference_mode(False):  # a cached inference tensor would break later training
-                self._index_cache[key] = index.to(device)
+                self._index_cache[key] = self._build_relative_index(kind, text_len, device)
         return self._index_cache[key]
+
+    def _build_relative_index(self, kind: str, text_len: int, device: torch.device) -> torch.Tensor:
+        if kind == IMAGE:
+            index = self.layout.image_index()
+        elif kind == TEXT:
+            index = self.layout.text_index(text_len)
+        else:
+            index = self.layout.fused_index(text_len)
+        n = index.shape[1]
+        return F.pad(index, (0, padded_length(n) - n)).to(device)  # aligned mask rows (sliced off)
 
     def _attention_biases(
         self, kind: str, text_len: int, device: torch.device, key_padding: Optional[torch.Tensor]
