@@ -213,7 +213,7 @@ def trial_commands() -> tuple[list[str], list[str]]:
     return [line for line in lines if line != assignment], shlex.split(assignment[2:])[0].split()
 
 
-def run_command(line: str, env: dict | None = None, **substitutions: str) -> subprocess.CompletedProcess:
+def run_command(line: str, **substitutions: str) -> subprocess.CompletedProcess:
     """One README command line, ``$NAME`` substituted, run from the current folder (``python``
     and ``composer`` from this interpreter's environment)."""
     for name, value in substitutions.items():
@@ -221,7 +221,7 @@ def run_command(line: str, env: dict | None = None, **substitutions: str) -> sub
     argv = shlex.split(line)
     tools = {"python": sys.executable, "composer": str(Path(sys.executable).with_name("composer"))}
     argv[0] = tools.get(argv[0], argv[0])
-    return subprocess.run(argv, capture_output=True, text=True, timeout=1200, env=env)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=1200)
 
 
 def link_entry_points(folder: Path) -> None:
@@ -289,10 +289,11 @@ def test_readme_trial_runs_the_base_chain_and_every_readme_eval(trial_folder, mo
     # The README's official NLVR2 eval: an official-layout file ({"state_dict": ...}, the
     # official key names) of the model the chain just fine-tuned, under the README's file name.
     nlvr2 = next(line for line in readme_evals if "--kind official" in line)
-    official = shlex.split(nlvr2)[shlex.split(nlvr2).index("--weights") + 1]
+    nlvr2_args = shlex.split(nlvr2)[2:]  # after "python eval.py"
+    official = nlvr2_args[nlvr2_args.index("--weights") + 1]
     weights = composer_model_weights(str(checkpoint_of(root, load_config(recipe("finetune/nlvr2_base"), trial).run_name)))
     torch.save({"state_dict": weights}, trial_folder / official)
-    assert evaluate.main([*shlex.split(nlvr2)[2:], *trial, "--output", "nlvr2.json"]) == 0
+    assert evaluate.main([*nlvr2_args, *trial, "--output", "nlvr2.json"]) == 0
     assert "accuracy" in (trial_folder / "nlvr2.json").read_text()
 
 
