@@ -21,7 +21,7 @@ quickstart: install
 	$(BIN)/python data_prep/make_synthetic.py --out data/synthetic --overwrite
 	$(BIN)/composer -n 1 train.py yamls/quickstart.yaml
 	$(BIN)/python eval.py yamls/quickstart.yaml --rerank-k 8 --output runs/quickstart/metrics.json
-	$(BIN)/python -m vlmo_composer.curves runs/quickstart/checkpoints/metrics.jsonl runs/quickstart/curves.png
+	$(BIN)/python -m vlmo_composer.training.curves runs/quickstart/checkpoints/metrics.jsonl runs/quickstart/curves.png
 
 test: install
 	$(BIN)/python -m pytest -q

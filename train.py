@@ -2,7 +2,7 @@
 
 import sys
 
-from vlmo_composer.train import main
+from vlmo_composer.training.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,7 +14,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vlmo_composer.profiling import HostSyncCounter, SavedActivations, compiled_graphs, graph_breaks, synthetic_vl_batch
+from vlmo_composer.training.profiling import HostSyncCounter, SavedActivations, compiled_graphs, graph_breaks, synthetic_vl_batch
 from vlmo_composer.tasks.vl_pretrain import VLPretrainConfig, VLPretrainTask
 
 GIB_PER_SAMPLE_GATE = 0.32

@@ -27,8 +27,8 @@ import time
 
 import torch
 
-from vlmo_composer.optim import build_adamw
-from vlmo_composer.profiling import SavedActivations, synthetic_vl_batch
+from vlmo_composer.training.optim import build_adamw
+from vlmo_composer.training.profiling import SavedActivations, synthetic_vl_batch
 from vlmo_composer.tasks.vl_pretrain import VLPretrainConfig, VLPretrainTask
 
 # Dense bf16 / fp32 peak TFLOP/s for MFU (published numbers, no sparsity).

@@ -1,6 +1,6 @@
 """VLMo (Mixture-of-Modality-Experts vision-language model) on Composer and Streaming."""
 
-from vlmo_composer.lazy_exports import lazy_exports
+from vlmo_composer._lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 

@@ -123,7 +123,7 @@ def test_a_dataset_retried_after_a_shared_memory_race_gets_new_streams(tmp_path,
     import numpy as np
     from streaming import Stream
 
-    from vlmo_composer.config import LoaderConfig
+    from vlmo_composer.training.config import LoaderConfig
     from vlmo_composer.data import loaders
 
     for name in ("a", "b"):

@@ -124,7 +124,7 @@ def test_url_list_to_img2dataset_to_shards_to_training(image_server: str, tmp_pa
     assert got == [("a blue door", "blue", (16, 32)), ("a red wall", "red", (32, 16)),
                    ("un carré vert, 緑", "green", (16, 16))]
 
-    from vlmo_composer.train import build_trainer
+    from vlmo_composer.training.train import build_trainer
 
     dataset = dict(local=str(mds / "train"), image_size=64, max_text_len=32, randaugment=False, hflip=False)
     trainer = build_trainer(cpu_run_config(tmp_path / "run", {

@@ -11,9 +11,9 @@ import pytest
 import torch
 from streaming import StreamingDataset
 
-from vlmo_composer.builders import build_task, resolve_config
+from vlmo_composer.training.builders import build_task, resolve_config
 from vlmo_composer.checkpoints import save_safetensors
-from vlmo_composer.config import load_config
+from vlmo_composer.training.config import load_config
 from vlmo_composer.evaluation.cli import evaluate, load_weights, main
 from vlmo_composer.evaluation.vqa_submission import write_split_submission
 from vlmo_composer.metrics import vqa_accuracy

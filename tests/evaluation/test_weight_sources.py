@@ -73,7 +73,7 @@ def test_one_vocabulary_with_a_deprecated_name(tiny, tmp_path):
 
 
 def test_eval_cli_names_weights_once_in_the_same_vocabulary(tiny, tmp_path, capsys):
-    from vlmo_composer.config import ConfigError
+    from vlmo_composer.training.config import ConfigError
     from vlmo_composer.checkpoints.sources import fetch_source
     from vlmo_composer.evaluation.cli import chosen_weights, parse_args
 

@@ -17,10 +17,10 @@ import torch
 from streaming import StreamingDataset
 
 from training.helpers import cpu_run_config
-from vlmo_composer.config import TrainConfig
+from vlmo_composer.training.config import TrainConfig
 from vlmo_composer.evaluation.cli import evaluate
 from vlmo_composer.evaluation.vqa_submission import write_split_submission
-from vlmo_composer.train import build_trainer
+from vlmo_composer.training.train import build_trainer
 
 pytestmark = pytest.mark.slow
 

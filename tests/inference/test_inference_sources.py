@@ -12,8 +12,8 @@ from inference_helpers import ANSWERS, CAPTIONS, TINY_MODEL, TINY_SHAPE, random_
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from vlmo_composer.builders import build_optimizer, build_task
-from vlmo_composer.config import load_config
+from vlmo_composer.training.builders import build_optimizer, build_task
+from vlmo_composer.training.config import load_config
 from vlmo_composer.data.tokenizer import bundled_vocab_path
 from vlmo_composer.data.vqa_answers import answer_vocab_to_json
 from vlmo_composer.inference import VLMoInference, create_model_and_transforms

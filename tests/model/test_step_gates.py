@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from vlmo_composer import VLMo, VLMoConfig
 from vlmo_composer.model.attention import AttentionBias, attend, padded_length
 from vlmo_composer.objectives.mlm import IGNORE_INDEX, masked_logits, mlm_loss
-from vlmo_composer.profiling import HostSyncCounter, graph_breaks, synthetic_vl_batch
+from vlmo_composer.training.profiling import HostSyncCounter, graph_breaks, synthetic_vl_batch
 from vlmo_composer.tasks.vl_pretrain import VLPretrainConfig, VLPretrainTask
 
 
@@ -127,7 +127,7 @@ def test_the_compiled_step_does_not_recompile_after_the_first_step():
     """fullgraph compile (aot_eager: the graph capture inductor gets, without its C++ build): one
     graph, kept at step 2. A Python cache filled inside the graph (the relative index) made a
     guard fail at step 2."""
-    from vlmo_composer.profiling import compiled_graphs
+    from vlmo_composer.training.profiling import compiled_graphs
 
     torch._dynamo.reset()
     torch.manual_seed(0)

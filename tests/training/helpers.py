@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from vlmo_composer.config import TrainConfig, from_dict
+from vlmo_composer.training.config import TrainConfig, from_dict
 
 # A few-layer VLMo that trains in seconds on a CPU.
 SMALL_MODEL = dict(size="small", hidden_size=64, num_layers=2, num_heads=2, ffn_size=128, vl_ffn_start=1,

@@ -25,7 +25,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 
 from vlmo_composer import registry
-from vlmo_composer.object_store import LATEST_POLL_ATTRIBUTE as POLL_ATTRIBUTE
+from vlmo_composer.training.object_store import LATEST_POLL_ATTRIBUTE as POLL_ATTRIBUTE
 
 
 class ResumeTestHooks(Callback):

@@ -13,7 +13,7 @@ import torch
 from vlmo_composer.checkpoints.official import save_official
 from vlmo_composer.evaluation.cli import main as eval_main
 from vlmo_composer.model import VLMo, VLMoConfig
-from vlmo_composer.train import main as train_main
+from vlmo_composer.training.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "yamls" / "quickstart.yaml")

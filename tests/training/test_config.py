@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from vlmo_composer.builders import resolve_task, validate_config
-from vlmo_composer.config import ConfigError, load_config
+from vlmo_composer.training.builders import resolve_task, validate_config
+from vlmo_composer.training.config import ConfigError, load_config
 from vlmo_composer.model import VLMo
-from vlmo_composer.train import main
+from vlmo_composer.training.train import main
 
 ROOT = Path(__file__).resolve().parents[2]
 YAMLS = sorted((ROOT / "yamls").rglob("*.yaml"))
@@ -102,7 +102,7 @@ def test_the_latest_pointer_is_polled_every_latest_poll_seconds(tmp_path):
     ``object_store.latest_poll_seconds`` (a private CheckpointSaver attribute: fails loudly if it goes)."""
     from composer.callbacks import CheckpointSaver
 
-    from vlmo_composer.object_store import LATEST_POLL_ATTRIBUTE, ObjectStoreConfig, configure_checkpoint_uploads
+    from vlmo_composer.training.object_store import LATEST_POLL_ATTRIBUTE, ObjectStoreConfig, configure_checkpoint_uploads
 
     saver = CheckpointSaver(folder=str(tmp_path))
     assert getattr(saver, LATEST_POLL_ATTRIBUTE) == 30.0  # Composer's default

@@ -10,11 +10,11 @@ from pathlib import Path
 import boto3
 import torch
 
-from vlmo_composer.builders import validate_config
-from vlmo_composer.config import load_config
+from vlmo_composer.training.builders import validate_config
+from vlmo_composer.training.config import load_config
 from vlmo_composer.evaluation.cli import main as eval_main
 from vlmo_composer.model import VLMo
-from vlmo_composer.train import main as train_main
+from vlmo_composer.training.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "yamls" / "quickstart.yaml")

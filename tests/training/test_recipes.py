@@ -27,11 +27,11 @@ import pytest
 import torch
 from distributed import free_port
 
-from vlmo_composer import train
+from vlmo_composer.training import train
 from vlmo_composer.evaluation import cli as evaluate
-from vlmo_composer.builders import resolve_config
+from vlmo_composer.training.builders import resolve_config
 from vlmo_composer.checkpoints.sources import composer_model_weights
-from vlmo_composer.config import ConfigError, load_config
+from vlmo_composer.training.config import ConfigError, load_config
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.data.local_cache import CACHE_ROOT_ENV, registered_locals
 from vlmo_composer.tasks.vqa import load_answers
@@ -156,7 +156,7 @@ def test_the_same_loader_built_twice_and_a_killed_runs_leftovers_do_not_block(sy
     # A run killed (its whole process group, as a preemption does, so Python's resource tracker
     # cannot clean up either) right after building its dataset leaves its registration in /dev/shm.
     script = ("import sys, time\n"
-              "from vlmo_composer.config import load_config\nfrom vlmo_composer.builders import resolve_config\n"
+              "from vlmo_composer.training.config import load_config\nfrom vlmo_composer.training.builders import resolve_config\n"
               "from vlmo_composer.data.loaders import build_dataloader\n"
               "cfg = load_config(sys.argv[1], sys.argv[2:]); resolve_config(cfg)\n"
               "loader = build_dataloader(cfg.eval_loaders[0], 2, train=False, cache_namespace='killed/eval-test')\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from vlmo_composer.train import main as train_main
+from vlmo_composer.training.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "yamls" / "quickstart.yaml"
@@ -140,7 +140,7 @@ def test_metrics_file_beside_the_checkpoints(quick_run):
 
 
 def test_curves_picture_from_the_metrics_file(quick_run):
-    from vlmo_composer.curves import main as curves
+    from vlmo_composer.training.curves import main as curves
 
     tmp, _ = quick_run
     out = tmp / "curves.png"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from vlmo_composer.tasks.text_mlm import TEXT_STAGE_TRAINABLE
-from vlmo_composer.train import build_trainer
+from vlmo_composer.training.train import build_trainer
 from training.helpers import in_memory_logger, stage_config
 
 
@@ -95,7 +95,7 @@ def test_vision_stage_can_start_from_beit_weights(tmp_path):
     """`init_from: {kind: beit}` loads a timm BEiT file into the stage-1 task."""
     import timm
 
-    from vlmo_composer.builders import build_task
+    from vlmo_composer.training.builders import build_task
 
     beit = timm.create_model("beit_base_patch16_224", pretrained=False, num_classes=0)
     path = tmp_path / "beit.pth"

@@ -40,7 +40,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from vlmo_composer.object_store import LATEST_POLL_ATTRIBUTE
+from vlmo_composer.training.object_store import LATEST_POLL_ATTRIBUTE
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Data: the MDS schema contract, streaming datasets, transforms, tokenizer, masking."""
 
-from vlmo_composer.lazy_exports import lazy_exports
+from vlmo_composer._lazy_exports import lazy_exports
 
 _EXPORTS = {
     "ImageDataset": "vlmo_composer.data.datasets",

@@ -21,14 +21,14 @@ from typing import Any, Optional
 
 import torch
 
-from vlmo_composer.builders import build_task, resolve_config
+from vlmo_composer.training.builders import build_task, resolve_config
 from vlmo_composer.checkpoints.sources import fetch_source, load_weights_into, local_copy, weight_kind
-from vlmo_composer.config import ConfigError, TrainConfig, load_config
+from vlmo_composer.training.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.data.local_cache import cache_namespace
 from vlmo_composer.evaluation.evaluators import EvalRun, evaluator_for
 from vlmo_composer.evaluation.vqa_submission import SubmissionError, find_split, write_split_submission
-from vlmo_composer.run_checks import check_s3_credentials, s3_locations, short_error
+from vlmo_composer.training.run_checks import check_s3_credentials, s3_locations, short_error
 from vlmo_composer.tasks.base import InitFrom
 
 # Old flags, each naming one kind: accepted with a deprecation message.
@@ -195,7 +195,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not cfg.eval_loaders:
             raise ConfigError(f"{args.config} has no eval_loaders to evaluate on")
         if args.dry_run:
-            from vlmo_composer.dry_run import eval_summary
+            from vlmo_composer.training.dry_run import eval_summary
 
             path, kind = chosen_weights(args, default_checkpoint(cfg))
             print(eval_summary(cfg, args.config, describe_weights(path, kind)))

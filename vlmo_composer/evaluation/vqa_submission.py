@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from vlmo_composer.config import EvalLoaderConfig, TrainConfig
+from vlmo_composer.training.config import EvalLoaderConfig, TrainConfig
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.data.local_cache import cache_namespace
 from vlmo_composer.metrics import write_vqa_submission

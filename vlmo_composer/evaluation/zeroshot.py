@@ -80,7 +80,7 @@ def load_model(args: argparse.Namespace, device: str):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from vlmo_composer.config import ConfigError
+    from vlmo_composer.training.config import ConfigError
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -18,7 +18,7 @@ from composer.models import ComposerModel
 from vlmo_composer.checkpoints.io import LoadReport
 from vlmo_composer.checkpoints.sources import load_weights_into, weight_kind
 from vlmo_composer.model import NAMED_CONFIGS, VLMo, VLMoConfig
-from vlmo_composer.run_checks import check_checkpoint_file
+from vlmo_composer.training.run_checks import check_checkpoint_file
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any, Iterator, Optional, Union
 
 import torch
 
-from vlmo_composer.config import ConfigError, TrainConfig
+from vlmo_composer.training.config import ConfigError, TrainConfig
 
 DURATION_UNITS = ("ep", "ba", "sp", "tok")
 INTERVAL_UNITS = DURATION_UNITS + ("dur",)

@@ -14,11 +14,11 @@ from typing import Any, Callable
 import torch
 
 from vlmo_composer import registry
-from vlmo_composer.config import ConfigError, LoaderConfig, TrainConfig, convert_value, from_dict
+from vlmo_composer.training.config import ConfigError, LoaderConfig, TrainConfig, convert_value, from_dict
 from vlmo_composer.data.loaders import check_dataset_arguments, dataset_arguments
 from vlmo_composer.model import VLMoConfig
-from vlmo_composer.optim import build_adamw, param_groups
-from vlmo_composer.run_checks import check_run_settings
+from vlmo_composer.training.optim import build_adamw, param_groups
+from vlmo_composer.training.run_checks import check_run_settings
 
 # Importing these registers the built-in tasks, dataloaders and callbacks.
 import vlmo_composer.callbacks  # noqa: F401

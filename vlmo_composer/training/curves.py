@@ -1,6 +1,6 @@
 """Loss and metric curves from a run's ``metrics.jsonl`` as one PNG.
 
-``python -m vlmo_composer.curves runs/quickstart/checkpoints/metrics.jsonl runs/quickstart/curves.png``
+``python -m vlmo_composer.training.curves runs/quickstart/checkpoints/metrics.jsonl runs/quickstart/curves.png``
 draws every training loss term (and the learning rate) against the step, and
 every evaluation scalar against the step it was evaluated at.
 """

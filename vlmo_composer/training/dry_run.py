@@ -19,13 +19,13 @@ from typing import Any, Optional
 import torch
 
 from vlmo_composer import registry
-from vlmo_composer.builders import build_task, resolve_config, validate_config
+from vlmo_composer.training.builders import build_task, resolve_config, validate_config
 from vlmo_composer.checkpoints.official import describe_size
-from vlmo_composer.config import ConfigError, LoaderConfig, TrainConfig
+from vlmo_composer.training.config import ConfigError, LoaderConfig, TrainConfig
 from vlmo_composer.data.streams import _named_entries
 from vlmo_composer.loggers.metrics_file import metrics_location
 from vlmo_composer.model import VLMoConfig
-from vlmo_composer.run_checks import check_checkpoint_file, check_s3_credentials, s3_locations
+from vlmo_composer.training.run_checks import check_checkpoint_file, check_s3_credentials, s3_locations
 
 
 @dataclass
@@ -156,7 +156,7 @@ def describe_loaders(cfg: TrainConfig, model: VLMoConfig, train: bool) -> tuple[
 def describe_steps(cfg: TrainConfig, epoch_samples: float, world: int) -> list[str]:
     from composer.core import Time, TimeUnit
 
-    from vlmo_composer.train import device_batch_size
+    from vlmo_composer.training.train import device_batch_size
 
     device_batch = device_batch_size(cfg.global_train_batch_size, world)
     micro = cfg.device_train_microbatch_size or device_batch

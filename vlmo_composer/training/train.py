@@ -19,7 +19,7 @@ import torch
 from composer import Evaluator, Trainer
 from composer.utils import dist, format_name_with_dist, get_device, reproducibility
 
-from vlmo_composer.builders import (
+from vlmo_composer.training.builders import (
     ResolvedTask,
     build_named,
     build_optimizer,
@@ -30,17 +30,17 @@ from vlmo_composer.builders import (
 from vlmo_composer import registry
 from vlmo_composer.callbacks import FlattenMetricDicts, MidEpochRngRestore, Preempted, PreemptionCheckpoint
 from vlmo_composer.callbacks.preemption import PREEMPTED_EXIT_CODE
-from vlmo_composer.config import ConfigError, TrainConfig, load_config
+from vlmo_composer.training.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
-from vlmo_composer.run_checks import (
+from vlmo_composer.training.run_checks import (
     check_checkpoint_file,
     check_run_settings,
     check_s3_credentials,
     s3_locations,
     short_error,
 )
-from vlmo_composer import run_report
-from vlmo_composer.object_store import (
+from vlmo_composer.training import run_report
+from vlmo_composer.training.object_store import (
     configure_checkpoint_uploads,
     describe_store_failure,
     export_retry_environment,
@@ -238,7 +238,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         cfg = load_config(argv[0], argv[1:])
         if dry_run:
-            from vlmo_composer.dry_run import train_summary
+            from vlmo_composer.training.dry_run import train_summary
 
             summary_text = train_summary(cfg, argv[0])
             if os.environ.get("RANK", "0") == "0":

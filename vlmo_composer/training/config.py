@@ -17,7 +17,7 @@ from typing import Any, Optional, Union
 
 from omegaconf import OmegaConf
 
-from vlmo_composer.object_store import ObjectStoreConfig
+from vlmo_composer.training.object_store import ObjectStoreConfig
 
 
 class ConfigError(ValueError):

@@ -15,7 +15,7 @@ import torch
 from composer import Trainer
 from composer.loggers import LoggerDestination
 
-from vlmo_composer.config import TrainConfig
+from vlmo_composer.training.config import TrainConfig
 from vlmo_composer.loggers import MetricsFile, ReadableConsoleLogger, ReadableProgressBar, metrics_location
 
 # lr and throughput in the console by default; a YAML's own entries replace these.
