@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from composer.utils import dist
 
 from vlmo_composer.training.builders import build_task, resolve_config
 from vlmo_composer.checkpoints.sources import fetch_source, load_weights_into, local_copy, weight_kind
@@ -89,6 +90,29 @@ def evaluate(cfg: TrainConfig, weights_from: str, task, device: torch.device, re
     for i, loader_cfg in enumerate(cfg.eval_loaders):
         results[loader_cfg.label] = evaluator(run, loader_cfg, i)
     return results
+
+
+MULTI_RANK_TASKS = ("vl_pretrain", "retrieval")
+
+
+def start_ranks(cfg: TrainConfig, args, device: torch.device) -> torch.device:
+    """Join the launcher's process group for a sharded retrieval evaluation.
+
+    Retrieval gathers every rank's embeddings and ITM scores, so each rank scores the
+    whole split and the numbers equal one process's. Other tasks still run in one
+    process: refusing them beats reporting one rank's share as the whole.
+    """
+    task_name = cfg.task.get("name", "")
+    if task_name not in MULTI_RANK_TASKS or args.vqa_submission:
+        raise ConfigError(f"eval.py evaluates {task_name!r}{' submissions' if args.vqa_submission else ''} in one "
+                          f"process, not on {dist.get_world_size()} ranks: run it with python eval.py "
+                          f"(several ranks work for {', '.join(MULTI_RANK_TASKS)})")
+    if device.type == "cuda":
+        device = torch.device("cuda", dist.get_local_rank())
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.initialize_dist("gpu" if device.type == "cuda" else "cpu")
+    return device
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -181,6 +205,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["zeroshot"]:
+        if dist.get_world_size() > 1:  # one rank's share reported as the whole would be a wrong number
+            print(f"eval error: eval.py zeroshot runs in one process, not on {dist.get_world_size()} ranks: "
+                  "run it with python eval.py zeroshot ...", file=sys.stderr)
+            return 2
         from vlmo_composer.evaluation.zeroshot import main as zeroshot_main
 
         return zeroshot_main(argv[1:])
@@ -194,6 +222,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = load_config(args.config, args.overrides)
         if not cfg.eval_loaders:
             raise ConfigError(f"{args.config} has no eval_loaders to evaluate on")
+        if dist.get_world_size() > 1 and not args.dry_run:
+            device = start_ranks(cfg, args, device)
         if args.dry_run:
             from vlmo_composer.training.dry_run import eval_summary
 
@@ -228,7 +258,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"weights: {weights}\n{args.split}: {written['questions']} answers written to {args.vqa_submission}")
         return 0
     results = evaluate(cfg, weights, task, device, args.rerank_k)
+    if dist.get_global_rank() > 0:  # every rank computed the same numbers: rank 0 reports them
+        return 0
     print(format_table(results))
+    if dist.get_world_size() > 1:
+        print(f"evaluated on {dist.get_world_size()} ranks (each encoded its share; scored on the whole split)")
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(flat_summary(results), indent=2) + "\n")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 import torch
+from composer.utils import dist
 
 from vlmo_composer.evaluation.rerank import rerank_candidates, reranked_scores
 from vlmo_composer.metrics import RetrievalRecall, recall_from_scores, retrieval_recall
@@ -97,6 +98,8 @@ def collect_features(model, loader: Iterable[dict], device: torch.device) -> Ret
         parts["ids"].append(batch["input_ids"].flatten(0, 1)[keep].cpu())
         parts["mask"].append(batch["attention_mask"].flatten(0, 1)[keep].cpu())
     cat = {k: torch.cat(v) for k, v in parts.items()}
+    if dist.get_world_size() > 1:  # each rank read its share of the split: score the whole of it
+        cat = {k: torch.cat([part[k] for part in dist.all_gather_object(cat)]) for k in cat}
     image_ids, first = _unique_first(cat["image_ids"])
     text_ids, text_first = _unique_first(cat["text_ids"])
     text_image_ids = cat["text_image_ids"][text_first]
@@ -168,12 +171,25 @@ def itm_rerank(
                 features.attention_mask[captions].to(device),
                 pixels[positions].to(device),
             ).float().cpu()
+    if dist.get_world_size() > 1:  # each rank fused the pairs of the images it read: combine them
+        itm = _combine_across_ranks(itm, device)
     try:
         scores_i2t = reranked_scores(scores, tr_top, itm.gather(1, tr_top))
         scores_t2i = reranked_scores(scores.T, ir_top, itm.T.gather(1, ir_top))
     except ValueError as err:
         raise RuntimeError("re-ranking missed pairs: the loader did not yield every evaluated image") from err
     return scores_i2t, scores_t2i
+
+
+def _combine_across_ranks(itm: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Every rank's ITM scores in one matrix (NaN where no rank fused the pair; a pair
+    fused on two ranks, when the sampler repeats an image to even out the shares, is averaged)."""
+    known = ~itm.isnan()
+    total = torch.where(known, itm, 0.0).to(device)
+    count = known.float().to(device)
+    dist.all_reduce(total)
+    dist.all_reduce(count)
+    return torch.where(count > 0, total / count.clamp(min=1), float("nan")).cpu()
 
 
 def evaluate_retrieval(model, loader_factory, device: torch.device, rerank_k: int = 0) -> RetrievalResult:

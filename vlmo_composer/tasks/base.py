@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import torch
 from composer.models import ComposerModel
+from composer.utils import dist
 
 from vlmo_composer.checkpoints.io import LoadReport
 from vlmo_composer.checkpoints.sources import load_weights_into, weight_kind
@@ -138,7 +139,11 @@ class VLMoTask(ComposerModel):
         mask = batch.get("attention_mask")
         if not self.cfg.trim_text_padding or mask is None or mask.ndim != 2:
             return batch
-        length = int(mask.sum(dim=1).max())
+        length = mask.sum(dim=1).max()
+        if self.training and dist.get_world_size() > 1:
+            # ITM's hard-negative gather needs one text length on every rank: trim to the global longest.
+            dist.all_reduce(length, reduce_operation="MAX")
+        length = int(length)
         return {k: v[:, :length] if k in self.TEXT_KEYS else v for k, v in batch.items()}
 
     # ------------------------------------------------------------------ Composer API
