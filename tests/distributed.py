@@ -21,6 +21,11 @@ def free_port() -> int:
 
 def _entry(rank: int, world: int, fn, args, out_dir: str) -> None:
     torch.set_num_threads(1)  # several ranks on a 2-core box: no OpenMP oversubscription
+    # Composer's dist helpers check the launcher's variables against the process group; an
+    # earlier test in this pytest process may have left single-process values behind.
+    os.environ.update(
+        WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), NODE_RANK="0"
+    )
     dist.init_process_group(
         "gloo",
         init_method=f"file://{out_dir}/rendezvous",  # no port to pick, so no race with other jobs
