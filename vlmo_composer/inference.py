@@ -181,7 +181,8 @@ class VLMoInference:
         (as ``eval.py``); it is unpickled, so point it only at checkpoints you trust.
         A VQA task's ``answer_vocab`` comes along.
         """
-        from vlmo_composer.evaluation.cli import trained_model
+        # Imported here so that inference alone never loads the training stack (Composer, Streaming).
+        from vlmo_composer.evaluation.weights import trained_model
 
         model, answers = trained_model(yaml_path, checkpoint, overrides)
         return cls(model, None, answers, device, dtype)

@@ -40,11 +40,13 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from vlmo_composer.training.object_store import LATEST_POLL_ATTRIBUTE
-
 log = logging.getLogger(__name__)
 
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
+
+# How often Composer's CheckpointSaver asks whether the checkpoint the ``latest`` pointer names has
+# landed (a private attribute, Composer 0.32); this callback and training.object_store set it.
+LATEST_POLL_ATTRIBUTE = "_symlink_upload_wait_before_next_try_in_seconds"
 
 
 class Preempted(Exception):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import zipfile
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Union
 
 import torch
+
+from vlmo_composer.common.errors import ConfigError
 
 StateDictSource = Union[str, os.PathLike, Mapping[str, torch.Tensor]]
 
@@ -113,3 +116,33 @@ def check_and_load(
         )
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     return report
+
+
+# ---------------------------------------------------------------- checkpoint files
+def check_checkpoint_file(path: str, key: str) -> None:
+    """A local checkpoint must exist and look like a complete ``torch.save`` file.
+
+    ``torch.save`` writes a zip archive (a truncated one has no central directory);
+    files from before PyTorch 1.6 are a bare pickle, which starts with byte 0x80.
+    """
+    if "://" in path:
+        return
+    if not os.path.isfile(path):
+        raise ConfigError(f"{key}: checkpoint {path} does not exist")
+    if zipfile.is_zipfile(path):
+        return
+    with open(path, "rb") as fh:
+        if fh.read(1) == b"\x80":
+            return
+    raise ConfigError(f"{key}: {path} is not a readable PyTorch checkpoint (truncated, or not written by torch.save)")
+
+
+CHECKPOINT_READ_ERRORS = ("PytorchStreamReader", "invalid load key", "Ran out of input", "unpickling", "zip archive")
+
+
+def is_checkpoint_read_error(err: BaseException) -> bool:
+    import pickle
+
+    if isinstance(err, (pickle.UnpicklingError, EOFError, zipfile.BadZipFile)):
+        return True
+    return isinstance(err, (RuntimeError, ValueError)) and any(s in str(err) for s in CHECKPOINT_READ_ERRORS)

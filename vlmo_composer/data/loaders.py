@@ -23,7 +23,8 @@ from streaming import StreamingDataset
 from torch.utils.data import DataLoader
 
 from vlmo_composer import registry
-from vlmo_composer.training.config import ConfigError, LoaderConfig
+from vlmo_composer.common.errors import ConfigError
+from vlmo_composer.data.loader_config import LoaderConfig
 from vlmo_composer.data.datasets import ImageDataset, ImageTextDataset, NLVR2Dataset, TextDataset, VQADataset
 from vlmo_composer.data.local_cache import free_locals
 from vlmo_composer.data.streams import make_streams, stream_arguments

@@ -22,41 +22,18 @@ from typing import Any, Optional
 import torch
 from composer.utils import dist
 
-from vlmo_composer.training.builders import build_task, resolve_config
-from vlmo_composer.checkpoints.sources import fetch_source, load_weights_into, local_copy, weight_kind
-from vlmo_composer.training.config import ConfigError, TrainConfig, load_config
+from vlmo_composer.checkpoints.sources import fetch_source
+from vlmo_composer.common.errors import ConfigError
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.data.local_cache import cache_namespace
 from vlmo_composer.evaluation.evaluators import EvalRun, evaluator_for
 from vlmo_composer.evaluation.vqa_submission import SubmissionError, find_split, write_split_submission
-from vlmo_composer.training.run_checks import check_s3_credentials, s3_locations, short_error
+from vlmo_composer.evaluation.weights import add_weights_args, chosen_weights, default_checkpoint
 from vlmo_composer.tasks.base import InitFrom
-
-# Old flags, each naming one kind: accepted with a deprecation message.
-DEPRECATED_FLAGS = {"checkpoint": "composer", "official": "official", "exported": "safetensors"}
-
-
-def default_checkpoint(cfg: TrainConfig) -> Optional[str]:
-    """The newest checkpoint Composer wrote for this run (``latest-rank0.pt`` in save_folder)."""
-    if not cfg.save_folder:
-        return None
-    folder = cfg.save_folder.replace("{run_name}", cfg.run_name or "")
-    return f"{folder.rstrip('/')}/latest-rank0.pt"
-
-
-def trained_model(yaml_path: str, checkpoint: Optional[str] = None, overrides=()) -> tuple[Any, Optional[list[str]]]:
-    """The exact model a training YAML built, strictly loaded from a Composer checkpoint of it, and
-    its VQA answers (if any). ``checkpoint`` defaults to the run's ``latest-rank0.pt``."""
-    cfg = load_config(yaml_path, list(overrides))
-    checkpoint = checkpoint or default_checkpoint(cfg)
-    if checkpoint is None:
-        raise ConfigError(f"{yaml_path} has no save_folder: pass checkpoint=")
-    # The task builds the model exactly as training did (e.g. VQA sizes its head from
-    # the answer vocabulary); its own init_from is skipped: the checkpoint replaces it.
-    checkpoint = local_copy(checkpoint)  # a missing file fails first, naming it
-    task = build_task(resolve_config(cfg).without_init().on_device("cpu"))
-    load_weights_into(task.model, "composer", checkpoint)  # strict: every key
-    return task.model, getattr(task, "answers", None)
+from vlmo_composer.training.builders import build_task, resolve_config
+from vlmo_composer.training.config import TrainConfig, load_config
+from vlmo_composer.training.dry_run import eval_summary
+from vlmo_composer.training.run_checks import check_s3_credentials, s3_locations, short_error
 
 
 def load_weights(task, path: str, kind: str) -> str:
@@ -148,39 +125,6 @@ def flat_summary(results: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
-def add_weights_args(parser: argparse.ArgumentParser) -> None:
-    """``--weights PATH --kind KIND`` (one vocabulary), plus the deprecated one-kind flags."""
-    parser.add_argument("--weights", help="weights to evaluate: a file or folder, local or s3://")
-    parser.add_argument("--kind", help="what --weights is: official | safetensors | composer "
-                        "(default: a folder is safetensors, a file official; name composer for our checkpoints)")
-    for flag, kind in DEPRECATED_FLAGS.items():
-        parser.add_argument(f"--{flag}", help=f"deprecated: --weights PATH --kind {kind}")
-
-
-def chosen_weights(args: argparse.Namespace, default: Optional[str]) -> tuple[str, str]:
-    """``(path, kind)`` from the arguments (the run's own checkpoint when none is named).
-
-    An unnamed kind is ``auto``: :func:`fetch_source` guesses it from the fetched file.
-    """
-    given = [(flag, getattr(args, flag)) for flag in ("weights", *DEPRECATED_FLAGS) if getattr(args, flag)]
-    if len(given) > 1:
-        raise ConfigError(f"name the weights once: got {', '.join('--' + f for f, _ in given)}")
-    if not given:
-        if args.kind:
-            raise ConfigError("--kind describes --weights: pass --weights too")
-        if default is None:
-            raise ConfigError("no weights to evaluate: pass --weights PATH [--kind KIND] (or set save_folder)")
-        return default, "composer"
-    flag, path = given[0]
-    if flag != "weights":
-        kind = DEPRECATED_FLAGS[flag]
-        print(f"eval: --{flag} is deprecated; use --weights {path} --kind {kind}", file=sys.stderr)
-        return path, kind
-    if args.kind:
-        return path, weight_kind(args.kind, "--kind")
-    return path, "auto"
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="the YAML whose task and eval_loaders to use")
@@ -225,8 +169,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         if dist.get_world_size() > 1 and not args.dry_run:
             device = start_ranks(cfg, args, device)
         if args.dry_run:
-            from vlmo_composer.training.dry_run import eval_summary
-
             path, kind = chosen_weights(args, default_checkpoint(cfg))
             print(eval_summary(cfg, args.config, describe_weights(path, kind)))
             return 0

@@ -23,6 +23,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from vlmo_composer.checkpoints.sources import local_copy
+from vlmo_composer.common.errors import ConfigError
+from vlmo_composer.evaluation.weights import add_weights_args, chosen_weights
 from vlmo_composer.evaluation.zeroshot_classifier import ZeroShotClassifier, zero_shot_metrics
 
 CLASSES_NAME = "classes.json"
@@ -48,8 +50,6 @@ def evaluate_zero_shot(model, classifier: ZeroShotClassifier, loader) -> dict[st
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from vlmo_composer.evaluation.cli import add_weights_args
-
     parser = argparse.ArgumentParser(prog="eval.py zeroshot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a convert_images.py split (local or s3://)")
@@ -65,7 +65,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def load_model(args: argparse.Namespace, device: str):
-    from vlmo_composer.evaluation.cli import chosen_weights
     from vlmo_composer.inference import VLMoInference
 
     if args.config:
@@ -80,8 +79,6 @@ def load_model(args: argparse.Namespace, device: str):
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from vlmo_composer.training.config import ConfigError
-
     args = parse_args(sys.argv[1:] if argv is None else argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -16,10 +16,9 @@ import torch
 from composer.models import ComposerModel
 from composer.utils import dist
 
-from vlmo_composer.checkpoints.io import LoadReport
+from vlmo_composer.checkpoints.io import LoadReport, check_checkpoint_file
 from vlmo_composer.checkpoints.sources import load_weights_into, weight_kind
 from vlmo_composer.model import NAMED_CONFIGS, VLMo, VLMoConfig
-from vlmo_composer.training.run_checks import check_checkpoint_file
 
 log = logging.getLogger(__name__)
 

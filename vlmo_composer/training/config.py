@@ -17,11 +17,9 @@ from typing import Any, Optional, Union
 
 from omegaconf import OmegaConf
 
+from vlmo_composer.common.errors import ConfigError
+from vlmo_composer.data.loader_config import EvalLoaderConfig, LoaderConfig
 from vlmo_composer.training.object_store import ObjectStoreConfig
-
-
-class ConfigError(ValueError):
-    """A bad key or value in the YAML; the message names the key path."""
 
 
 # ---------------------------------------------------------------- strict conversion
@@ -115,26 +113,6 @@ def to_dict(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------- the schema
-@dataclass
-class LoaderConfig:
-    """A dataloader: a registered dataset ``name`` and its keyword arguments."""
-
-    name: str
-    dataset: dict = field(default_factory=dict)
-    num_workers: int = 2
-    pin_memory: bool = True
-    prefetch_factor: Optional[int] = 2
-    persistent_workers: bool = True
-    timeout: float = 0.0
-    drop_last: Optional[bool] = None  # default: True for training, False for evaluation
-
-
-@dataclass
-class EvalLoaderConfig(LoaderConfig):
-    label: str = "eval"
-    metric_names: Optional[list[str]] = None
-
-
 @dataclass
 class TrainConfig:
     # ---- what to train

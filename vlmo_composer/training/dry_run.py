@@ -25,7 +25,13 @@ from vlmo_composer.training.config import ConfigError, LoaderConfig, TrainConfig
 from vlmo_composer.data.streams import _named_entries
 from vlmo_composer.loggers.metrics_file import metrics_location
 from vlmo_composer.model import VLMoConfig
-from vlmo_composer.training.run_checks import check_checkpoint_file, check_s3_credentials, s3_locations
+from vlmo_composer.checkpoints.io import check_checkpoint_file
+from vlmo_composer.training.run_checks import (
+    check_s3_credentials,
+    device_batch_size,
+    s3_locations,
+    world_size,
+)
 
 
 @dataclass
@@ -156,8 +162,6 @@ def describe_loaders(cfg: TrainConfig, model: VLMoConfig, train: bool) -> tuple[
 def describe_steps(cfg: TrainConfig, epoch_samples: float, world: int) -> list[str]:
     from composer.core import Time, TimeUnit
 
-    from vlmo_composer.training.train import device_batch_size
-
     device_batch = device_batch_size(cfg.global_train_batch_size, world)
     micro = cfg.device_train_microbatch_size or device_batch
     per_epoch = int(epoch_samples // cfg.global_train_batch_size)
@@ -214,10 +218,6 @@ def describe_checkpoints(cfg: TrainConfig) -> list[str]:
             how = "full state: continues its step count, optimizer, schedule and data position"
         lines.append(f"load_path: {cfg.load_path} ({how})")
     return lines
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def train_summary(cfg: TrainConfig, yaml_path: str) -> str:

@@ -25,6 +25,8 @@ from typing import Any, Iterable
 
 from composer.loggers import RemoteUploaderDownloader
 
+from vlmo_composer.callbacks.preemption import LATEST_POLL_ATTRIBUTE
+
 RETRY_MODES = ("standard", "adaptive", "legacy")
 
 
@@ -74,9 +76,6 @@ def remote_uploader_downloader(save_folder: str, cfg: ObjectStoreConfig) -> Remo
     # re-imports torch and Composer (~10 s per run, at start and at close).
     return RemoteUploaderDownloader(bucket_uri=f"s3://{bucket}", use_procs=False,
                                     backend_kwargs={"bucket": bucket, "client_config": client_config(cfg)})
-
-
-LATEST_POLL_ATTRIBUTE = "_symlink_upload_wait_before_next_try_in_seconds"  # CheckpointSaver, Composer 0.32
 
 
 def configure_checkpoint_uploads(saver: Any, cfg: ObjectStoreConfig) -> None:

@@ -8,12 +8,13 @@ minutes of start-up and behind a long traceback; here each fails at once with a
 from __future__ import annotations
 
 import os
-import zipfile
 from typing import Any, Iterator, Optional, Union
 
 import torch
 
-from vlmo_composer.training.config import ConfigError, TrainConfig
+from vlmo_composer.checkpoints.io import is_checkpoint_read_error
+from vlmo_composer.common.errors import ConfigError
+from vlmo_composer.training.config import TrainConfig
 
 DURATION_UNITS = ("ep", "ba", "sp", "tok")
 INTERVAL_UNITS = DURATION_UNITS + ("dur",)
@@ -37,6 +38,18 @@ def check_duration(value: Union[str, int], key: str, units: tuple[str, ...] = DU
         raise ConfigError(f"{key}: {value!r} must be positive")
 
 
+def world_size() -> int:
+    """Ranks of this launch, from the launcher's environment (no process group needed)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def device_batch_size(global_batch: int, world_size: int, what: str = "global_train_batch_size") -> int:
+    """Each rank's share of ``global_batch``; a batch the ranks cannot split evenly fails."""
+    if global_batch % world_size:
+        raise ConfigError(f"{what}={global_batch} is not divisible by the {world_size} ranks")
+    return global_batch // world_size
+
+
 def check_run_settings(cfg: TrainConfig, device: Optional[str] = None) -> None:
     """Durations, precision and device (``device``: the resolved one, when known)."""
     check_duration(cfg.max_duration, "max_duration")
@@ -52,36 +65,6 @@ def check_run_settings(cfg: TrainConfig, device: Optional[str] = None) -> None:
         raise ConfigError(f"precision: '{cfg.precision}' needs a GPU; on device cpu use fp32")
     if device == "gpu" and not torch.cuda.is_available():
         raise ConfigError("device: 'gpu' but no CUDA GPU is visible; use device: cpu (with precision: fp32)")
-
-
-# ---------------------------------------------------------------- checkpoint files
-def check_checkpoint_file(path: str, key: str) -> None:
-    """A local checkpoint must exist and look like a complete ``torch.save`` file.
-
-    ``torch.save`` writes a zip archive (a truncated one has no central directory);
-    files from before PyTorch 1.6 are a bare pickle, which starts with byte 0x80.
-    """
-    if "://" in path:
-        return
-    if not os.path.isfile(path):
-        raise ConfigError(f"{key}: checkpoint {path} does not exist")
-    if zipfile.is_zipfile(path):
-        return
-    with open(path, "rb") as fh:
-        if fh.read(1) == b"\x80":
-            return
-    raise ConfigError(f"{key}: {path} is not a readable PyTorch checkpoint (truncated, or not written by torch.save)")
-
-
-CHECKPOINT_READ_ERRORS = ("PytorchStreamReader", "invalid load key", "Ran out of input", "unpickling", "zip archive")
-
-
-def is_checkpoint_read_error(err: BaseException) -> bool:
-    import pickle
-
-    if isinstance(err, (pickle.UnpicklingError, EOFError, zipfile.BadZipFile)):
-        return True
-    return isinstance(err, (RuntimeError, ValueError)) and any(s in str(err) for s in CHECKPOINT_READ_ERRORS)
 
 
 # ---------------------------------------------------------------- S3

@@ -32,10 +32,11 @@ from vlmo_composer.callbacks import FlattenMetricDicts, MidEpochRngRestore, Pree
 from vlmo_composer.callbacks.preemption import PREEMPTED_EXIT_CODE
 from vlmo_composer.training.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
+from vlmo_composer.training.dry_run import train_summary
+from vlmo_composer.checkpoints.io import check_checkpoint_file
 from vlmo_composer.training.run_checks import (
-    check_checkpoint_file,
-    check_run_settings,
     check_s3_credentials,
+    device_batch_size,
     s3_locations,
     short_error,
 )
@@ -52,12 +53,6 @@ from vlmo_composer.data.local_cache import cache_namespace
 log = logging.getLogger("vlmo_composer")
 
 CONTRASTIVE_TASKS = ("vl_pretrain", "retrieval")
-
-
-def device_batch_size(global_batch: int, world_size: int, what: str = "global_train_batch_size") -> int:
-    if global_batch % world_size:
-        raise ConfigError(f"{what}={global_batch} is not divisible by the {world_size} ranks")
-    return global_batch // world_size
 
 
 def on_cpu(device: Optional[str]) -> bool:
@@ -238,8 +233,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         cfg = load_config(argv[0], argv[1:])
         if dry_run:
-            from vlmo_composer.training.dry_run import train_summary
-
             summary_text = train_summary(cfg, argv[0])
             if os.environ.get("RANK", "0") == "0":
                 print(summary_text)

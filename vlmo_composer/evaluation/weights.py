@@ -1,0 +1,78 @@
+"""Which weights an evaluation reads: the ``--weights PATH --kind KIND`` flags, the run's own
+latest checkpoint, and the model a training YAML built, loaded from one of its checkpoints.
+
+Shared by ``eval.py`` (:mod:`vlmo_composer.evaluation.cli`), ``eval.py zeroshot``
+(:mod:`vlmo_composer.evaluation.zeroshot`) and
+:meth:`vlmo_composer.inference.VLMoInference.from_training_config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Optional
+
+from vlmo_composer.checkpoints.sources import load_weights_into, local_copy, weight_kind
+from vlmo_composer.common.errors import ConfigError
+from vlmo_composer.training.builders import build_task, resolve_config
+from vlmo_composer.training.config import TrainConfig, load_config
+
+# Old flags, each naming one kind: accepted with a deprecation message.
+DEPRECATED_FLAGS = {"checkpoint": "composer", "official": "official", "exported": "safetensors"}
+
+
+def default_checkpoint(cfg: TrainConfig) -> Optional[str]:
+    """The newest checkpoint Composer wrote for this run (``latest-rank0.pt`` in save_folder)."""
+    if not cfg.save_folder:
+        return None
+    folder = cfg.save_folder.replace("{run_name}", cfg.run_name or "")
+    return f"{folder.rstrip('/')}/latest-rank0.pt"
+
+
+def trained_model(yaml_path: str, checkpoint: Optional[str] = None, overrides=()) -> tuple[Any, Optional[list[str]]]:
+    """The exact model a training YAML built, strictly loaded from a Composer checkpoint of it, and
+    its VQA answers (if any). ``checkpoint`` defaults to the run's ``latest-rank0.pt``."""
+    cfg = load_config(yaml_path, list(overrides))
+    checkpoint = checkpoint or default_checkpoint(cfg)
+    if checkpoint is None:
+        raise ConfigError(f"{yaml_path} has no save_folder: pass checkpoint=")
+    # The task builds the model exactly as training did (e.g. VQA sizes its head from
+    # the answer vocabulary); its own init_from is skipped: the checkpoint replaces it.
+    checkpoint = local_copy(checkpoint)  # a missing file fails first, naming it
+    task = build_task(resolve_config(cfg).without_init().on_device("cpu"))
+    load_weights_into(task.model, "composer", checkpoint)  # strict: every key
+    return task.model, getattr(task, "answers", None)
+
+
+def add_weights_args(parser: argparse.ArgumentParser) -> None:
+    """``--weights PATH --kind KIND`` (one vocabulary), plus the deprecated one-kind flags."""
+    parser.add_argument("--weights", help="weights to evaluate: a file or folder, local or s3://")
+    parser.add_argument("--kind", help="what --weights is: official | safetensors | composer "
+                        "(default: a folder is safetensors, a file official; name composer for our checkpoints)")
+    for flag, kind in DEPRECATED_FLAGS.items():
+        parser.add_argument(f"--{flag}", help=f"deprecated: --weights PATH --kind {kind}")
+
+
+def chosen_weights(args: argparse.Namespace, default: Optional[str]) -> tuple[str, str]:
+    """``(path, kind)`` from the arguments (the run's own checkpoint when none is named).
+
+    An unnamed kind is ``auto``: :func:`~vlmo_composer.checkpoints.sources.fetch_source`
+    guesses it from the fetched file.
+    """
+    given = [(flag, getattr(args, flag)) for flag in ("weights", *DEPRECATED_FLAGS) if getattr(args, flag)]
+    if len(given) > 1:
+        raise ConfigError(f"name the weights once: got {', '.join('--' + f for f, _ in given)}")
+    if not given:
+        if args.kind:
+            raise ConfigError("--kind describes --weights: pass --weights too")
+        if default is None:
+            raise ConfigError("no weights to evaluate: pass --weights PATH [--kind KIND] (or set save_folder)")
+        return default, "composer"
+    flag, path = given[0]
+    if flag != "weights":
+        kind = DEPRECATED_FLAGS[flag]
+        print(f"eval: --{flag} is deprecated; use --weights {path} --kind {kind}", file=sys.stderr)
+        return path, kind
+    if args.kind:
+        return path, weight_kind(args.kind, "--kind")
+    return path, "auto"
