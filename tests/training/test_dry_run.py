@@ -9,8 +9,11 @@ from pathlib import Path
 
 import boto3
 import torch
+from omegaconf import OmegaConf
 
-from vlmo_composer.training.builders import validate_config
+from vlmo_composer import registry
+from vlmo_composer.training import builders
+from vlmo_composer.training.builders import import_code_paths, validate_config
 from vlmo_composer.training.config import load_config
 from vlmo_composer.evaluation.cli import main as eval_main
 from vlmo_composer.model import VLMo
@@ -83,3 +86,50 @@ def test_eval_dry_run(capsys, synthetic_data):
     assert f"{synthetic_data}/image_text/test: {shard_samples(synthetic_data / 'image_text/test')} samples" in out
     assert f"{model_parameters([]):,} parameters" in out, out
     assert "latest-rank0.pt" in out and "nothing evaluated" in out, out
+
+
+CODE_PATHS_CALLBACK = """\
+from composer.core import Callback
+
+from vlmo_composer import registry
+
+
+class EveryN(Callback):
+    def __init__(self, every: int = 1):
+        self.every = every
+
+
+registry.callbacks.register("dry_run_test_every_n", EveryN)
+"""
+
+
+def test_dry_run_with_a_code_paths_callback(capsys, synthetic_data, tmp_path, monkeypatch):
+    """A ``code_paths:`` file that registers a callback the YAML uses: the dry runs (train, then a
+    wrong key, then eval, in one process as the tests run the commands) run the file once."""
+    monkeypatch.setattr(registry.callbacks, "_entries", dict(registry.callbacks._entries))
+    monkeypatch.setattr(builders, "IMPORTED_CODE_PATHS", {})
+    hooks = tmp_path / "my_callbacks.py"
+    hooks.write_text(CODE_PATHS_CALLBACK)
+    yaml = OmegaConf.load(QUICKSTART)
+    yaml.code_paths = [str(hooks)]
+    yaml.callbacks.dry_run_test_every_n = {"every": 2}
+    run_yaml = tmp_path / "run.yaml"
+    OmegaConf.save(yaml, run_yaml)
+    data = f"variables.data={synthetic_data}"
+    resolutions = []  # every resolve_config starts by importing the code paths
+    monkeypatch.setattr(builders, "import_code_paths", lambda paths: resolutions.append(paths) or import_code_paths(paths))
+
+    assert train_main([str(run_yaml), "--dry-run", data, "global_train_batch_size=8"]) == 0
+    captured = capsys.readouterr()
+    assert "nothing trained" in captured.out and "already registered" not in captured.err, captured
+    assert len(resolutions) == 1, "the dry run resolves the config once"
+    # The registered callback's arguments are checked like a built-in one's.
+    assert train_main([str(run_yaml), "--dry-run", data, "callbacks.dry_run_test_every_n.evry=3"]) == 2
+    err = capsys.readouterr().err
+    assert "callbacks.dry_run_test_every_n.evry" in err and "every" in err, err
+    assert eval_main([str(run_yaml), data, "--dry-run"]) == 0
+    assert "nothing evaluated" in capsys.readouterr().out
+    # The same file by another path (a symlink) is the same import.
+    (tmp_path / "link.py").symlink_to(hooks)
+    import_code_paths([str(tmp_path / "link.py"), str(hooks)])
+    assert list(builders.IMPORTED_CODE_PATHS) == [str(hooks.resolve())]

@@ -8,6 +8,7 @@ import inspect
 import logging
 import os
 import sys
+import types
 import typing
 from typing import Any, Callable
 
@@ -69,16 +70,33 @@ def instantiate(reg: registry.Registry, name: str, kwargs: dict | None, where: s
         raise ConfigError(f"{where} needs an optional package: pip install 'vlmo-composer[{name}]' ({err})") from None
 
 
+# code_paths files already run in this process, by resolved path: a file runs once, as an import does.
+IMPORTED_CODE_PATHS: dict[str, types.ModuleType] = {}
+
+
 def import_code_paths(paths: list[str]) -> None:
-    """Import user files so their ``registry.*.register`` calls run before building."""
+    """Import user files so their ``registry.*.register`` calls run before building.
+
+    Each file runs once per process (the same file named again, by another path or
+    by a second resolution of the config, is not run again), so its ``register``
+    calls never meet their own earlier registrations.
+    """
     for path in paths:
         if not os.path.exists(path):
             raise ConfigError(f"code_paths: {path} does not exist")
+        resolved = os.path.realpath(path)
+        if resolved in IMPORTED_CODE_PATHS:
+            continue
         name = "vlmo_user_" + os.path.splitext(os.path.basename(path))[0]
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        IMPORTED_CODE_PATHS[resolved] = module
 
 
 def lookup(reg: registry.Registry, name: str, where: str) -> Any:

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import torch
 
 from vlmo_composer import registry
-from vlmo_composer.training.builders import build_task, resolve_config, validate_config
+from vlmo_composer.training.builders import ResolvedTask, build_task, resolve_config
 from vlmo_composer.checkpoints.official import describe_size
 from vlmo_composer.training.config import ConfigError, LoaderConfig, TrainConfig
 from vlmo_composer.data.streams import _named_entries
@@ -129,9 +129,9 @@ def sample_batch(model: VLMoConfig, text_len: int, mlm_prob: float) -> dict[str,
             "pixel_values": image, "pixel_values_2": image}
 
 
-def describe_model(cfg: TrainConfig) -> tuple[Any, list[str]]:
+def describe_model(cfg: TrainConfig, resolved: ResolvedTask) -> tuple[Any, list[str]]:
     """The task built on ``meta`` (no memory, no weights loaded) and its summary lines."""
-    task = build_task(resolve_config(cfg).without_init().on_device("meta"))
+    task = build_task(resolved.without_init().on_device("meta"))
     config = task.model.config
     total = sum(p.numel() for p in task.parameters())
     trainable = sum(p.numel() for p in task.parameters() if p.requires_grad)
@@ -222,10 +222,10 @@ def describe_checkpoints(cfg: TrainConfig) -> list[str]:
 
 def train_summary(cfg: TrainConfig, yaml_path: str) -> str:
     """Everything ``train.py`` would do with ``cfg``; raises ConfigError on what would fail."""
-    model_config = validate_config(cfg)
+    resolved = resolve_config(cfg)  # once: every description below reads this one
     check_s3_credentials(s3_locations(cfg))
-    task, lines = describe_model(cfg)
-    epoch_samples, loader_lines = describe_loaders(cfg, model_config, train=True)
+    task, lines = describe_model(cfg, resolved)
+    epoch_samples, loader_lines = describe_loaders(cfg, resolved.model, train=True)
     lines += loader_lines + describe_steps(cfg, epoch_samples, world_size())
     lines += [describe_flops(task, cfg)] + describe_checkpoints(cfg)
     return "\n".join([f"dry run of {yaml_path}:", *lines, "dry run: nothing trained"])
@@ -233,9 +233,9 @@ def train_summary(cfg: TrainConfig, yaml_path: str) -> str:
 
 def eval_summary(cfg: TrainConfig, yaml_path: str, weights: str) -> str:
     """What ``eval.py`` would evaluate (``weights``: a description of the chosen checkpoint)."""
-    model_config = validate_config(cfg)
+    resolved = resolve_config(cfg)
     check_s3_credentials(s3_locations(cfg))
-    _, lines = describe_model(cfg)
-    _, loader_lines = describe_loaders(cfg, model_config, train=False)
+    _, lines = describe_model(cfg, resolved)
+    _, loader_lines = describe_loaders(cfg, resolved.model, train=False)
     lines += loader_lines + [f"weights: {weights}"]
     return "\n".join([f"dry run of {yaml_path} (evaluation):", *lines, "dry run: nothing evaluated"])
