@@ -18,7 +18,6 @@ resolves it before ``q`` starts.
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from pathlib import Path
 
 import pytest

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from prep_helpers import make_coco_like
 
 from s3_server import moto_s3
@@ -42,9 +43,11 @@ def test_conversion_through_faults_is_byte_identical(tmp_path: Path, monkeypatch
             monkeypatch.setenv("S3_ENDPOINT_URL", proxy.url)
             monkeypatch.setenv("VLMO_S3_READ_TIMEOUT", "2")
             monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
-            proxy.outage()
-            with pytest.raises(Exception):
+            proxy.outage("internal")  # every request: 500 InternalError, retried AWS_MAX_ATTEMPTS times
+            with pytest.raises(ClientError, match=r"\(InternalError\) when calling the GetObject operation "
+                                                  r"\(reached max retries: 2\)") as stopped:
                 convert_karpathy.main([*common, "--out", f"s3://{bucket}/flaky"])
+            assert stopped.value.response["Error"]["Code"] == "InternalError"
             outage_failures = proxy.injected()
             proxy.restore()
             monkeypatch.setenv("AWS_MAX_ATTEMPTS", "6")

@@ -50,6 +50,7 @@ class FaultProxy:
         self.requests: list[tuple[str, str, str]] = []  # (method, target, outcome) in arrival order
         self._random = random.Random(seed)
         self._outage = False
+        self._outage_fault: Optional[str] = None
         self._streak: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -68,10 +69,14 @@ class FaultProxy:
         self._listener.close()
         self._thread.join(timeout=5)
 
-    def outage(self) -> None:
-        """Fail every request (with the configured faults) until :meth:`restore`."""
+    def outage(self, fault: Optional[str] = None) -> None:
+        """Fail every request until :meth:`restore`: with ``fault``, or the configured faults drawn
+        as usual (the generator advances the same either way, so the schedule after it is unchanged)."""
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {FAULTS}")
         with self._lock:
             self._outage = True
+            self._outage_fault = fault
 
     def restore(self, rate: Optional[float] = None) -> None:
         with self._lock:
@@ -94,7 +99,7 @@ class FaultProxy:
         with self._lock:
             draw, kind = self._random.random(), self._random.choice(self.faults)
             if self._outage:
-                outcome = kind
+                outcome = self._outage_fault or kind
             elif draw < self.rate and self._streak[key] < self.max_consecutive:
                 outcome = kind
             else:

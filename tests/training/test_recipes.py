@@ -46,6 +46,7 @@ BASE_CHAIN = ["pretrain/vision_base", "pretrain/text_base", "pretrain/vl_base", 
 LARGE_CHAIN = ["pretrain/vision_large", "pretrain/text_large", "pretrain/vl_large", "pretrain/vl_large_web",
                "finetune/retrieval_coco_large", "finetune/retrieval_f30k_large", "finetune/vqa_large",
                "finetune/nlvr2_large"]
+SHIPPED = sorted(p.relative_to(YAMLS).with_suffix("").as_posix() for p in YAMLS.rglob("*.yaml"))
 
 
 def recipe(name: str) -> str:
@@ -61,29 +62,36 @@ def stream_cache(tmp_path, monkeypatch) -> Path:
 
 
 def test_every_shipped_yaml_is_in_a_tested_chain():
-    shipped = {p.relative_to(YAMLS).with_suffix("").as_posix() for p in YAMLS.rglob("*.yaml")}
-    assert shipped == set(BASE_CHAIN) | set(LARGE_CHAIN) | {"quickstart"}
+    assert len(SHIPPED) == 16 == len(BASE_CHAIN) + len(LARGE_CHAIN) + 1, SHIPPED  # the tests below loop over these
+    assert set(SHIPPED) == set(BASE_CHAIN) | set(LARGE_CHAIN) | {"quickstart"}
 
 
 # ------------------------------------------------------------------ configuration, no training
-@pytest.mark.parametrize("name", sorted(p.relative_to(YAMLS).with_suffix("").as_posix() for p in YAMLS.rglob("*.yaml")))
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_paths_resolve_without_dot_segments(name):
     cfg = load_config(recipe(name))  # raises on a '.'/'..' segment in any s3:// value
     assert ".." not in str(cfg.save_folder) and ".." not in str(cfg.loggers)
 
 
 def test_synthetic_recipe_names_hold_every_stream_a_shipped_yaml_reads(synthetic_data):
-    for path in YAMLS.rglob("*.yaml"):
-        trial = [f"variables.data={synthetic_data}"] if path.name == "quickstart.yaml" else [
+    streams_read, vocabularies = {}, []
+    for name in SHIPPED:
+        trial = [f"variables.data={synthetic_data}"] if name == "quickstart" else [
             f"variables.root={synthetic_data.parent}"]
-        cfg = load_config(str(path), trial)
+        cfg = load_config(recipe(name), trial)
+        streams_read[name] = 0
         for loader in [cfg.train_loader, *cfg.eval_loaders]:
             streams = loader.dataset.get("streams") or {"": loader.dataset}
             for stream in streams.values():
                 where = Path(stream.get("remote") or stream["local"])
-                assert (where / "index.json").exists(), (path.name, where)
+                assert (where / "index.json").exists(), (name, where)
+                streams_read[name] += 1
         if cfg.task.get("answer_vocab"):
             assert Path(cfg.task["answer_vocab"]).exists()
+            vocabularies.append(name)
+    # Every shipped YAML was read and had streams to check (a train one at least).
+    assert sorted(streams_read) == SHIPPED and min(streams_read.values()) >= 1, streams_read
+    assert vocabularies == ["finetune/vqa_base", "finetune/vqa_large"]
 
 
 def test_dot_segments_in_s3_paths_fail_naming_the_key():
@@ -284,7 +292,7 @@ def test_readme_trial_runs_the_base_chain_and_every_readme_eval(trial_folder, mo
     assert evaluate.main([*shlex.split(vqa)[2:], *trial]) == 0
     submission = json.loads((trial_folder / "vqa_test_dev.json").read_text())
     index = json.loads((root / "mds/vqa/test-dev/index.json").read_text())
-    assert len(submission) == sum(shard["samples"] for shard in index["shards"])  # every test-dev question
+    assert submission and len(submission) == sum(shard["samples"] for shard in index["shards"])  # every question
     assert all(set(row) == {"question_id", "answer"} for row in submission)
     # The README's official NLVR2 eval: an official-layout file ({"state_dict": ...}, the
     # official key names) of the model the chain just fine-tuned, under the README's file name.

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from vlmo_composer.checkpoints.sources import load_weights_into, local_copy, weight_kind
 from vlmo_composer.common.errors import ConfigError
+from vlmo_composer.common.run_paths import latest_checkpoint
 from vlmo_composer.training.builders import build_task, resolve_config
 from vlmo_composer.training.config import TrainConfig, load_config
 
@@ -23,10 +24,7 @@ DEPRECATED_FLAGS = {"checkpoint": "composer", "official": "official", "exported"
 
 def default_checkpoint(cfg: TrainConfig) -> Optional[str]:
     """The newest checkpoint Composer wrote for this run (``latest-rank0.pt`` in save_folder)."""
-    if not cfg.save_folder:
-        return None
-    folder = cfg.save_folder.replace("{run_name}", cfg.run_name or "")
-    return f"{folder.rstrip('/')}/latest-rank0.pt"
+    return latest_checkpoint(cfg.save_folder, cfg.run_name) if cfg.save_folder else None
 
 
 def trained_model(yaml_path: str, checkpoint: Optional[str] = None, overrides=()) -> tuple[Any, Optional[list[str]]]:

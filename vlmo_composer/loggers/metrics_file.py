@@ -15,14 +15,16 @@ from typing import Any, Optional
 
 from composer.core import State
 from composer.loggers import Logger, LoggerDestination
-from composer.utils import dist, format_name_with_dist, maybe_create_object_store_from_uri, parse_uri
+from composer.utils import dist, maybe_create_object_store_from_uri, parse_uri
+
+from vlmo_composer.common.run_paths import run_folder
 
 FILENAME = "metrics.jsonl"
 
 
 def metrics_location(save_folder: str, run_name: Optional[str]) -> str:
     """Where a run's metrics file goes (``{run_name}`` expanded), local path or ``s3://`` URI."""
-    return f"{format_name_with_dist(save_folder, run_name or '').rstrip('/')}/{FILENAME}"
+    return f"{run_folder(save_folder, run_name)}/{FILENAME}"
 
 
 class MetricsFile(LoggerDestination):

@@ -23,7 +23,8 @@ from vlmo_composer.training.builders import ResolvedTask, build_task, resolve_co
 from vlmo_composer.checkpoints.official import describe_size
 from vlmo_composer.training.config import ConfigError, LoaderConfig, TrainConfig
 from vlmo_composer.data.streams import _named_entries
-from vlmo_composer.loggers.metrics_file import metrics_location
+from vlmo_composer.common.run_paths import latest_checkpoint, run_folder
+from vlmo_composer.loggers.metrics_file import FILENAME as METRICS_FILENAME
 from vlmo_composer.model import VLMoConfig
 from vlmo_composer.checkpoints.io import check_checkpoint_file
 from vlmo_composer.training.run_checks import (
@@ -195,12 +196,12 @@ def describe_flops(task: Any, cfg: TrainConfig) -> str:
 def describe_checkpoints(cfg: TrainConfig) -> list[str]:
     lines = []
     if cfg.save_folder:
-        folder = metrics_location(cfg.save_folder, cfg.run_name).rsplit("/", 1)[0]
+        folder = run_folder(cfg.save_folder, cfg.run_name)
         keep = cfg.save_num_checkpoints_to_keep
         lines.append(f"checkpoints: {folder} (every {cfg.save_interval}, keep {'all' if keep < 0 else keep} "
-                     f"locally); metrics: {folder}/metrics.jsonl")
+                     f"locally); metrics: {folder}/{METRICS_FILENAME}")
         if cfg.autoresume:
-            latest = f"{folder}/latest-rank0.pt"
+            latest = latest_checkpoint(cfg.save_folder, cfg.run_name)
             found = "" if "://" in latest else " (found)" if os.path.exists(latest) else " (none yet: starts fresh)"
             lines.append(f"autoresume: resumes from {latest} when it exists{found}")
     else:

@@ -15,8 +15,9 @@ import torch
 from composer import Trainer
 from composer.loggers import LoggerDestination
 
+from vlmo_composer.common.run_paths import latest_checkpoint
 from vlmo_composer.training.config import TrainConfig
-from vlmo_composer.loggers import MetricsFile, ReadableConsoleLogger, ReadableProgressBar, metrics_location
+from vlmo_composer.loggers import MetricsFile, ReadableConsoleLogger, ReadableProgressBar
 
 # lr and throughput in the console by default; a YAML's own entries replace these.
 DEFAULT_CALLBACKS: dict[str, dict] = {"lr_monitor": {}, "speed_monitor": {"window_size": 10}}
@@ -68,7 +69,7 @@ def load_line(cfg: TrainConfig, trainer: Trainer) -> str:
 def resume_line(cfg: TrainConfig, trainer: Trainer) -> str:
     timestamp = trainer.state.timestamp
     if cfg.autoresume:
-        source = f"{metrics_location(cfg.save_folder, cfg.run_name).rsplit('/', 1)[0]}/latest-rank0.pt"
+        source = latest_checkpoint(cfg.save_folder, cfg.run_name)
     else:
         source = cfg.load_path
     return (f"resumed run {trainer.state.run_name} from {source} at epoch {int(timestamp.epoch)}, "

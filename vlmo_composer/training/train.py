@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 from composer import Evaluator, Trainer
-from composer.utils import dist, format_name_with_dist, get_device, reproducibility
+from composer.utils import dist, get_device, reproducibility
 
 from vlmo_composer.training.builders import (
     ResolvedTask,
@@ -34,6 +34,7 @@ from vlmo_composer.training.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.training.dry_run import train_summary
 from vlmo_composer.checkpoints.io import check_checkpoint_file
+from vlmo_composer.common.run_paths import latest_checkpoint, run_folder
 from vlmo_composer.training.run_checks import (
     check_s3_credentials,
     device_batch_size,
@@ -199,8 +200,7 @@ def drop_stale_autoresume_copy(cfg: TrainConfig) -> None:
     copy if it exists, so a second preemption would resume from the first one's checkpoint."""
     if not cfg.save_folder or "://" not in cfg.save_folder:
         return
-    folder = format_name_with_dist(cfg.save_folder, cfg.run_name)
-    copy = Path(folder) / format_name_with_dist("latest-rank{rank}.pt", cfg.run_name)
+    copy = Path(latest_checkpoint(cfg.save_folder, cfg.run_name, dist.get_global_rank()))
     if copy.exists():
         copy.unlink()
 
@@ -282,5 +282,5 @@ def fit(cfg: TrainConfig, trainer: Trainer) -> int:
 
 def object_stores(cfg: TrainConfig) -> list[str]:
     """The remote locations a run reads or writes (for error messages)."""
-    return [format_name_with_dist(uri, cfg.run_name) if key == "save_folder" else uri
+    return [run_folder(uri, cfg.run_name) if key == "save_folder" else uri
             for key, uri in s3_locations(cfg) if isinstance(uri, str) and "://" in uri]
