@@ -12,6 +12,13 @@ if __name__ == "__main__":
         from vlmo_composer.evaluation.vqa_score import main as vqa_score
 
         sys.exit(vqa_score(sys.argv[2:]))
+    if sys.argv[1:2] != ["zeroshot"]:
+        # --help, a bad flag and a missing YAML are answered before torch and Composer are imported.
+        from vlmo_composer.evaluation.args import early_answer
+
+        code = early_answer(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
     from vlmo_composer.evaluation.cli import main
 
     sys.exit(main())

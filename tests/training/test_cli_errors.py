@@ -125,3 +125,38 @@ def test_the_composer_launcher_keeps_exit_code_and_message(synthetic_data, tmp_p
     assert result.returncode == 2, output
     assert "optimizer.lr" in output and "5e-4x" in output, output
     assert "Traceback" not in output, output
+
+
+HEAVY = ("torch", "composer", "streaming", "transformers")
+RUN_SCRIPT = """\
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as stop:
+    code = stop.code
+print("heavy:", sorted(m for m in {heavy!r} if m in sys.modules), "exit:", code)
+"""
+
+
+@pytest.mark.parametrize(("argv", "code", "says"), [
+    (["train.py", "--help"], 0, "--dry-run"),
+    (["train.py", "missing.yaml", "optimizer.lr=1"], 2, "config error: missing.yaml does not exist"),
+    (["eval.py", "--help"], 0, "--weights"),
+    (["eval.py", "missing.yaml", "--rerank-k", "4"], 2, "eval error: missing.yaml does not exist"),
+])
+def test_help_and_a_missing_yaml_are_answered_before_torch(argv, code, says):
+    """The entry points answer these without importing torch or Composer (bench/RESULTS.md has the time)."""
+    done = subprocess.run([sys.executable, "-c", RUN_SCRIPT.format(heavy=HEAVY), *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().endswith(f"heavy: [] exit: {code}"), done.stdout[-2000:] + done.stderr[-2000:]
+    assert says in done.stdout + done.stderr
+    if argv[1] == "--help":
+        assert "``" not in done.stdout and ":mod:" not in done.stdout  # plain text, not RST
+
+
+def test_train_main_answers_help_and_a_missing_yaml(capsys):
+    assert train_main(["--help"]) == 0
+    assert "key.path=value" in capsys.readouterr().out
+    assert_short_error(train_main(["missing.yaml", "--dry-run"]), capsys.readouterr().err, "missing.yaml")
+    assert_short_error(eval_main(["missing.yaml"]), capsys.readouterr().err, "missing.yaml")

@@ -12,7 +12,6 @@ vqa-score ...`` the official VQA scoring of a results file (see ``--help`` there
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -28,12 +27,14 @@ from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.data.local_cache import cache_namespace
 from vlmo_composer.evaluation.evaluators import EvalRun, evaluator_for
 from vlmo_composer.evaluation.vqa_submission import SubmissionError, find_split, write_split_submission
-from vlmo_composer.evaluation.weights import add_weights_args, chosen_weights, default_checkpoint
+from vlmo_composer.evaluation.args import parse_args
+from vlmo_composer.evaluation.weights import chosen_weights, default_checkpoint
 from vlmo_composer.tasks.base import InitFrom
 from vlmo_composer.training.builders import build_task, resolve_config
 from vlmo_composer.training.config import TrainConfig, load_config
 from vlmo_composer.training.dry_run import eval_summary
 from vlmo_composer.training.run_checks import check_s3_credentials, s3_locations, short_error
+from vlmo_composer.training.usage import config_problem
 
 
 def load_weights(task, path: str, kind: str) -> str:
@@ -125,27 +126,6 @@ def flat_summary(results: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="the YAML whose task and eval_loaders to use")
-    parser.add_argument("overrides", nargs="*", help="dotted key.path=value overrides")
-    add_weights_args(parser)
-    parser.add_argument("--rerank-k", type=int, default=0,
-                        help="ITM re-rank each query's top-k (retrieval; past k the dual-encoder order stays)")
-    parser.add_argument("--output", help="write the results as JSON here")
-    parser.add_argument("--vqa-submission", help="VQA: write [{question_id, answer}] for --split here, "
-                        "instead of evaluating")
-    parser.add_argument("--split", help="with --vqa-submission: the loader label to predict on (test-dev, test)")
-    parser.add_argument("--allow-answers", action="store_true",
-                        help="with --vqa-submission: accept a split whose questions have answers (val)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--dry-run", action="store_true", help="check, count the data and describe; evaluate nothing")
-    args = parser.parse_intermixed_args(argv)  # overrides may follow the options (README: ... --rerank-k 16 $T)
-    if args.vqa_submission and not args.split:
-        parser.error("--vqa-submission needs --split LABEL: the unlabelled split to predict on (test-dev or test)")
-    return args
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["zeroshot"]:
@@ -161,6 +141,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         return vqa_score_main(argv[1:])
     args = parse_args(argv)
+    problem = config_problem(args.config)
+    if problem is not None:
+        print(f"eval error: {problem}", file=sys.stderr)
+        return 2
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
         cfg = load_config(args.config, args.overrides)

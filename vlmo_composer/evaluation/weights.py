@@ -1,4 +1,4 @@
-"""Which weights an evaluation reads: the ``--weights PATH --kind KIND`` flags, the run's own
+"""Which weights an evaluation reads: the ``--weights PATH --kind KIND`` choice, the run's own
 latest checkpoint, and the model a training YAML built, loaded from one of its checkpoints.
 
 Shared by ``eval.py`` (:mod:`vlmo_composer.evaluation.cli`), ``eval.py zeroshot``
@@ -15,11 +15,9 @@ from typing import Any, Optional
 from vlmo_composer.checkpoints.sources import load_weights_into, local_copy, weight_kind
 from vlmo_composer.common.errors import ConfigError
 from vlmo_composer.common.run_paths import latest_checkpoint
+from vlmo_composer.evaluation.args import DEPRECATED_FLAGS
 from vlmo_composer.training.builders import build_task, resolve_config
 from vlmo_composer.training.config import TrainConfig, load_config
-
-# Old flags, each naming one kind: accepted with a deprecation message.
-DEPRECATED_FLAGS = {"checkpoint": "composer", "official": "official", "exported": "safetensors"}
 
 
 def default_checkpoint(cfg: TrainConfig) -> Optional[str]:
@@ -40,15 +38,6 @@ def trained_model(yaml_path: str, checkpoint: Optional[str] = None, overrides=()
     task = build_task(resolve_config(cfg).without_init().on_device("cpu"))
     load_weights_into(task.model, "composer", checkpoint)  # strict: every key
     return task.model, getattr(task, "answers", None)
-
-
-def add_weights_args(parser: argparse.ArgumentParser) -> None:
-    """``--weights PATH --kind KIND`` (one vocabulary), plus the deprecated one-kind flags."""
-    parser.add_argument("--weights", help="weights to evaluate: a file or folder, local or s3://")
-    parser.add_argument("--kind", help="what --weights is: official | safetensors | composer "
-                        "(default: a folder is safetensors, a file official; name composer for our checkpoints)")
-    for flag, kind in DEPRECATED_FLAGS.items():
-        parser.add_argument(f"--{flag}", help=f"deprecated: --weights PATH --kind {kind}")
 
 
 def chosen_weights(args: argparse.Namespace, default: Optional[str]) -> tuple[str, str]:

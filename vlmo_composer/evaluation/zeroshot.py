@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 
 from vlmo_composer.checkpoints.sources import local_copy
 from vlmo_composer.common.errors import ConfigError
-from vlmo_composer.evaluation.weights import add_weights_args, chosen_weights
+from vlmo_composer.evaluation.args import add_weights_args
+from vlmo_composer.evaluation.weights import chosen_weights
 from vlmo_composer.evaluation.zeroshot_classifier import ZeroShotClassifier, zero_shot_metrics
 
 CLASSES_NAME = "classes.json"

@@ -42,6 +42,7 @@ from vlmo_composer.training.run_checks import (
     short_error,
 )
 from vlmo_composer.training import run_report
+from vlmo_composer.training.usage import early_answer
 from vlmo_composer.training.object_store import (
     configure_checkpoint_uploads,
     describe_store_failure,
@@ -224,11 +225,11 @@ def summary(trainer: Trainer, seconds: float, start: tuple[int, int] = (0, 0)) -
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    answered = early_answer(argv)  # --help, no config, a config that is not there
+    if answered is not None:
+        return answered
     dry_run = "--dry-run" in argv
     argv = [a for a in argv if a != "--dry-run"]
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: composer train.py <config.yaml> [key.path=value ...] [--dry-run]")
-        return 0 if argv else 2
     cfg = None
     try:
         cfg = load_config(argv[0], argv[1:])
