@@ -24,7 +24,7 @@ quickstart: install
 	$(BIN)/python -m vlmo_composer.training.curves runs/quickstart/checkpoints/metrics.jsonl runs/quickstart/curves.png
 
 test: install
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 clean-runs:
 	rm -rf runs data/synthetic
