@@ -191,6 +191,9 @@ class VLMoStreamingDataset(StreamingDataset):
 
     def _raise_thread_failure(self) -> None:
         failure = self._thread_failure
+        if isinstance(failure, ValueError) and str(failure).startswith(SHARD_HASH_ERRORS):
+            # The same error whichever thread met the bad shard first (see _read_row).
+            raise CorruptShardError(f"{type(self).__name__}: {failure}") from failure
         if failure is not None:
             raise RuntimeError(f"{type(self).__name__}: Streaming could not prepare a shard, the epoch cannot go "
                                f"on: {type(failure).__name__}: {failure}") from failure
