@@ -91,7 +91,7 @@ def _by_index(batches: list[dict], key: str) -> dict[int, torch.Tensor]:
 
 
 def _image_text(shards, local_dir, **kw) -> ImageTextDataset:
-    kw = {"image_size": 32, "batch_size": 4, "shuffle": True, "shuffle_seed": 7, **kw}
+    kw = {"image_size": 32, "max_text_len": 40, "batch_size": 4, "shuffle": True, "shuffle_seed": 7, **kw}
     return ImageTextDataset(remote=str(shards / "image_text"), local=local_dir(), **kw)
 
 
@@ -182,7 +182,7 @@ def test_same_seed_epoch_index_gives_the_same_sample_anywhere(shards, local_dir,
     script.write_text(
         "import sys, torch\n"
         "from vlmo_composer.data.datasets import ImageTextDataset\n"
-        "ds = ImageTextDataset(remote=sys.argv[1], local=sys.argv[2], image_size=32, batch_size=4,\n"
+        "ds = ImageTextDataset(remote=sys.argv[1], local=sys.argv[2], image_size=32, max_text_len=40, batch_size=4,\n"
         "                      shuffle=True, shuffle_seed=7)\n"
         "ds.set_epoch(1)\n"
         "torch.save({i: ds[i] for i in range(6)}, sys.argv[3])\n"
@@ -226,7 +226,7 @@ def test_resuming_mid_epoch_reproduces_the_uninterrupted_batches(shards, local_d
 
 def test_corrupt_samples_are_skipped_and_counted(shards, local_dir, caplog):
     remote = str(shards / "corrupt")
-    ds = ImageTextDataset(remote=remote, local=local_dir(), image_size=32, batch_size=4, shuffle=False)
+    ds = ImageTextDataset(remote=remote, local=local_dir(), image_size=32, max_text_len=40, batch_size=4, shuffle=False)
     with caplog.at_level(logging.WARNING, logger="vlmo_composer.data.datasets"):
         batches = _collect(ds)
     assert [len(b["sample_index"]) for b in batches] == [4, 4, 4, 4]
@@ -242,19 +242,19 @@ def test_corrupt_samples_are_skipped_and_counted(shards, local_dir, caplog):
 
 def test_a_broken_shard_raises_instead_of_skipping_forever(tmp_path, local_dir):
     write_mds(tmp_path / "broken", IMAGE_TEXT, image_text_rows(70, corrupt=tuple(range(70))))
-    ds = ImageTextDataset(remote=str(tmp_path / "broken"), local=local_dir(), image_size=32)
+    ds = ImageTextDataset(remote=str(tmp_path / "broken"), local=local_dir(), image_size=32, max_text_len=40)
     with pytest.raises(RuntimeError, match="65 consecutive corrupt samples"):
         ds[0]
 
 
 def test_wrong_schema_is_rejected_naming_the_stream(shards, local_dir):
     with pytest.raises(ValueError, match=r"lacks columns \['captions', 'image'\]") as info:
-        ImageTextDataset(remote=str(shards / "text"), local=local_dir())
+        ImageTextDataset(remote=str(shards / "text"), local=local_dir(), image_size=32, max_text_len=40)
     assert str(shards / "text") in str(info.value)
 
 
 def test_text_dataset(shards, local_dir):
-    ds = TextDataset(remote=str(shards / "text"), local=local_dir(), batch_size=4)
+    ds = TextDataset(remote=str(shards / "text"), local=local_dir(), max_text_len=196, batch_size=4)
     batch = _collect(ds)[-1]
     assert set(batch) == {
         "input_ids",
@@ -292,7 +292,7 @@ def test_image_dataset_with_labels_and_mim_mask(shards, local_dir):
 
 
 def test_vqa_dataset_targets(shards, local_dir):
-    ds = VQADataset(remote=str(shards / "vqa"), local=local_dir(), num_labels=7, image_size=32, batch_size=4)
+    ds = VQADataset(remote=str(shards / "vqa"), local=local_dir(), num_labels=7, image_size=32, max_text_len=40, batch_size=4)
     batch = _collect(ds)[0]
     assert set(batch) == {
         "pixel_values",
@@ -314,7 +314,7 @@ def test_vqa_dataset_targets(shards, local_dir):
         # answers (8 to 11 here) still collate.
         assert json.loads(batch["answers_json"][row]) == ["cat"] * (10 - i % 3) + ["a cat"] * (i % 2)
 
-    too_small = VQADataset(remote=str(shards / "vqa"), local=local_dir(), num_labels=6, image_size=32)
+    too_small = VQADataset(remote=str(shards / "vqa"), local=local_dir(), num_labels=6, image_size=32, max_text_len=40)
     with pytest.raises(
         ValueError, match=r"question 1005 \(sample 5\) has answer labels \[6\] outside \[0, 6\)"
     ):
@@ -322,7 +322,7 @@ def test_vqa_dataset_targets(shards, local_dir):
 
 
 def test_nlvr2_dataset(shards, local_dir):
-    ds = NLVR2Dataset(remote=str(shards / "nlvr2"), local=local_dir(), image_size=32, batch_size=4)
+    ds = NLVR2Dataset(remote=str(shards / "nlvr2"), local=local_dir(), image_size=32, max_text_len=40, batch_size=4)
     batch = _collect(ds)[0]
     assert set(batch) == {
         "pixel_values_0",
@@ -339,5 +339,24 @@ def test_nlvr2_dataset(shards, local_dir):
     assert batch["label"].tolist() == [i % 2 for i in batch["sample_index"].tolist()]
     # Both sides hold the same image: independent augmentations in training, identical in eval.
     assert all(not torch.equal(a, b) for a, b in zip(batch["pixel_values_0"], batch["pixel_values_1"]))
-    ev = NLVR2Dataset(remote=str(shards / "nlvr2"), local=local_dir(), image_size=32, train=False)
+    ev = NLVR2Dataset(remote=str(shards / "nlvr2"), local=local_dir(), image_size=32, max_text_len=40, train=False)
     assert torch.equal(ev[0]["pixel_values_0"], ev[0]["pixel_values_1"])
+
+
+@pytest.mark.parametrize("dataset_class, given, missing", [
+    (ImageTextDataset, {"max_text_len": 40}, "image_size"),
+    (ImageTextDataset, {"image_size": 32}, "max_text_len"),
+    (TextDataset, {}, "max_text_len"),
+    (ImageDataset, {}, "image_size"),
+    (VQADataset, {"num_labels": 7, "max_text_len": 40}, "image_size"),
+    (NLVR2Dataset, {"image_size": 32}, "max_text_len"),
+])
+def test_a_dataset_without_its_shapes_fails_naming_them(shards, local_dir, dataset_class, given, missing):
+    """Shapes have one owner, the model config: no dataset falls back on a size of its own."""
+    with pytest.raises(TypeError, match=f"missing 1 required keyword-only argument: '{missing}'"):
+        dataset_class(remote=str(shards / "image_text"), local=local_dir(), **given)
+
+
+def test_a_mim_mask_needs_the_models_patch_size(shards, local_dir):
+    with pytest.raises(ValueError, match="mim_num_patches needs patch_size"):
+        ImageDataset(remote=str(shards / "image_labeled"), local=local_dir(), image_size=32, mim_num_patches=6)

@@ -155,6 +155,37 @@ def test_help_and_a_missing_yaml_are_answered_before_torch(argv, code, says):
         assert "``" not in done.stdout and ":mod:" not in done.stdout  # plain text, not RST
 
 
+def built_in_names(reg) -> list[str]:
+    """The package's and Composer's entries, not those a test's code_paths file registered."""
+    def module(entry) -> str:
+        return entry.split(":")[0] if isinstance(entry, str) else entry.__module__
+
+    return sorted(name for name, entry in reg._entries.items() if module(entry).split(".")[0] in ("vlmo_composer", "composer"))
+
+
+def test_help_lists_every_top_level_key_and_registered_name(capsys):
+    """--help's static lists (no import needed) match TrainConfig and the registries as filled
+    by importing the training stack (this module imported train.py): add a key or register a
+    component and this fails until training/usage.py says what it is."""
+    import dataclasses
+
+    from vlmo_composer import registry
+    from vlmo_composer.training import usage
+    from vlmo_composer.training.config import TrainConfig
+
+    assert [name for name, _ in usage.TOP_LEVEL_KEYS] == [f.name for f in dataclasses.fields(TrainConfig)]
+    sections = {"tasks": registry.tasks, "loaders": registry.dataloaders, "optimizers": registry.optimizers,
+                "schedulers": registry.schedulers, "algorithms": registry.algorithms,
+                "callbacks": registry.callbacks, "loggers": registry.loggers}
+    listed = {section.split(" ")[0]: sorted(name for name, _ in rows) for section, rows in usage.REGISTERED.items()}
+    assert listed == {section: built_in_names(reg) for section, reg in sections.items()}
+    assert all(names for names in listed.values())
+    assert train_main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name, line in [*usage.TOP_LEVEL_KEYS, *(row for rows in usage.REGISTERED.values() for row in rows)]:
+        assert any(text.split() == [name, *line.split()] for text in out.splitlines()), name
+
+
 def test_train_main_answers_help_and_a_missing_yaml(capsys):
     assert train_main(["--help"]) == 0
     assert "key.path=value" in capsys.readouterr().out

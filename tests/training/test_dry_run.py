@@ -60,6 +60,17 @@ def test_dry_run_catches_data_model_disagreement_and_empty_epochs(capsys, synthe
     assert "global_train_batch_size=64" in err and "48" in err, err
 
 
+def test_train_and_dry_run_refuse_a_too_long_text_length_alike(capsys, synthetic_data):
+    """One shape rule (builders.derive_loader_shapes) for both: the same one-line error, exit 2."""
+    too_long = ["train_loader.dataset.max_text_len=33"]  # the quick-start model reads 32 tokens
+    errors = []
+    for mode in (["--dry-run"], []):
+        assert train_main([QUICKSTART, *mode, f"variables.data={synthetic_data}", *too_long]) == 2
+        errors.append(capsys.readouterr().err)
+    assert errors[0] == errors[1], errors
+    assert "train_loader.dataset.max_text_len=33 disagrees with task.model.max_text_len=32" in errors[0], errors
+
+
 def test_dry_run_reads_only_the_index_on_s3(capsys, synthetic_data, s3_bucket):
     """Only index.json is uploaded: the counts come from it, no shard is fetched."""
     boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"]).upload_file(

@@ -128,6 +128,11 @@ def test_vqa_labels_come_from_the_shipped_answer_vocabulary(synthetic_data):
     resolved = resolve_config(cfg)
     assert resolved.model.vqa_num_labels == labels
     assert cfg.train_loader.dataset["num_labels"] == cfg.eval_loaders[0].dataset["num_labels"] == labels
+    # The predict loaders state no shapes: they get the model's, like every loader.
+    assert [loader.label for loader in cfg.predict_loaders] == ["test-dev", "test"]
+    for loader in cfg.predict_loaders:
+        shapes = {k: loader.dataset[k] for k in ("image_size", "max_text_len", "num_labels")}
+        assert shapes == {"image_size": 480, "max_text_len": 40, "num_labels": labels}, loader.label
     bad = load_config(recipe("finetune/vqa_base"), [f"variables.root={synthetic_data.parent}",
                                                      "task.model.vqa_num_labels=3129"])
     with pytest.raises(ConfigError, match=rf"task.model.vqa_num_labels=3129 disagrees with task.answer_vocab .*{labels} answers"):

@@ -40,6 +40,12 @@ checks every downloaded shard against the hash its index records and stops with
 when the dataset is built (``cache_check``): a damaged cached copy is removed and
 downloaded again, a damaged local-only shard stops the run naming the file.
 
+Shapes. ``image_size`` and ``max_text_len`` (and ``patch_size`` for MIM
+masks, ``num_labels`` for VQA) are required and have no defaults: the task's
+model config owns them, and the train/eval builders pass its values
+(``training.builders.derive_loader_shapes``). A dataset built without them
+fails at once naming the argument, rather than quietly using another size.
+
 Returned keys (``S`` image size, ``T`` max text length; ``sample_index`` is
 the global index of the returned row over all streams):
 
@@ -51,7 +57,7 @@ ImageTextDataset    pixel_values f32 [3,S,S]; input_ids, attention_mask i64 [T];
                     with ``captions="all"``: input_ids, attention_mask i64 [K,T] and
                     caption_mask bool [K] instead (K = max_captions, no MLM)
 TextDataset         input_ids, attention_mask i64 [T]; mlm_input_ids, mlm_labels i64 [T]
-                    (if mlm_prob > 0). Longer documents are truncated to T (196 default).
+                    (if mlm_prob > 0). Longer documents are truncated to T.
 ImageDataset        pixel_values f32 [3,S,S]; mim_mask bool [P] (if mim_num_patches,
                     P = (S / patch_size)^2); label i64 [] (if with_labels)
 VQADataset          pixel_values; input_ids, attention_mask i64 [T] (the question);
@@ -82,7 +88,7 @@ from vlmo_composer.data.cache_check import CorruptShardError, stream_caches, ver
 from vlmo_composer.data.images import CorruptSampleError, decode_image
 from vlmo_composer.data.masking import BlockwiseMaskGenerator, whole_word_mask
 from vlmo_composer.data.schema import IMAGE, IMAGE_LABELED, IMAGE_TEXT, NLVR2, TEXT, VQA, Schema
-from vlmo_composer.data.tokenizer import TEXT_MAX_LENGTH, VL_MAX_LENGTH, encode_text, get_tokenizer
+from vlmo_composer.data.tokenizer import encode_text, get_tokenizer
 from vlmo_composer.data.transforms import build_image_transform
 
 log = logging.getLogger(__name__)
@@ -185,6 +191,9 @@ class VLMoStreamingDataset(StreamingDataset):
 
     def _raise_thread_failure(self) -> None:
         failure = self._thread_failure
+        if isinstance(failure, ValueError) and str(failure).startswith(SHARD_HASH_ERRORS):
+            # The same error whichever thread met the bad shard first (see _read_row).
+            raise CorruptShardError(f"{type(self).__name__}: {failure}") from failure
         if failure is not None:
             raise RuntimeError(f"{type(self).__name__}: Streaming could not prepare a shard, the epoch cannot go "
                                f"on: {type(failure).__name__}: {failure}") from failure
@@ -289,12 +298,12 @@ class ImageTextDataset(VLMoStreamingDataset):
     def __init__(
         self,
         *,
-        image_size: int = 224,
+        image_size: int,
         train: bool = True,
         randaugment: bool = True,
         hflip: bool = True,
         scale: tuple[float, float] = (0.5, 1.0),
-        max_text_len: int = VL_MAX_LENGTH,
+        max_text_len: int,
         mlm_prob: float = 0.15,
         tokenizer_name: str | None = None,
         captions: Literal["sample", "all"] = "sample",
@@ -341,7 +350,7 @@ class TextDataset(VLMoStreamingDataset):
     def __init__(
         self,
         *,
-        max_text_len: int = TEXT_MAX_LENGTH,
+        max_text_len: int,
         mlm_prob: float = 0.15,
         tokenizer_name: str | None = None,
         train: bool = True,
@@ -371,14 +380,14 @@ class ImageDataset(VLMoStreamingDataset):
     def __init__(
         self,
         *,
-        image_size: int = 224,
+        image_size: int,
         train: bool = True,
         randaugment: bool = True,
         hflip: bool = True,
         scale: tuple[float, float] = (0.5, 1.0),
         with_labels: bool = False,
         mim_num_patches: int | None = None,
-        patch_size: int = 16,
+        patch_size: int | None = None,
         mim_min_patches: int = 16,
         mim_max_patches: int | None = None,
         seed: int | None = None,
@@ -391,6 +400,8 @@ class ImageDataset(VLMoStreamingDataset):
         self._init_image(image_size, randaugment, hflip, scale)
         self.mask_generator = None
         if mim_num_patches:
+            if patch_size is None:
+                raise ValueError("mim_num_patches needs patch_size (the model's, task.model.patch_size)")
             if image_size % patch_size:
                 raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
             self.mask_generator = BlockwiseMaskGenerator(
@@ -422,12 +433,12 @@ class VQADataset(VLMoStreamingDataset):
         self,
         *,
         num_labels: int,  # the answer vocabulary's size (from task.model.vqa_num_labels in a YAML)
-        image_size: int = 480,
+        image_size: int,
         train: bool = True,
         randaugment: bool = True,
         hflip: bool = True,
         scale: tuple[float, float] = (0.5, 1.0),
-        max_text_len: int = VL_MAX_LENGTH,
+        max_text_len: int,
         tokenizer_name: str | None = None,
         seed: int | None = None,
         **streaming_kwargs: Any,
@@ -473,12 +484,12 @@ class NLVR2Dataset(VLMoStreamingDataset):
     def __init__(
         self,
         *,
-        image_size: int = 384,
+        image_size: int,
         train: bool = True,
         randaugment: bool = True,
         hflip: bool = True,
         scale: tuple[float, float] = (0.5, 1.0),
-        max_text_len: int = VL_MAX_LENGTH,
+        max_text_len: int,
         tokenizer_name: str | None = None,
         seed: int | None = None,
         **streaming_kwargs: Any,

@@ -24,9 +24,6 @@ BUNDLED_VOCAB = "bert-base-uncased-vocab.txt"
 VOCAB_SIZE = 30522
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = 0, 100, 101, 102, 103
 
-VL_MAX_LENGTH = 40  # image-text pairs, VQA questions, NLVR2 sentences
-TEXT_MAX_LENGTH = 196  # the text-only (language) stage
-
 
 def bundled_vocab_path() -> str:
     return str(resources.files("vlmo_composer") / "assets" / BUNDLED_VOCAB)

@@ -4,7 +4,9 @@ An evaluation batch comes from ``ImageTextDataset(captions="all")``: each image
 with every caption (``input_ids [B, K, T]`` + ``caption_mask [B, K]``). Images and
 captions are encoded separately and identified by ids, so ``RetrievalRecall``
 can de-duplicate what samplers repeat across ranks (the in-training evaluation of
-stage 3 and the retrieval fine-tune, :class:`RetrievalEvalMixin`).
+stage 3 and the retrieval fine-tune,
+:class:`vlmo_composer.tasks.retrieval_eval.RetrievalEvalMixin`; this module reads
+the same features with :func:`~vlmo_composer.tasks.retrieval_eval.retrieval_batch_features`).
 
 The unified model can also re-rank: rank everything with the cheap dual encoder,
 then re-score each query's top ``k`` with the fusion encoder's ITM head (the rule
@@ -22,37 +24,8 @@ import torch
 from composer.utils import dist
 
 from vlmo_composer.evaluation.rerank import rerank_candidates, reranked_scores
-from vlmo_composer.metrics import RetrievalRecall, recall_from_scores, retrieval_recall
-
-
-def retrieval_batch_features(model, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Image and caption ITC embeddings of an all-captions batch, with their ids."""
-    image_ids = batch["sample_index"]
-    ids, mask, caption_mask = batch["input_ids"], batch["attention_mask"], batch["caption_mask"]
-    num_captions = ids.shape[1]
-    keep = caption_mask.reshape(-1)
-    caption_ids = (image_ids[:, None] * num_captions + torch.arange(num_captions, device=ids.device)).reshape(-1)
-    text_image_ids = image_ids[:, None].expand(-1, num_captions).reshape(-1)
-    return {
-        "image_feats": model.encode_image(batch["pixel_values"]).float(),
-        "image_ids": image_ids,
-        "text_feats": model.encode_text(ids.flatten(0, 1)[keep], mask.flatten(0, 1)[keep]).float(),
-        "text_ids": caption_ids[keep],
-        "text_image_ids": text_image_ids[keep],
-    }
-
-
-class RetrievalEvalMixin:
-    """Adds TR@K / IR@K evaluation to a task whose ``self.model`` is a VLMo."""
-
-    def eval_forward(self, batch: dict[str, Any], outputs: Any = None) -> dict[str, torch.Tensor]:
-        return outputs if outputs is not None else retrieval_batch_features(self.model, batch)
-
-    def get_metrics(self, is_train: bool = False) -> dict:
-        return {} if is_train else {"RetrievalRecall": RetrievalRecall()}
-
-    def update_metric(self, batch: Any, outputs: dict, metric) -> None:
-        metric.update(**outputs)
+from vlmo_composer.metrics import recall_from_scores, retrieval_recall
+from vlmo_composer.tasks.retrieval_eval import retrieval_batch_features
 
 
 @dataclass

@@ -10,7 +10,7 @@ from vlmo_composer.model import VLMoConfig
 from vlmo_composer.model.flops import TRAIN_MULTIPLIER, image_tokens, projection_flops, unimodal_flops
 from vlmo_composer.objectives import contrastive_loss
 from vlmo_composer.tasks.base import TaskConfig, VLMoTask
-from vlmo_composer.evaluation.retrieval import RetrievalEvalMixin
+from vlmo_composer.tasks.retrieval_eval import RetrievalEvalMixin
 
 # The dual encoder never runs the VL-FFN, the pooler or the ITM head: they stay frozen
 # (unused trainable parameters would stall DDP) and remain available for ITM re-ranking.

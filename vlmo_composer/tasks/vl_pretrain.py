@@ -21,7 +21,7 @@ from vlmo_composer.objectives import (
 )
 from vlmo_composer.objectives.mlm import default_mlm_slots
 from vlmo_composer.tasks.base import TaskConfig, VLMoTask
-from vlmo_composer.evaluation.retrieval import RetrievalEvalMixin
+from vlmo_composer.tasks.retrieval_eval import RetrievalEvalMixin
 
 
 @dataclass

@@ -151,7 +151,12 @@ SHAPE_OWNERS = {"image_size": "image_size", "max_text_len": "max_text_len", "pat
 
 
 def derive_loader_shapes(loader: LoaderConfig, dataset_class: type, model: VLMoConfig, where: str) -> None:
-    """Fill the dataset's shape arguments from ``task.model``; a different value fails naming both keys."""
+    """Fill the dataset's shape arguments from ``task.model``; a different value fails naming both keys.
+
+    The one shape rule: training, evaluation and the dry run all get here through
+    :func:`resolve_config`, so a text length too long (or too short) for the model
+    fails the same way in each. Datasets have no shape defaults to fall back on.
+    """
     accepted = dataset_arguments(dataset_class)
     for argument, owner in SHAPE_OWNERS.items():
         owned = getattr(model, owner)

@@ -2,7 +2,7 @@
 
 Validates the config, opens every stream's ``index.json`` (local, or fetched
 alone from ``s3://``; no shard is read), builds the task's model on ``meta``,
-checks that the data's image size, text length and label count fit the model,
+checks the data's shapes by the rule training uses (the model config owns them),
 and prints what the run would do: model size, streams and their sample counts,
 batch sizes, steps, analytic GFLOP per sample, checkpoints and what is loaded.
 """
@@ -104,22 +104,6 @@ def effective_dataset_value(loader: LoaderConfig, key: str) -> Any:
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
-def check_shapes(loader: LoaderConfig, where: str, model: VLMoConfig) -> None:
-    """Data and model must agree on image size, fit the text, and count the same answer labels."""
-    image_size = effective_dataset_value(loader, "image_size")
-    if image_size is not None and image_size != model.image_size:
-        raise ConfigError(f"{where}.dataset.image_size={image_size} but the model (task.model) is built for "
-                          f"{model.image_size} px; make them equal")
-    text_len = effective_dataset_value(loader, "max_text_len")
-    if text_len is not None and text_len > model.max_text_len:
-        raise ConfigError(f"{where}.dataset.max_text_len={text_len} exceeds the model's max_text_len="
-                          f"{model.max_text_len} (task.model)")
-    labels = effective_dataset_value(loader, "num_labels")
-    if labels and model.vqa_num_labels and labels != model.vqa_num_labels:
-        raise ConfigError(f"{where}.dataset.num_labels={labels} but the model's VQA head has "
-                          f"{model.vqa_num_labels} labels (task.model / answer_vocab)")
-
-
 def sample_batch(model: VLMoConfig, text_len: int, mlm_prob: float) -> dict[str, torch.Tensor]:
     """One full-length sample of every input a task may read (FLOPs depend on shapes only)."""
     labels = torch.full((1, text_len), -100)
@@ -142,14 +126,16 @@ def describe_model(cfg: TrainConfig, resolved: ResolvedTask) -> tuple[Any, list[
     return task, lines
 
 
-def describe_loaders(cfg: TrainConfig, model: VLMoConfig, train: bool) -> tuple[float, list[str]]:
-    """Stream lines of the train loader (when ``train``) and every eval loader; returns train samples per epoch."""
+def describe_loaders(cfg: TrainConfig, train: bool) -> tuple[float, list[str]]:
+    """Stream lines of the train loader (when ``train``) and every eval loader; returns train samples per epoch.
+
+    Shapes were checked by :func:`resolve_config` (``derive_loader_shapes``), the rule training uses too.
+    """
     loaders = ([("train_loader", cfg.train_loader)] if train else []) + [
         (f"eval_loaders[{i}] {l.label}", l) for i, l in enumerate(cfg.eval_loaders)]
     lines, train_epoch = [], 0.0
     for where, loader in loaders:
         key = where.split(" ")[0]
-        check_shapes(loader, key, model)
         counts = count_streams(loader, key)
         epoch = sum(c.per_epoch for c in counts)
         train_epoch = epoch if key == "train_loader" else train_epoch
@@ -184,7 +170,7 @@ def describe_steps(cfg: TrainConfig, epoch_samples: float, world: int) -> list[s
 
 def describe_flops(task: Any, cfg: TrainConfig) -> str:
     config = task.model.config
-    text_len = effective_dataset_value(cfg.train_loader, "max_text_len") or config.max_text_len
+    text_len = cfg.train_loader.dataset.get("max_text_len") or config.max_text_len  # filled by resolve_config
     mlm_prob = effective_dataset_value(cfg.train_loader, "mlm_prob") or 0.15
     try:
         flops = task.flops_per_batch(sample_batch(config, text_len, mlm_prob))
@@ -226,7 +212,7 @@ def train_summary(cfg: TrainConfig, yaml_path: str) -> str:
     resolved = resolve_config(cfg)  # once: every description below reads this one
     check_s3_credentials(s3_locations(cfg))
     task, lines = describe_model(cfg, resolved)
-    epoch_samples, loader_lines = describe_loaders(cfg, resolved.model, train=True)
+    epoch_samples, loader_lines = describe_loaders(cfg, train=True)
     lines += loader_lines + describe_steps(cfg, epoch_samples, world_size())
     lines += [describe_flops(task, cfg)] + describe_checkpoints(cfg)
     return "\n".join([f"dry run of {yaml_path}:", *lines, "dry run: nothing trained"])
@@ -237,6 +223,6 @@ def eval_summary(cfg: TrainConfig, yaml_path: str, weights: str) -> str:
     resolved = resolve_config(cfg)
     check_s3_credentials(s3_locations(cfg))
     _, lines = describe_model(cfg, resolved)
-    _, loader_lines = describe_loaders(cfg, resolved.model, train=False)
+    _, loader_lines = describe_loaders(cfg, train=False)
     lines += loader_lines + [f"weights: {weights}"]
     return "\n".join([f"dry run of {yaml_path} (evaluation):", *lines, "dry run: nothing evaluated"])
