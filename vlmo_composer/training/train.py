@@ -29,7 +29,6 @@ from vlmo_composer.training.builders import (
 )
 from vlmo_composer import registry
 from vlmo_composer.callbacks import FlattenMetricDicts, MidEpochRngRestore, Preempted, PreemptionCheckpoint
-from vlmo_composer.callbacks.preemption import PREEMPTED_EXIT_CODE
 from vlmo_composer.training.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.training.run_checks import (
@@ -48,6 +47,7 @@ from vlmo_composer.training.object_store import (
     remote_uploader_downloader,
 )
 from vlmo_composer.data.local_cache import cache_namespace
+from vlmo_composer.loggers import print_run_line
 
 log = logging.getLogger("vlmo_composer")
 
@@ -78,15 +78,24 @@ def check_remote_resumption(cfg: TrainConfig) -> None:
         )
 
 
-def check_microbatching(cfg: TrainConfig, device_batch: int) -> None:
+def microbatch_warnings(cfg: TrainConfig, device_batch: int) -> list[str]:
+    """What is wrong with ``device_train_microbatch_size`` for this device batch (the dry run prints it too)."""
     micro = cfg.device_train_microbatch_size
+    if micro is not None and micro > device_batch:
+        return [f"device_train_microbatch_size={micro} is larger than the device batch {device_batch} "
+                f"(global_train_batch_size={cfg.global_train_batch_size} on {cfg.global_train_batch_size // device_batch}"
+                f" rank(s)): each step is one microbatch of {device_batch}; set device_train_microbatch_size="
+                f"{device_batch}"]
     if micro is not None and micro < device_batch and cfg.task["name"] in CONTRASTIVE_TASKS:
-        warnings.warn(
-            f"device_train_microbatch_size={micro} < device batch {device_batch}: contrastive losses and hard "
-            "negatives then see only one microbatch at a time (fewer negatives, a different objective). "
-            "Keep the whole device batch in one microbatch and lower global_train_batch_size instead.",
-            stacklevel=2,
-        )
+        return [f"device_train_microbatch_size={micro} < device batch {device_batch}: contrastive losses and hard "
+                "negatives then see only one microbatch at a time (fewer negatives, a different objective). "
+                "Keep the whole device batch in one microbatch and lower global_train_batch_size instead."]
+    return []
+
+
+def check_microbatching(cfg: TrainConfig, device_batch: int) -> None:
+    for message in microbatch_warnings(cfg, device_batch):
+        warnings.warn(message, stacklevel=2)
 
 
 def fit_to_cpu(cfg: TrainConfig, resolved: ResolvedTask) -> tuple[Optional[dict], str, ResolvedTask]:
@@ -174,7 +183,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         seed=cfg.seed,
         device=cfg.device,
         precision=precision,
-        device_train_microbatch_size=cfg.device_train_microbatch_size or train_batch,
+        device_train_microbatch_size=min(cfg.device_train_microbatch_size or train_batch, train_batch),
         parallelism_config=parallelism,
         compile_config=cfg.compile_config,
         progress_bar=False,  # run_report.console_and_file_loggers adds readable ones
@@ -240,7 +249,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if dry_run:
             from vlmo_composer.training.dry_run import train_summary
 
-            summary_text = train_summary(cfg, argv[0])
+            summary_text = train_summary(cfg, argv[0], argv[1:])
             if os.environ.get("RANK", "0") == "0":
                 print(summary_text)
             return 0
@@ -262,10 +271,10 @@ def fit(cfg: TrainConfig, trainer: Trainer) -> int:
     rank_zero = dist.get_global_rank() == 0
     if rank_zero:
         for line in run_report.start_lines(cfg, trainer):
-            print(line, flush=True)
+            print_run_line(line)  # a resumed run's progress bar is already open
     start = time.time()
     if trainer.state.timestamp >= trainer.state.max_duration:  # an autoresumed run that had finished
-        print(f"run {trainer.state.run_name} already trained to {cfg.max_duration}; nothing to do")
+        print_run_line(f"run {trainer.state.run_name} already trained to {cfg.max_duration}; nothing to do")
         trainer.close()
         return 0
     first = int(trainer.state.timestamp.batch), int(trainer.state.timestamp.sample)
@@ -273,8 +282,8 @@ def fit(cfg: TrainConfig, trainer: Trainer) -> int:
         trainer.fit()
     except Preempted as stop:
         trainer.close()
-        print(f"run {trainer.state.run_name}: {stop}; run the same command to resume", flush=True)
-        return PREEMPTED_EXIT_CODE
+        print_run_line(f"run {trainer.state.run_name}: {stop}; {resume_hint(cfg, stop.checkpoint)}")
+        return stop.exit_code
     except Exception as err:
         if not is_store_error(err):
             raise
@@ -282,9 +291,18 @@ def fit(cfg: TrainConfig, trainer: Trainer) -> int:
         print(describe_store_failure(err, object_stores(cfg)), file=sys.stderr, flush=True)
         return 1
     if rank_zero:
-        print(summary(trainer, time.time() - start, first))
+        print_run_line(summary(trainer, time.time() - start, first))
     trainer.close()
     return 0
+
+
+def resume_hint(cfg: TrainConfig, checkpoint: Optional[str]) -> str:
+    """How to go on from a run stopped by a signal."""
+    if checkpoint is None:
+        return "nothing to resume from (set save_folder to be able to)"
+    if cfg.autoresume:
+        return "run the same command to resume"
+    return "run the same command with autoresume=true to resume from it"
 
 
 def object_stores(cfg: TrainConfig) -> list[str]:
