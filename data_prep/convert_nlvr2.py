@@ -12,7 +12,11 @@ Images are ``{identifier minus its last -k}-img0.png`` / ``-img1.png``.
 
 A split whose image pairs are missing for more than ``--max-missing-images``
 (default 10%) of its examples stops the conversion: that is a wrong
-``--images`` or an unfinished unzip, not a few lost downloads.
+``--images`` or an unfinished unzip, not a few lost downloads. Without
+``--splits``, a split whose json is there but none of whose images are (the
+lil-lab clone ships ``test2.json``; most users have only the train, dev and
+test1 zips) is left out with a one-line note; a split named in ``--splits``
+must have its images.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,11 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", required=True,
                         help="folder with images/train/<directory>/, dev/, test1/[, test2/] (or train/<directory>/)")
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=None,
-                        help="default: train, dev, test1, and test2 when test2.json exists")
+                        help="default: train, dev, test1, and test2 when test2.json exists; a default split "
+                             "with no images under --images is left out with a note")
     parser.add_argument("--max-missing-images", type=fraction, default=MAX_MISSING_IMAGES,
                         help="fail when a larger fraction of a split's examples has no image pair (default 0.1)")
     add_common_args(parser)
     return parser
+
+
+def has_no_images(records: list[Nlvr2Record]) -> bool:
+    return bool(records) and not any(all(os.path.isfile(p) for p in r.image_paths) for r in records)
 
 
 def plan(args: argparse.Namespace) -> list[SplitJob]:
@@ -107,13 +117,24 @@ def plan(args: argparse.Namespace) -> list[SplitJob]:
     splits = args.splits or [s for s in SPLITS if s in REQUIRED_SPLITS
                              or os.path.isfile(os.path.join(args.data_dir, f"{s}.json"))]
     build = functools.partial(build_nlvr2_row, max_image_side=args.max_image_side)
-    jobs = []
+    planned = []
     for split in SPLITS:
         if split in splits:
             skipped = SkipLog()
-            records = plan_split(split, args.data_dir, args.images, skipped)
-            check_images_present(split, records, image_folder(args.images, split), args.max_missing_images)
-            jobs.append(SplitJob(split, NLVR2, records, build, skipped=skipped))
+            planned.append((split, plan_split(split, args.data_dir, args.images, skipped), skipped))
+    if args.splits is None:  # default splits: leave out those with a json but no images at all
+        absent = [split for split, records, _ in planned if has_no_images(records)]
+        if absent and len(absent) < len(planned):
+            kept = [split for split, _, _ in planned if split not in absent]
+            names, jsons = " and ".join(absent), ", ".join(f"{split}.json" for split in absent)
+            print(f"note: NLVR2 {names} skipped: {jsons} in {args.data_dir} but no image pairs under {args.images}; "
+                  f"converting {', '.join(kept)}. Choose the splits with --splits {' '.join(kept)} (or unzip "
+                  f"the {names} images there and run again)", file=sys.stderr, flush=True)
+            planned = [p for p in planned if p[0] not in absent]
+    jobs = []
+    for split, records, skipped in planned:
+        check_images_present(split, records, image_folder(args.images, split), args.max_missing_images)
+        jobs.append(SplitJob(split, NLVR2, records, build, skipped=skipped))
     return jobs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,22 @@ def test_a_split_that_loses_its_images_fails_with_the_count(tmp_path: Path) -> N
     (train, *_) = convert_nlvr2.main(["--data-dir", str(data), "--images", str(root), "--out",
                                       str(tmp_path / "out"), "--no-progress", "--max-missing-images", "0.5"])
     assert train.samples_written == 2 and report_counts(train) == {"missing_image": 1}
+
+
+def test_test2_json_without_its_images_converts_the_rest_and_names_splits(tmp_path: Path, read_mds, capsys) -> None:
+    """The lil-lab clone ships test2.json; most users unzip only the train, dev and test1 images."""
+    data, root, _ = make_nlvr2(tmp_path)
+    shutil.rmtree(root / "test2")
+    reports = convert_nlvr2.main(["--data-dir", str(data), "--images", str(root), "--out", str(tmp_path / "out"),
+                                  "--no-progress"])
+    assert [(r.split, r.samples_written) for r in reports] == [("train", 3), ("dev", 1), ("test1", 1)]
+    assert not (tmp_path / "out" / "test2").exists()
+    (note,) = [line for line in capsys.readouterr().err.splitlines() if "test2" in line]
+    assert "test2.json" in note and "--splits train dev test1" in note, note
+    # Asked for by name, a split must have its images; with none anywhere, --images is wrong.
+    with pytest.raises(ConversionError, match=r"test2: 1 of 1 examples \(100%\) have no image pair"):
+        convert_nlvr2.main(["--data-dir", str(data), "--images", str(root), "--out", str(tmp_path / "named"),
+                            "--no-progress", "--splits", "test1", "test2"])
+    with pytest.raises(ConversionError, match=r"train: 3 of 3 examples"):
+        convert_nlvr2.main(["--data-dir", str(data), "--images", str(tmp_path), "--out", str(tmp_path / "wrong"),
+                            "--no-progress"])

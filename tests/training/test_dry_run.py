@@ -144,3 +144,39 @@ def test_dry_run_with_a_code_paths_callback(capsys, synthetic_data, tmp_path, mo
     (tmp_path / "link.py").symlink_to(hooks)
     import_code_paths([str(tmp_path / "link.py"), str(hooks)])
     assert list(builders.IMPORTED_CODE_PATHS) == [str(hooks.resolve())]
+
+
+def test_dry_run_of_a_stage_before_the_one_it_loads_warns_and_checks_the_rest(capsys, synthetic_data, tmp_path):
+    """The README's trial, vl_base checked before text_base has run: one warning line naming the YAML that
+    writes the checkpoint, the rest checked; training itself stops in one line naming the path."""
+    from training.test_recipes import trial_commands
+
+    (tmp_path / "mds").symlink_to(synthetic_data)  # a root whose runs/ is empty
+    _, trial = trial_commands()
+    trial = [f"variables.root={tmp_path}" if o.startswith("variables.root=") else o for o in trial]
+    stage2 = tmp_path / "runs" / "vlmo-base-stage2-text" / "checkpoints" / "latest-rank0.pt"
+    vl_base = str(ROOT / "yamls" / "pretrain" / "vl_base.yaml")
+    assert train_main([vl_base, "--dry-run", *trial]) == 0
+    out = capsys.readouterr().out
+    (warning,) = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert warning.startswith(f"warning: load_path: checkpoint {stage2} does not exist yet; "), warning
+    assert os.path.join("yamls", "pretrain", "text_base.yaml") in warning, warning
+    assert "microbatch 2" in out and "nothing trained" in out, out
+    finetune = str(ROOT / "yamls" / "finetune" / "vqa_base.yaml")
+    assert train_main([finetune, "--dry-run", *trial]) == 0
+    (warning,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert warning.startswith("warning: task.init_from.path: checkpoint ") and "vl_base.yaml writes it" in warning
+
+    assert train_main([vl_base, *trial]) == 2
+    (error,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert error == f"config error: load_path: checkpoint {stage2} does not exist", error
+
+
+def test_dry_run_flags_a_microbatch_larger_than_the_device_batch(capsys, synthetic_data, tmp_path):
+    assert train_main([str(ROOT / "yamls" / "pretrain" / "vision_base.yaml"), "--dry-run",
+                       f"variables.root={synthetic_data.parent}", "task.model.size=small",
+                       "global_train_batch_size=2"]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: device_train_microbatch_size=64 is larger than the device batch 2 "
+                        "(global_train_batch_size=2 on 1 rank(s)): each step is one microbatch of 2; "
+                        "set device_train_microbatch_size=2"], warnings

@@ -1,9 +1,9 @@
 """The shipped recipes as a user runs them: every YAML from its file, the README's commands as printed.
 
-A trial (README, "Trying a recipe small") is a shipped YAML plus at most four
+A trial (README, "Trying a recipe small") is a shipped YAML plus at most five
 overrides: ``variables.root=<dir>`` (data in ``<dir>/mds`` from
 ``make_synthetic.py --recipe-names``, checkpoints in ``<dir>/runs``), the model
-size and the duration and batch. The README's trial block, training commands and
+size, the duration, the batch and its microbatch. The README's trial block, training commands and
 eval commands are read from the README and run: every shipped YAML trains 2 steps
 in its chain (base and large, 1 -> 2 -> 3 -> every fine-tune, each stage loading
 the previous one's checkpoint by the path written in its YAML). Both chains also
@@ -39,7 +39,8 @@ from vlmo_composer.tasks.vqa import load_answers
 ROOT = Path(__file__).resolve().parents[2]
 YAMLS = ROOT / "yamls"
 README = ROOT / "README.md"
-TRIAL = ["task.model.size=small", "max_duration=2ba", "global_train_batch_size=2"]  # + variables.root=<dir>
+TRIAL = ["task.model.size=small", "max_duration=2ba", "global_train_batch_size=2",
+         "device_train_microbatch_size=2"]  # + variables.root=<dir>
 BUCKET = "my-bucket"  # the shipped YAMLs' own bucket, served by moto
 BASE_CHAIN = ["pretrain/vision_base", "pretrain/text_base", "pretrain/vl_base", "finetune/retrieval_coco_base",
               "finetune/retrieval_f30k_base", "finetune/vqa_base", "finetune/nlvr2_base"]
@@ -277,7 +278,7 @@ def test_readme_trial_runs_the_base_chain_and_every_readme_eval(trial_folder, mo
     chain and the README's VQA submission and official-NLVR2 evals with the same ``$T``."""
     monkeypatch.chdir(trial_folder)
     commands, trial = trial_commands()
-    assert trial == ["variables.root=trial", *TRIAL]  # the S3 chains use the same three
+    assert trial == ["variables.root=trial", *TRIAL]  # the S3 chains use the same four
     first = next(line for line in commands if line.startswith("composer"))
     assert "yamls/pretrain/vision_base.yaml" in first
     done = run_command(first, T=" ".join(trial))

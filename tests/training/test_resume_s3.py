@@ -11,6 +11,7 @@ crosses into the second epoch.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -47,8 +48,11 @@ class Runs:
 
     def __init__(self, workdir: Path, data: Path, bucket: str) -> None:
         self.workdir, self.data, self.bucket = workdir, data, bucket
-        self.s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
         self.processes: list[subprocess.Popen] = []
+
+    @functools.cached_property
+    def s3(self):
+        return boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
 
     def start(self, name: str, *overrides: str, launcher: tuple[str, ...] = (sys.executable,),
               config: Path = CONFIG, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
@@ -236,3 +240,30 @@ def test_killed_run_resumes_from_s3_like_an_uninterrupted_run(synthetic_data, s3
     # The comparisons can fail: other seeds give other weights and another order.
     assert max_abs_difference(weights_a, model_weights(tmp_path / "c" / FINAL_CHECKPOINT)) > 1e-3
     assert runs.sample_order("c")[0] != order_a[0]
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_saves_the_batch_in_progress_and_says_how_to_resume(synthetic_data, tmp_path):
+    """Ctrl-C in a terminal: SIGINT to the whole process group (the run and its dataloader worker)
+    while the run is in batch 2; it saves that batch locally, prints one line and exits 130."""
+    runs = Runs(tmp_path, synthetic_data, bucket="unused")  # checkpoints in a local folder
+    release = tmp_path / "release"
+    try:
+        process = runs.start("i", f"save_folder={tmp_path / 'ckpt'}", "max_duration=3ba", "train_loader.num_workers=1",
+                             "callbacks.resume_test_hooks.hold_after_batch=2",
+                             f"callbacks.resume_test_hooks.hold_file={release}")
+        runs.wait_for_steps(process, "i", 2)
+        os.killpg(process.pid, signal.SIGINT)
+        release.touch()
+        process.wait(timeout=120)
+    finally:
+        runs.kill_all()
+    out = runs.output("i")
+    assert process.returncode == 130, out
+    assert "Traceback" not in out, out
+    (line,) = [line for line in out.splitlines() if "SIGINT" in line]
+    checkpoint = tmp_path / "ckpt" / "ep0-ba2-rank0.pt"
+    assert line.startswith(f"run i: interrupted (SIGINT) at batch 2: checkpoint {checkpoint}"), line
+    assert line.endswith("run the same command to resume"), line  # the YAML has autoresume: true
+    assert (tmp_path / "ckpt" / "latest-rank0.pt").resolve() == checkpoint.resolve()
+    assert len(runs.sample_order("i")) == 2

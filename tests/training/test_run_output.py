@@ -114,8 +114,9 @@ def test_resume_and_weight_loading_are_reported(quick_run):
     rc, out = runs["resumed"]
     assert rc == 0, out
     checkpoint = str(tmp / "ckpt" / "latest-rank0.pt")
-    assert re.search(rf"resum\w* .*{re.escape(checkpoint)}.* batch 2", out), out
-    assert re.search(r"1 step(s)? in this process.*3 of 3ba", out), out
+    # Lines of their own, not glued to the progress bar the resumed run already has open.
+    assert re.search(rf"^resumed run \S+ from {re.escape(checkpoint)}.* batch 2", out, re.M), out
+    assert re.search(r"^run \S+: 1 step in this process.*3 of 3ba", out, re.M), out
     rc, out = runs["weights"]
     assert rc == 0, out
     assert re.search(rf"loaded weights from {re.escape(checkpoint)}", out), out

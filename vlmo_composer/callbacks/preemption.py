@@ -1,4 +1,4 @@
-"""Checkpoint at the current batch on SIGTERM (spot notice, Kubernetes eviction) and stop.
+"""Checkpoint at the current batch on SIGTERM (spot notice, Kubernetes eviction) or Ctrl-C and stop.
 
 On SIGTERM the handler only records the time (signal handlers must not do I/O).
 After the batch in progress, at ``BATCH_CHECKPOINT`` (so after Composer's own
@@ -7,6 +7,10 @@ unless the saver just did, waits until it and the ``latest`` pointer are in the
 remote folder, and raises :class:`Preempted`. ``train.py`` then closes the
 trainer and exits with code 143 (128 + SIGTERM); the same command later resumes
 from that checkpoint (autoresume).
+
+SIGINT (Ctrl-C) once training has started is handled the same way and exits with
+code 130 (128 + SIGINT); a second Ctrl-C stops at once without a checkpoint, and
+one before the first batch stops at once too (there is no batch to save).
 
 A watchdog thread ends the process when ``grace_seconds`` after the signal have
 passed without a durable checkpoint, before the platform's SIGKILL would, so the
@@ -26,7 +30,6 @@ loudly if they go away.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -40,9 +43,10 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-log = logging.getLogger(__name__)
 
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 # How often Composer's CheckpointSaver asks whether the checkpoint the ``latest`` pointer names has
 # landed (a private attribute, Composer 0.32); this callback and training.object_store set it.
@@ -50,12 +54,16 @@ LATEST_POLL_ATTRIBUTE = "_symlink_upload_wait_before_next_try_in_seconds"
 
 
 class Preempted(Exception):
-    """Training stopped on SIGTERM after a durable checkpoint."""
+    """Training stopped on SIGTERM or SIGINT after a durable checkpoint (``checkpoint`` None: none configured)."""
 
-    def __init__(self, batch: int, checkpoint: Optional[str], seconds: float) -> None:
-        self.batch, self.checkpoint, self.seconds = batch, checkpoint, seconds
-        super().__init__(f"preempted (SIGTERM) at batch {batch}: checkpoint {checkpoint} durable "
-                         f"{seconds:.1f}s after the signal")
+    def __init__(self, batch: int, checkpoint: Optional[str], seconds: float,
+                 signum: int = signal.SIGTERM) -> None:
+        self.batch, self.checkpoint, self.seconds, self.signum = batch, checkpoint, seconds, signum
+        self.exit_code = 128 + signum
+        what = "interrupted (SIGINT)" if signum == signal.SIGINT else "preempted (SIGTERM)"
+        saved = (f"checkpoint {checkpoint} durable {seconds:.1f}s after the signal" if checkpoint
+                 else "no checkpoint saved (no save_folder)")
+        super().__init__(f"{what} at batch {batch}: {saved}")
 
 
 class PreemptionCheckpoint(Callback):
@@ -64,16 +72,26 @@ class PreemptionCheckpoint(Callback):
             raise ValueError(f"preemption_grace_seconds must be positive, got {grace_seconds}")
         self.grace_seconds = grace_seconds
         self.signalled_at: Optional[float] = None
+        self.signum: int = signal.SIGTERM
+        self.training = False  # between the first batch and the end of fit
         self._durable = threading.Event()
-        self._previous_handler: Any = None
-        if threading.current_thread() is threading.main_thread():  # from construction on: a signal
-            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)  # during setup counts
+        self._previous_handlers: dict[int, Any] = {}
+        self._pid = os.getpid()  # forked children (dataloader workers) inherit the handler
+        if threading.current_thread() is threading.main_thread():  # from construction on: a SIGTERM
+            for signum in SIGNALS:  # during setup counts
+                self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
 
     # ---- the signal
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:
+            return  # a dataloader worker (Ctrl-C reaches the whole process group): the trainer stops it
+        if signum == signal.SIGINT and (not self.training or self.signalled_at is not None):
+            # Ctrl-C before the first batch, or a second one: stop now (as Composer's own handler does)
+            print("interrupted (SIGINT): stopping now, no checkpoint saved", file=sys.stderr, flush=True)
+            raise SystemExit(INTERRUPTED_EXIT_CODE)
         if self.signalled_at is not None:
             return
-        self.signalled_at = time.monotonic()
+        self.signalled_at, self.signum = time.monotonic(), signum
         threading.Thread(target=self._watchdog, name="preemption-watchdog", daemon=True).start()
 
     def _watchdog(self) -> None:
@@ -81,7 +99,13 @@ class PreemptionCheckpoint(Callback):
             print(f"preemption: no durable checkpoint within the {self.grace_seconds:.0f}s grace period "
                   "(preemption_grace_seconds); exiting without one. The next run resumes from the "
                   "previous checkpoint.", file=sys.stderr, flush=True)
-            os._exit(PREEMPTED_EXIT_CODE)
+            os._exit(128 + self.signum)
+
+    def before_dataloader(self, state: State, logger: Logger) -> None:
+        self.training = True
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        self.training = False
 
     def _preempted_anywhere(self) -> bool:
         flag = self.signalled_at is not None
@@ -108,12 +132,12 @@ class PreemptionCheckpoint(Callback):
                 saver._save_checkpoint(state, logger)
             saver.fit_end(state, logger)  # waits for the upload and the `latest` pointer
             checkpoint = saver.saved_checkpoints[-1] if saver.saved_checkpoints else None
-        if not savers:
-            log.warning("SIGTERM: no save_folder configured, stopping without a checkpoint")
         self._durable.set()
-        raise Preempted(int(state.timestamp.batch), checkpoint, time.monotonic() - self.signalled_at)
+        raise Preempted(int(state.timestamp.batch), checkpoint, time.monotonic() - self.signalled_at, self.signum)
 
     def close(self, state: State, logger: Logger) -> None:
-        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._previous_handler)
-            self._previous_handler = None
+        self.training = False
+        if self._previous_handlers and threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous_handlers.items():
+                signal.signal(signum, handler)
+            self._previous_handlers = {}

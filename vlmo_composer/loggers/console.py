@@ -9,7 +9,8 @@ metrics as dicts. These subclasses keep Composer's behaviour otherwise.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional
+import sys
+from typing import Any, Mapping, Optional, TextIO
 
 from composer.core import State
 from composer.loggers import ConsoleLogger, Logger, ProgressBarLogger
@@ -111,6 +112,27 @@ class ReadableConsoleLogger(ConsoleLogger):
     def eval_end(self, state: State, logger: Logger) -> None:
         self._log_to_console(eval_line(state))
         self.logged_metrics = {}
+
+
+def print_run_line(text: str, file: Optional[TextIO] = None) -> None:
+    """A run-level line (resumed from, interrupted, the summary) on a line of its own.
+
+    A progress bar may be open on stderr with its line unfinished (a resumed run's
+    bar exists before ``fit``): on a terminal ``tqdm.write`` clears the bars, prints
+    and redraws them; in a log file the bars' line is ended first.
+    """
+    from tqdm.std import tqdm
+
+    file = file or sys.stdout
+    bars = [bar for bar in list(tqdm._instances) if not getattr(bar, "disable", False)]
+    if bars and _is_terminal(file):
+        tqdm.write(text, file=file)
+        file.flush()
+        return
+    for stream in {id(bar.fp): bar.fp for bar in bars}.values():
+        stream.write("\n")
+        stream.flush()
+    print(text, file=file, flush=True)
 
 
 def _is_terminal(stream: Any) -> bool:

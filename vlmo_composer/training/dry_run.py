@@ -5,6 +5,10 @@ alone from ``s3://``; no shard is read), builds the task's model on ``meta``,
 checks the data's shapes by the rule training uses (the model config owns them),
 and prints what the run would do: model size, streams and their sample counts,
 batch sizes, steps, analytic GFLOP per sample, checkpoints and what is loaded.
+What would run but not as meant prints a ``warning:`` line and the check goes
+on: a local checkpoint to load that does not exist yet (an earlier stage not
+run yet: the line names the YAML beside this one that writes it), a microbatch
+larger than the device batch.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import torch
 
 from vlmo_composer import registry
 from vlmo_composer.training.builders import ResolvedTask, build_task, resolve_config
 from vlmo_composer.checkpoints.official import describe_size
-from vlmo_composer.training.config import ConfigError, LoaderConfig, TrainConfig
+from vlmo_composer.training.config import ConfigError, LoaderConfig, TrainConfig, load_config
 from vlmo_composer.data.streams import _named_entries
 from vlmo_composer.common.run_paths import latest_checkpoint, run_folder
 from vlmo_composer.loggers.metrics_file import FILENAME as METRICS_FILENAME
@@ -30,6 +35,7 @@ from vlmo_composer.checkpoints.io import check_checkpoint_file
 from vlmo_composer.training.run_checks import (
     check_s3_credentials,
     device_batch_size,
+    microbatch_warnings,
     s3_locations,
     world_size,
 )
@@ -157,6 +163,7 @@ def describe_steps(cfg: TrainConfig, epoch_samples: float, world: int) -> list[s
                           f"{epoch_samples:.0f} samples of an epoch of train_loader: not one full batch")
     lines = [f"batch: global {cfg.global_train_batch_size}, device {device_batch} on {world} rank(s), "
              f"microbatch {micro}"]
+    lines += [f"warning: {message}" for message in microbatch_warnings(cfg, device_batch)]
     duration = Time.from_input(cfg.max_duration, TimeUnit.EPOCH)
     unit, value = duration.unit, duration.value
     if unit == TimeUnit.EPOCH:
@@ -179,7 +186,39 @@ def describe_flops(task: Any, cfg: TrainConfig) -> str:
     return f"compute: {flops / 1e9:.2f} GFLOP per training sample (analytic, forward + backward, text {text_len})"
 
 
-def describe_checkpoints(cfg: TrainConfig) -> list[str]:
+def producing_yaml(path: str, yaml_path: str, overrides: Sequence[str] = ()) -> Optional[str]:
+    """The YAML beside ``yaml_path`` (same folder or a sibling one, as ``yamls/pretrain`` and
+    ``yamls/finetune``) whose run saves into the folder of the local checkpoint ``path``, with
+    the command line's ``variables.*`` overrides; None when none does."""
+    here = Path(yaml_path).resolve()
+    target = os.path.dirname(os.path.abspath(path))
+    variables = [o for o in overrides if o.startswith("variables.")]
+    candidates = sorted({*here.parent.glob("*.yaml"), *here.parent.parent.glob("*/*.yaml")} - {here})
+    for candidate in candidates[:100]:
+        try:
+            other = load_config(str(candidate), variables)
+        except Exception:  # not a training YAML, or one these variables do not fit
+            continue
+        folder = other.save_folder
+        if folder and "://" not in folder and os.path.abspath(run_folder(folder, other.run_name)) == target:
+            relative = os.path.relpath(candidate)
+            return str(candidate) if relative.startswith("..") else relative
+    return None
+
+
+def check_checkpoint_to_load(path: str, key: str, yaml_path: Optional[str], overrides: Sequence[str]) -> list[str]:
+    """Nothing, or a warning line for a local checkpoint that does not exist yet (an unreadable one fails)."""
+    if "://" in path or os.path.exists(path):
+        check_checkpoint_file(path, key)
+        return []
+    producer = producing_yaml(path, yaml_path, overrides) if yaml_path else None
+    if producer:
+        return [f"warning: {key}: checkpoint {path} does not exist yet; {producer} writes it (run that stage "
+                "first, or training stops here)"]
+    return [f"warning: {key}: checkpoint {path} does not exist (yet); training stops here unless it does by then"]
+
+
+def describe_checkpoints(cfg: TrainConfig, yaml_path: Optional[str] = None, overrides: Sequence[str] = ()) -> list[str]:
     lines = []
     if cfg.save_folder:
         folder = run_folder(cfg.save_folder, cfg.run_name)
@@ -194,10 +233,10 @@ def describe_checkpoints(cfg: TrainConfig) -> list[str]:
         lines.append("checkpoints: none (no save_folder)")
     init_from = cfg.task.get("init_from")
     if init_from:
-        check_checkpoint_file(init_from["path"], "task.init_from.path")
+        lines += check_checkpoint_to_load(init_from["path"], "task.init_from.path", yaml_path, overrides)
         lines.append(f"init_from: {init_from.get('kind')} weights from {init_from['path']}")
     if cfg.load_path:
-        check_checkpoint_file(cfg.load_path, "load_path")
+        lines += check_checkpoint_to_load(cfg.load_path, "load_path", yaml_path, overrides)
         if cfg.load_weights_only:
             how = (f"weights only, strict={cfg.load_strict_model_weights}"
                    + (f", ignoring {cfg.load_ignore_keys}" if cfg.load_ignore_keys else ""))
@@ -207,14 +246,15 @@ def describe_checkpoints(cfg: TrainConfig) -> list[str]:
     return lines
 
 
-def train_summary(cfg: TrainConfig, yaml_path: str) -> str:
-    """Everything ``train.py`` would do with ``cfg``; raises ConfigError on what would fail."""
+def train_summary(cfg: TrainConfig, yaml_path: str, overrides: Sequence[str] = ()) -> str:
+    """Everything ``train.py`` would do with ``cfg`` (``yaml_path`` with ``overrides``); raises
+    ConfigError on what would fail, warns in the summary on what would run but not as meant."""
     resolved = resolve_config(cfg)  # once: every description below reads this one
     check_s3_credentials(s3_locations(cfg))
     task, lines = describe_model(cfg, resolved)
     epoch_samples, loader_lines = describe_loaders(cfg, train=True)
     lines += loader_lines + describe_steps(cfg, epoch_samples, world_size())
-    lines += [describe_flops(task, cfg)] + describe_checkpoints(cfg)
+    lines += [describe_flops(task, cfg)] + describe_checkpoints(cfg, yaml_path, overrides)
     return "\n".join([f"dry run of {yaml_path}:", *lines, "dry run: nothing trained"])
 
 

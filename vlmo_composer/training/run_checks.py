@@ -115,3 +115,22 @@ def short_error(err: BaseException, cfg: Optional[TrainConfig] = None) -> Option
         path = cfg.load_path if cfg is not None and cfg.load_path else "the checkpoint"
         return f"load_path: cannot read {path} ({str(err).splitlines()[0]}); it is truncated or not a checkpoint"
     return None
+
+
+# Objectives whose negatives come from the device batch: microbatching changes what they compute.
+CONTRASTIVE_TASKS = ("vl_pretrain", "retrieval")
+
+
+def microbatch_warnings(cfg: TrainConfig, device_batch: int) -> list[str]:
+    """What is wrong with ``device_train_microbatch_size`` for this device batch (the dry run prints it too)."""
+    micro = cfg.device_train_microbatch_size
+    if micro is not None and micro > device_batch:
+        return [f"device_train_microbatch_size={micro} is larger than the device batch {device_batch} "
+                f"(global_train_batch_size={cfg.global_train_batch_size} on {cfg.global_train_batch_size // device_batch}"
+                f" rank(s)): each step is one microbatch of {device_batch}; set device_train_microbatch_size="
+                f"{device_batch}"]
+    if micro is not None and micro < device_batch and cfg.task["name"] in CONTRASTIVE_TASKS:
+        return [f"device_train_microbatch_size={micro} < device batch {device_batch}: contrastive losses and hard "
+                "negatives then see only one microbatch at a time (fewer negatives, a different objective). "
+                "Keep the whole device batch in one microbatch and lower global_train_batch_size instead."]
+    return []

@@ -29,7 +29,6 @@ from vlmo_composer.training.builders import (
 )
 from vlmo_composer import registry
 from vlmo_composer.callbacks import FlattenMetricDicts, MidEpochRngRestore, Preempted, PreemptionCheckpoint
-from vlmo_composer.callbacks.preemption import PREEMPTED_EXIT_CODE
 from vlmo_composer.training.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.training.dry_run import train_summary
@@ -38,6 +37,7 @@ from vlmo_composer.common.run_paths import latest_checkpoint, run_folder
 from vlmo_composer.training.run_checks import (
     check_s3_credentials,
     device_batch_size,
+    microbatch_warnings,
     s3_locations,
     short_error,
 )
@@ -51,10 +51,10 @@ from vlmo_composer.training.object_store import (
     remote_uploader_downloader,
 )
 from vlmo_composer.data.local_cache import cache_namespace
+from vlmo_composer.loggers import print_run_line
 
 log = logging.getLogger("vlmo_composer")
 
-CONTRASTIVE_TASKS = ("vl_pretrain", "retrieval")
 
 
 def on_cpu(device: Optional[str]) -> bool:
@@ -76,14 +76,8 @@ def check_remote_resumption(cfg: TrainConfig) -> None:
 
 
 def check_microbatching(cfg: TrainConfig, device_batch: int) -> None:
-    micro = cfg.device_train_microbatch_size
-    if micro is not None and micro < device_batch and cfg.task["name"] in CONTRASTIVE_TASKS:
-        warnings.warn(
-            f"device_train_microbatch_size={micro} < device batch {device_batch}: contrastive losses and hard "
-            "negatives then see only one microbatch at a time (fewer negatives, a different objective). "
-            "Keep the whole device batch in one microbatch and lower global_train_batch_size instead.",
-            stacklevel=2,
-        )
+    for message in microbatch_warnings(cfg, device_batch):
+        warnings.warn(message, stacklevel=2)
 
 
 def fit_to_cpu(cfg: TrainConfig, resolved: ResolvedTask) -> tuple[Optional[dict], str, ResolvedTask]:
@@ -171,7 +165,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         seed=cfg.seed,
         device=cfg.device,
         precision=precision,
-        device_train_microbatch_size=cfg.device_train_microbatch_size or train_batch,
+        device_train_microbatch_size=min(cfg.device_train_microbatch_size or train_batch, train_batch),
         parallelism_config=parallelism,
         compile_config=cfg.compile_config,
         progress_bar=False,  # run_report.console_and_file_loggers adds readable ones
@@ -234,7 +228,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         cfg = load_config(argv[0], argv[1:])
         if dry_run:
-            summary_text = train_summary(cfg, argv[0])
+            summary_text = train_summary(cfg, argv[0], argv[1:])
             if os.environ.get("RANK", "0") == "0":
                 print(summary_text)
             return 0
@@ -256,10 +250,10 @@ def fit(cfg: TrainConfig, trainer: Trainer) -> int:
     rank_zero = dist.get_global_rank() == 0
     if rank_zero:
         for line in run_report.start_lines(cfg, trainer):
-            print(line, flush=True)
+            print_run_line(line)  # a resumed run's progress bar is already open
     start = time.time()
     if trainer.state.timestamp >= trainer.state.max_duration:  # an autoresumed run that had finished
-        print(f"run {trainer.state.run_name} already trained to {cfg.max_duration}; nothing to do")
+        print_run_line(f"run {trainer.state.run_name} already trained to {cfg.max_duration}; nothing to do")
         trainer.close()
         return 0
     first = int(trainer.state.timestamp.batch), int(trainer.state.timestamp.sample)
@@ -267,8 +261,8 @@ def fit(cfg: TrainConfig, trainer: Trainer) -> int:
         trainer.fit()
     except Preempted as stop:
         trainer.close()
-        print(f"run {trainer.state.run_name}: {stop}; run the same command to resume", flush=True)
-        return PREEMPTED_EXIT_CODE
+        print_run_line(f"run {trainer.state.run_name}: {stop}; {resume_hint(cfg, stop.checkpoint)}")
+        return stop.exit_code
     except Exception as err:
         if not is_store_error(err):
             raise
@@ -276,9 +270,18 @@ def fit(cfg: TrainConfig, trainer: Trainer) -> int:
         print(describe_store_failure(err, object_stores(cfg)), file=sys.stderr, flush=True)
         return 1
     if rank_zero:
-        print(summary(trainer, time.time() - start, first))
+        print_run_line(summary(trainer, time.time() - start, first))
     trainer.close()
     return 0
+
+
+def resume_hint(cfg: TrainConfig, checkpoint: Optional[str]) -> str:
+    """How to go on from a run stopped by a signal."""
+    if checkpoint is None:
+        return "nothing to resume from (set save_folder to be able to)"
+    if cfg.autoresume:
+        return "run the same command to resume"
+    return "run the same command with autoresume=true to resume from it"
 
 
 def object_stores(cfg: TrainConfig) -> list[str]:
