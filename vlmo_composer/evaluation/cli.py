@@ -71,6 +71,10 @@ def load_weights(task, path: str, kind: str) -> str:
 
 def describe_weights(path: str, kind: str) -> str:
     """What ``load_weights`` would read, for ``--dry-run`` (local files are checked)."""
+    from vlmo_composer.checkpoints.pretrained import describe_source
+
+    if described := describe_source(path):  # a pretrained name or https:// file: its URL and cache state
+        return f"{kind} {described}"
     found = "" if "://" in path else " (found)" if os.path.exists(path) else " (NOT FOUND yet)"
     return f"{kind} {path}{found}"
 
@@ -150,7 +154,9 @@ def flat_summary(results: dict[str, Any]) -> dict[str, Any]:
 
 def add_weights_args(parser: argparse.ArgumentParser) -> None:
     """``--weights PATH --kind KIND`` (one vocabulary), plus the deprecated one-kind flags."""
-    parser.add_argument("--weights", help="weights to evaluate: a file or folder, local or s3://")
+    parser.add_argument("--weights", help="weights to evaluate: a file or folder, local or s3://, an https:// "
+                        "file or a pretrained name (see --list-pretrained)")
+    parser.add_argument("--list-pretrained", action="store_true", help="print the pretrained names and exit")
     parser.add_argument("--kind", help="what --weights is: official | safetensors | composer "
                         "(default: a folder is safetensors, a file official; name composer for our checkpoints)")
     for flag, kind in DEPRECATED_FLAGS.items():
@@ -216,6 +222,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         from vlmo_composer.evaluation.vqa_score import main as vqa_score_main
 
         return vqa_score_main(argv[1:])
+    if "--list-pretrained" in argv:
+        from vlmo_composer.checkpoints.pretrained import pretrained_table
+
+        print(pretrained_table())
+        return 0
     args = parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:

@@ -204,7 +204,10 @@ def describe_checkpoints(cfg: TrainConfig) -> list[str]:
     init_from = cfg.task.get("init_from")
     if init_from:
         check_checkpoint_file(init_from["path"], "task.init_from.path")
-        lines.append(f"init_from: {init_from.get('kind')} weights from {init_from['path']}")
+        from vlmo_composer.checkpoints.pretrained import describe_source
+
+        where = describe_source(str(init_from["path"])) or init_from["path"]  # a name: its URL and cache state
+        lines.append(f"init_from: {init_from.get('kind')} weights from {where}")
     if cfg.load_path:
         check_checkpoint_file(cfg.load_path, "load_path")
         if cfg.load_weights_only:

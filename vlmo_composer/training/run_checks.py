@@ -61,7 +61,9 @@ def check_checkpoint_file(path: str, key: str) -> None:
     ``torch.save`` writes a zip archive (a truncated one has no central directory);
     files from before PyTorch 1.6 are a bare pickle, which starts with byte 0x80.
     """
-    if "://" in path:
+    from vlmo_composer.checkpoints.pretrained import is_pretrained_name
+
+    if "://" in path or is_pretrained_name(path):  # checked when downloaded
         return
     if not os.path.isfile(path):
         raise ConfigError(f"{key}: checkpoint {path} does not exist")
