@@ -9,9 +9,11 @@ _EXPORTS = {
     "VLMoConfig": "vlmo_composer.model",
     "VLMoInference": "vlmo_composer.inference",
     "create_model_and_transforms": "vlmo_composer.inference",
+    "list_pretrained": "vlmo_composer.checkpoints.pretrained",
     "load_beit": "vlmo_composer.checkpoints",
     "load_official": "vlmo_composer.checkpoints",
     "load_safetensors": "vlmo_composer.checkpoints",
+    "register_pretrained": "vlmo_composer.checkpoints.pretrained",
     "save_official": "vlmo_composer.checkpoints",
     "save_safetensors": "vlmo_composer.checkpoints",
 }

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
+from vlmo_composer.checkpoints.pretrained import pretrained_size
 from vlmo_composer.checkpoints.safetensors_io import CONFIG_NAME, WEIGHTS_NAME, save_safetensors
 from vlmo_composer.checkpoints.sources import build_model, fetch_source, local_copy
 from vlmo_composer.data.images import decode_image
@@ -143,7 +144,8 @@ class VLMoInference:
         """Load from an exported (safetensors) folder, an official file or (``kind="composer"``) a Composer checkpoint.
 
         Args:
-            source: a folder (safetensors), a file, local or ``s3://``.
+            source: a folder (safetensors), a file, local or ``s3://``; a pretrained name
+                (``list_pretrained()``: its size comes with it) or an ``https://`` file, cached.
             kind: ``auto`` (folder -> safetensors, file -> official), or name the kind:
                 ``official``, ``safetensors`` or ``composer`` (``exported`` is deprecated).
             size: named size (``base``, ``large``, ...) or a config, for files: their
@@ -155,6 +157,7 @@ class VLMoInference:
                 folders carry theirs; default: the bundled BERT uncased vocabulary).
             model_overrides: other :class:`VLMoConfig` fields the training run changed.
         """
+        size = size if size is not None else pretrained_size(source)  # a pretrained name knows its size
         local, kind = fetch_source(source, kind)  # s3:// downloaded once, here
         folder = Path(local) if kind == "safetensors" else None
         model = build_model(local, kind, size, image_size, **model_overrides)

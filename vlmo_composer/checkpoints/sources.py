@@ -17,7 +17,10 @@ all resolve a source here, under the same kind names:
 ``FutureWarning``). ``s3://`` sources are downloaded with boto3 (honouring
 ``S3_ENDPOINT_URL``, as Composer and Streaming do); a folder is every object under
 its prefix, and a missing ``X`` with an ``X.symlink`` (Composer's remote ``latest``
-pointer) is the object that pointer names.
+pointer) is the object that pointer names. A pretrained name
+(``vlmo-base-patch16-coco-retrieval``, an ``official`` file whose size the registry
+knows) and an ``https://`` file are downloaded once into the cache of
+:mod:`vlmo_composer.checkpoints.pretrained`; a local path of the same name wins.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any, Iterable, Optional, Union
 
 import torch
 
+from vlmo_composer.checkpoints import pretrained
 from vlmo_composer.checkpoints.beit import load_beit
 from vlmo_composer.checkpoints.io import LoadReport, check_and_load, read_state_dict
 from vlmo_composer.checkpoints.official import adapt_official_state_dict, check_same_size, config_from_official
@@ -65,15 +69,29 @@ def guess_kind(local_path: str) -> str:
 
 # ---------------------------------------------------------------------- fetching
 def local_copy(path: Union[str, os.PathLike]) -> str:
-    """``path`` itself when local; an ``s3://`` file or folder is downloaded to a temp dir first."""
+    """``path`` itself when local; an ``s3://`` file or folder is downloaded to a temp dir first, a
+    pretrained name or an ``https://`` file into the cache (once)."""
     path = os.fspath(path)
     if path.startswith("s3://"):
         return _download_s3(path)
+    if pretrained.is_url(path):
+        return str(pretrained.download_url(path))
     if "://" in path:
-        raise ValueError(f"{path}: weights are read from local paths or s3:// URIs only")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found")
-    return path
+        raise ValueError(f"{path}: weights are read from local paths, pretrained names, https:// or s3:// only")
+    if os.path.exists(path):
+        return path
+    if pretrained.find_pretrained(path) is not None:
+        return str(pretrained.download_pretrained(path))
+    raise pretrained.missing_source_error(path)
+
+
+def check_pretrained_kind(path: Union[str, os.PathLike], kind: str) -> None:
+    """A pretrained name is read as the kind of its file (all official ones are ``official``)."""
+    if kind != "auto" and pretrained.is_pretrained_name(path):
+        entry = pretrained.find_pretrained(path)
+        if kind != entry.kind:
+            raise ValueError(f"{os.fspath(path)} is a pretrained {entry.kind} checkpoint: use kind "
+                             f"'{entry.kind}', not '{kind}'")
 
 
 def _download_s3(uri: str) -> str:
@@ -116,6 +134,7 @@ def _download_s3(uri: str) -> str:
 def fetch_source(path: Union[str, os.PathLike], kind: str = "auto") -> tuple[str, str]:
     """``(local path, kind)``: fetched once, and an ``auto`` kind guessed from what arrived."""
     kind = kind if kind == "auto" else weight_kind(kind)
+    check_pretrained_kind(path, kind)
     local = local_copy(path)
     return local, guess_kind(local) if kind == "auto" else kind
 
@@ -174,6 +193,7 @@ def load_weights_into(
     start a 384 px fine-tune, or NLVR2 with its third modality row.
     """
     kind = weight_kind(kind)
+    check_pretrained_kind(path, kind)
     local = local_copy(path)
     if kind == "beit":
         return load_beit(local, model)
@@ -200,6 +220,7 @@ def build_model(
     text length) is read from the weights unless given.
     """
     path = os.fspath(path)
+    size = size if size is not None else pretrained.pretrained_size(path)  # a name knows its architecture
     local, kind = fetch_source(path, kind)
     if kind == "beit":
         raise ValueError(f"{path}: a BEiT file holds only a vision encoder; start a training run from it "

@@ -38,7 +38,9 @@ examples (README):
 
 def add_weights_args(parser: argparse.ArgumentParser) -> None:
     """``--weights PATH --kind KIND`` (one vocabulary), plus the deprecated one-kind flags."""
-    parser.add_argument("--weights", help="weights to evaluate: a file or folder, local or s3://")
+    parser.add_argument("--weights", help="weights to evaluate: a file or folder, local or s3://, an https:// "
+                        "file or a pretrained name (see --list-pretrained)")
+    parser.add_argument("--list-pretrained", action="store_true", help="print the pretrained names and exit")
     parser.add_argument("--kind", help="what --weights is: official | safetensors | composer "
                         "(default: a folder is safetensors, a file official; name composer for our checkpoints)")
     for flag, kind in DEPRECATED_FLAGS.items():

@@ -49,6 +49,10 @@ def load_weights(task, path: str, kind: str) -> str:
 
 def describe_weights(path: str, kind: str) -> str:
     """What ``load_weights`` would read, for ``--dry-run`` (local files are checked)."""
+    from vlmo_composer.checkpoints.pretrained import describe_source
+
+    if described := describe_source(path):  # a pretrained name or https:// file: its URL and cache state
+        return f"{kind} {described}"
     found = "" if "://" in path else " (found)" if os.path.exists(path) else " (NOT FOUND yet)"
     return f"{kind} {path}{found}"
 
@@ -140,6 +144,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         from vlmo_composer.evaluation.vqa_score import main as vqa_score_main
 
         return vqa_score_main(argv[1:])
+    if "--list-pretrained" in argv:
+        from vlmo_composer.checkpoints.pretrained import pretrained_table
+
+        print(pretrained_table())
+        return 0
     args = parse_args(argv)
     problem = config_problem(args.config)
     if problem is not None:

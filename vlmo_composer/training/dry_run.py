@@ -32,6 +32,7 @@ from vlmo_composer.common.run_paths import latest_checkpoint, run_folder
 from vlmo_composer.loggers.metrics_file import FILENAME as METRICS_FILENAME
 from vlmo_composer.model import VLMoConfig
 from vlmo_composer.checkpoints.io import check_checkpoint_file
+from vlmo_composer.checkpoints.pretrained import describe_source, is_pretrained_name
 from vlmo_composer.training.run_checks import (
     check_s3_credentials,
     device_batch_size,
@@ -208,7 +209,7 @@ def producing_yaml(path: str, yaml_path: str, overrides: Sequence[str] = ()) -> 
 
 def check_checkpoint_to_load(path: str, key: str, yaml_path: Optional[str], overrides: Sequence[str]) -> list[str]:
     """Nothing, or a warning line for a local checkpoint that does not exist yet (an unreadable one fails)."""
-    if "://" in path or os.path.exists(path):
+    if "://" in path or is_pretrained_name(path) or os.path.exists(path):
         check_checkpoint_file(path, key)
         return []
     producer = producing_yaml(path, yaml_path, overrides) if yaml_path else None
@@ -234,7 +235,8 @@ def describe_checkpoints(cfg: TrainConfig, yaml_path: Optional[str] = None, over
     init_from = cfg.task.get("init_from")
     if init_from:
         lines += check_checkpoint_to_load(init_from["path"], "task.init_from.path", yaml_path, overrides)
-        lines.append(f"init_from: {init_from.get('kind')} weights from {init_from['path']}")
+        where = describe_source(str(init_from["path"])) or init_from["path"]  # a name: its URL and cache state
+        lines.append(f"init_from: {init_from.get('kind')} weights from {where}")
     if cfg.load_path:
         lines += check_checkpoint_to_load(cfg.load_path, "load_path", yaml_path, overrides)
         if cfg.load_weights_only:
