@@ -12,15 +12,22 @@ val2014}_annotations.json``), either flat as the zips unpack or under
 The answer vocabulary and the targets follow the official VLMo code exactly
 (see ``vlmo_composer/data/vqa_answers.py``): normalised
 ``multiple_choice_answer`` seen >= 9 times in train+val (3129 answers), soft
-scores 0.3/0.6/0.9/1.0 for 1/2/3/>=4 matching annotators; train/val questions
-with no answer in the vocabulary are dropped (counted). Test splits carry no
-answers. ``--vlmo-split`` moves all val images but the last 1000 (in question
-file order) into train, as VLMo fine-tunes on train + "trainable val".
+scores 0.3/0.6/0.9/1.0 for 1/2/3/>=4 matching annotators. Training drops
+questions with no answer in the vocabulary (counted as ``no_answer_in_vocab``),
+as VLMo does: they have no target. Val keeps every question, those included
+(empty labels: the VQA score counts them 0, the official accuracy scores their
+raw answers), so the accuracy on val is the evaluation server's over the whole
+val question set. Test splits carry no answers. ``--vlmo-split`` moves all val
+images but the last 1000 with an answerable question (in question file order)
+into train, as VLMo fine-tunes on train + "trainable val": the moved questions
+are training questions (unanswerable ones dropped), the held-out minival keeps
+all of its own.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -111,6 +118,7 @@ def _raw_answers(annotation: dict[str, Any]) -> tuple[str, ...]:
 
 def plan_split(split: str, vqa_root: str, images: str, annotations: dict[int, dict[str, Any]] | None,
                answer_to_label: dict[str, int], dropped: SkipLog) -> list[VqaImageRecord]:
+    """The split's images with their questions; only ``train`` drops unanswerable ones."""
     questions = _list_of(vqa_root, QUESTION_FILES[split], "questions", f"{split} questions")
     folder = IMAGE_FOLDERS[split]
     per_image: dict[int, list[VqaQuestion]] = {}
@@ -130,13 +138,36 @@ def plan_split(split: str, vqa_root: str, images: str, annotations: dict[int, di
                 continue
             answers = _raw_answers(annotation)
             label_list, score_list = answer_targets(answers, answer_to_label)
-            if not label_list:
-                dropped.add("no_answer_in_vocab", qid)
-                continue
             labels, scores = tuple(label_list), tuple(score_list)
         per_image.setdefault(q["image_id"], []).append(VqaQuestion(qid, text, answers, labels, scores))
-    return [VqaImageRecord(str(image_id), os.path.join(images, folder, f"COCO_{folder}_{image_id:012d}.jpg"),
-                           tuple(qs)) for image_id, qs in per_image.items()]
+    records = [VqaImageRecord(str(image_id), os.path.join(images, folder, f"COCO_{folder}_{image_id:012d}.jpg"),
+                              tuple(qs)) for image_id, qs in per_image.items()]
+    return answerable_only(records, dropped) if split == "train" else records
+
+
+def answerable(record: VqaImageRecord) -> bool:
+    return any(q.labels for q in record.questions)
+
+
+def answerable_only(records: list[VqaImageRecord], dropped: SkipLog) -> list[VqaImageRecord]:
+    """Training records: questions with no answer in the vocabulary dropped (counted), then
+    images left without questions."""
+    kept = []
+    for record in records:
+        for q in record.questions:
+            if not q.labels:
+                dropped.add("no_answer_in_vocab", q.question_id)
+        if answerable(record):
+            kept.append(dataclasses.replace(record, questions=tuple(q for q in record.questions if q.labels)))
+    return kept
+
+
+def vlmo_cut(val: list[VqaImageRecord], holdout: int) -> int:
+    """Where the held-out minival starts: at the ``holdout``-th last image with an answerable
+    question (the images VLMo holds out); every image from there on, answerable or not, is kept."""
+    positions = [i for i, record in enumerate(val) if answerable(record)]
+    keep = len(positions) - holdout
+    return positions[keep] if keep > 0 else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", required=True, help="COCO root with train2014/ val2014/ test2015/")
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     parser.add_argument("--vlmo-split", action="store_true",
-                        help="move all val images but the last --vlmo-holdout into train (VLMo recipe)")
+                        help="move all val images but the last --vlmo-holdout with an answerable question into "
+                             "train (VLMo recipe)")
     parser.add_argument("--vlmo-holdout", type=positive_int, default=1000,
                         help="val images kept for validation with --vlmo-split (default 1000)")
     parser.add_argument("--min-answer-count", type=positive_int, default=MIN_ANSWER_COUNT)
@@ -163,9 +195,9 @@ def plan(args: argparse.Namespace) -> tuple[list[SplitJob], dict[str, str]]:
     records = {s: plan_split(s, args.vqa_root, args.images, annotations.get(s), answer_to_label, dropped[s])
                for s in splits}
     if args.vlmo_split:
-        keep = len(records["val"]) - args.vlmo_holdout
-        records["train"] += records["val"][:max(keep, 0)]
-        records["val"] = records["val"][max(keep, 0):]
+        cut = vlmo_cut(records["val"], args.vlmo_holdout)
+        records["train"] += answerable_only(records["val"][:cut], dropped["train"])
+        records["val"] = records["val"][cut:]
     build = functools.partial(build_vqa_rows, max_image_side=args.max_image_side)
     jobs = [SplitJob(s, VQA, records[s], build, dropped=dropped[s]) for s in splits]
     vocab = {ANSWER_VOCAB_NAME: answer_vocab_to_json(answers, args.min_answer_count)}

@@ -160,7 +160,7 @@ def plan_vqa(seed: int, records: dict[str, list[SceneRecord]], per_image: int, m
             for j, (question, _, answers) in enumerate(qs):
                 question_id = (s + 1) * 10**8 + i * 10 + j
                 labels, scores = answer_targets(answers, answer_to_label)
-                if not labels:
+                if not labels and split == "train":  # as convert_vqa: only training drops them
                     dropped[split].add("no_answer_in_vocab", question_id)
                     continue
                 items.append(VqaQuestion(question_id, question, tuple(answers), tuple(labels), tuple(scores)))

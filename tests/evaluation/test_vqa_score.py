@@ -26,39 +26,49 @@ QUESTIONS = [
 ]
 
 
-def write_official_files(folder: Path, results: object = None) -> dict[str, str]:
-    """Questions, annotations and results files in the official layouts.
+def official_files(folder: Path, questions: list = QUESTIONS, subtype: str = "val2014") -> dict[str, str]:
+    """Questions and annotation files of ``questions`` (rows as ``QUESTIONS``) in the official layouts.
 
     Layouts: the VQA v2 download page (visualqa.org/download.html, "Input
-    Questions Format", "Annotation Format", "Results Format") and the
-    GT-Vision-Lab/VQA API that reads them (``vqaTools/vqa.py``: ``questions``,
-    ``annotations`` with ``question_type`` / ``answer_type`` / ``answers`` of
-    ``{answer, answer_confidence, answer_id}``; results a list of
-    ``{question_id, answer}``). File names are the official val2014 ones.
+    Questions Format", "Annotation Format") and the GT-Vision-Lab/VQA API that
+    reads them (``vqaTools/vqa.py``: ``questions``, ``annotations`` with
+    ``question_type`` / ``answer_type`` / ``multiple_choice_answer`` (the most
+    frequent answer, first-seen on a tie) / ``answers`` of ``{answer,
+    answer_confidence, answer_id}``). File names are the official ones of ``subtype``.
     """
     info = {"year": 2017, "version": "2.0", "description": "test fixture", "contributor": "", "url": "",
             "date_created": "2017-04-26 17:00:44"}
     license_ = {"name": "Creative Commons Attribution 4.0 International License", "url": ""}
-    header = {"info": info, "data_type": "mscoco", "data_subtype": "val2014", "license": license_}
-    questions = {**header, "task_type": "Open-Ended", "questions": [
-        {"question_id": q, "image_id": image, "question": f"Question {q}?"} for q, image, *_ in QUESTIONS
+    header = {"info": info, "data_type": "mscoco", "data_subtype": subtype, "license": license_}
+    question_file = {**header, "task_type": "Open-Ended", "questions": [
+        {"question_id": q, "image_id": image, "question": f"Question {q}?"} for q, image, *_ in questions
     ]}
-    annotations = {**header, "annotations": [
+    annotation_file = {**header, "annotations": [
         {"question_id": q, "image_id": image, "question_type": qtype, "answer_type": atype,
-         "multiple_choice_answer": max(set(answers), key=answers.count),
+         "multiple_choice_answer": max(answers, key=answers.count),
          "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(answers)]}
-        for q, image, qtype, atype, answers, _, _ in QUESTIONS
+        for q, image, qtype, atype, answers, *_ in questions
     ]}
-    if results is None:
-        results = [{"question_id": q, "answer": pred} for q, *_, pred, _ in QUESTIONS]
     paths = {
-        "questions": folder / "v2_OpenEnded_mscoco_val2014_questions.json",
-        "annotations": folder / "v2_mscoco_val2014_annotations.json",
-        "results": folder / "results.json",
+        "questions": folder / f"v2_OpenEnded_mscoco_{subtype}_questions.json",
+        "annotations": folder / f"v2_mscoco_{subtype}_annotations.json",
     }
-    for key, content in (("questions", questions), ("annotations", annotations), ("results", results)):
+    for key, content in (("questions", question_file), ("annotations", annotation_file)):
         paths[key].write_text(json.dumps(content))
     return {k: str(v) for k, v in paths.items()}
+
+
+def write_results(path: Path, results: object) -> str:
+    """A results file (``[{question_id, answer}]``, the download page's "Results Format")."""
+    path.write_text(json.dumps(results))
+    return str(path)
+
+
+def write_official_files(folder: Path, results: object = None) -> dict[str, str]:
+    """The val2014 questions and annotations of ``QUESTIONS``, and a results file (their predictions by default)."""
+    if results is None:
+        results = [{"question_id": q, "answer": pred} for q, *_, pred, _ in QUESTIONS]
+    return {**official_files(folder), "results": write_results(folder / "results.json", results)}
 
 
 def cli_args(paths: dict[str, str]) -> list[str]:

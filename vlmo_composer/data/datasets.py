@@ -423,7 +423,8 @@ class VQADataset(VLMoStreamingDataset):
     Training and the VQA score use ``vqa_targets``; the official accuracy needs
     the raw annotator answers, carried as one JSON string per sample
     (``answers_json``) so that default collation keeps questions with different
-    numbers of answers apart. Test splits carry ``"[]"``.
+    numbers of answers apart. Test splits carry ``"[]"``. A val question with no
+    answer in the vocabulary has no labels: its target is all zeros.
     """
 
     schema = VQA

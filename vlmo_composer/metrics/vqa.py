@@ -25,7 +25,9 @@ Two different numbers are called "VQA score", and both are provided:
 * :class:`VQAScore`: what the official VLMo code logs during fine-tuning: the
   soft target (0 / 0.3 / 0.6 / 0.9 / 1.0 for 0 / 1 / 2 / 3 / >=4 matching
   annotators, see :func:`vlmo_composer.data.vqa_answers.soft_score`) of the
-  argmax label. Answers outside the vocabulary count 0 here.
+  argmax label. Answers outside the vocabulary count 0 here, and so does a val
+  question with none in it (val keeps them, ``data_prep/convert_vqa.py``; only
+  training drops them), while :class:`VQAAccuracy` scores its raw answers.
 """
 
 from __future__ import annotations
