@@ -9,8 +9,19 @@ import pytest
 import torch
 
 from s3_server import moto_s3
+from streaming_memory import open_descriptors, release_orphaned_streaming_memory
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Past this many open descriptors, Streaming memory no test holds is given back.
+DESCRIPTOR_SWEEP_AT = 1000
+
+
+@pytest.fixture(autouse=True)
+def release_streaming_memory() -> Iterator[None]:
+    """Keep the suite's open descriptors bounded (see tests/streaming_memory.py)."""
+    yield
+    if open_descriptors() > DESCRIPTOR_SWEEP_AT:
+        release_orphaned_streaming_memory()
 
 
 @pytest.fixture(scope="session")

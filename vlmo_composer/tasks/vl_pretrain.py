@@ -32,9 +32,14 @@ class VLPretrainConfig(TaskConfig):
     # MLM head positions per caption (fixed shapes, no host sync); None: the collator's
     # cap at mlm_prob 0.15 (6 at 40 tokens). Raise it with a higher data mlm_prob.
     mlm_slots: Optional[int] = None
+    # Share of each ITM negative drawn uniformly instead of by ITC similarity (0: official;
+    # see objectives/itm.py for why a from-scratch run needs some).
+    itm_uniform_negatives: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0.0 <= self.itm_uniform_negatives <= 1.0:
+            raise ValueError(f"itm_uniform_negatives must be in [0, 1], got {self.itm_uniform_negatives}")
         if self.vl_ffn_init not in ("scratch", "text", "image"):
             raise ValueError(f"vl_ffn_init '{self.vl_ffn_init}' is not one of ('scratch', 'text', 'image')")
 
@@ -45,6 +50,7 @@ def vl_pretrain_losses(
     mlm_weight: float = 0.25,
     negatives: Optional[HardNegatives] = None,
     mlm_slots: Optional[int] = None,
+    itm_uniform_negatives: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The stage-3 objective on one device batch (``negatives`` fixed only in tests).
 
@@ -61,7 +67,9 @@ def vl_pretrain_losses(
     itc_vl = contrastive_loss(image_vl, text_vl, model.logit_vl_scale)
 
     if negatives is None:
-        negatives = sample_hard_negatives(itc.logits_per_image, itc.logits_per_text, itc.targets)
+        negatives = sample_hard_negatives(
+            itc.logits_per_image, itc.logits_per_text, itc.targets, itm_uniform_negatives
+        )
     itm = build_itm_batch(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], negatives)
     fused = model.fuse(
         torch.cat([itm.input_ids, batch["mlm_input_ids"]]),
@@ -109,7 +117,11 @@ class VLPretrainTask(RetrievalEvalMixin, VLMoTask):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         batch = self.prepare(batch)
-        return {"losses": vl_pretrain_losses(self.model, batch, self.cfg.mlm_weight, mlm_slots=self.cfg.mlm_slots)}
+        losses = vl_pretrain_losses(
+            self.model, batch, self.cfg.mlm_weight, mlm_slots=self.cfg.mlm_slots,
+            itm_uniform_negatives=self.cfg.itm_uniform_negatives,
+        )
+        return {"losses": losses}
 
     def flops_per_batch(self, batch: dict[str, Any]) -> float:
         """From shapes only (no host sync): the MLM head runs on ``mlm_slots`` positions per caption."""
