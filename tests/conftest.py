@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from quickstart_run import QuickstartRun, run_quickstart
 from s3_server import moto_s3
 from streaming_memory import open_descriptors, release_orphaned_streaming_memory
 
@@ -43,6 +44,12 @@ def synthetic_data(tmp_path_factory) -> Path:
     make_synthetic(["--out", str(out), "--train", "48", "--val", "16", "--test", "16",
                     "--image-size", "64", "--recipe-names", "--no-progress"])
     return out
+
+
+@pytest.fixture(scope="session")
+def quickstart(tmp_path_factory) -> QuickstartRun:
+    """``make quickstart`` as printed (synthetic data, training, eval, curves), once per session."""
+    return run_quickstart(tmp_path_factory.mktemp("quickstart"))
 
 
 @pytest.fixture

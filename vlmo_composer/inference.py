@@ -488,11 +488,21 @@ def create_model_and_transforms(
     kind: str = "auto",
     **model_overrides: Any,
 ) -> tuple[VLMoInference, ImageTransform, PreTrainedTokenizerBase]:
-    """``(model, preprocess, tokenizer)`` as open_clip returns them; see :meth:`VLMoInference.from_pretrained`."""
-    model = VLMoInference.from_pretrained(
-        source, kind=kind, size=size, image_size=image_size, answer_vocab=answer_vocab,
-        device=device, dtype=dtype, **model_overrides,
-    )
+    """``(model, preprocess, tokenizer)`` as open_clip returns them; see :meth:`VLMoInference.from_pretrained`.
+
+    A training YAML (``.yaml`` / ``.yml``) as ``source`` loads the model that run built
+    with its latest checkpoint (:meth:`VLMoInference.from_training_config`), so a
+    finished run needs neither a size nor a kind.
+    """
+    if str(source).endswith((".yaml", ".yml")):
+        if size is not None or image_size is not None or answer_vocab is not None or kind != "auto" or model_overrides:
+            raise ValueError(f"{source}: a training YAML names its own model, size, kind and answer vocabulary")
+        model = VLMoInference.from_training_config(str(source), device=device, dtype=dtype)
+    else:
+        model = VLMoInference.from_pretrained(
+            source, kind=kind, size=size, image_size=image_size, answer_vocab=answer_vocab,
+            device=device, dtype=dtype, **model_overrides,
+        )
     return model, model.preprocess, model.tokenizer
 
 
