@@ -103,9 +103,9 @@ def test_a_run_without_ema_gives_its_only_set(ema_run, tmp_path, capsys):
 def test_choices_are_checked_naming_them():
     with pytest.raises(ValueError, match=r"init_from.weights 'average' is not one of \('ema', 'raw'\)"):
         InitFrom(kind="composer", path="x.pt", weights="average")
-    with pytest.raises(ValueError, match="init_from.weights 'raw' chooses .* a official source has one set"):
+    with pytest.raises(ValueError, match="init_from.weights 'raw' chooses .* the official source has one set"):
         InitFrom(kind="official", path="x.pt", weights="raw")
-    with pytest.raises(ValueError, match="--weights-set 'ema' .* a safetensors source"):
+    with pytest.raises(ValueError, match="--weights-set 'ema' .* the safetensors source"):
         check_weight_set("safetensors", "ema", "--weights-set")
     from vlmo_composer.evaluation import args
 
@@ -151,7 +151,7 @@ def test_eval_py_weights_set_flag(ema_run, capsys):
         task = _task(None)
         described = load_weights(task, *chosen_weights(args, None), args.weights_set)
         assert _same(task.model.state_dict(), expected)
-        assert described.startswith(f"composer weights {path} ({which}")
+        assert described.startswith(f"composer weights {path}; weights: {which}")
         assert f"weights: {which}" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parse_args(["run.yaml", "--weights-set", "mean"])

@@ -161,7 +161,7 @@ def check_weight_set(kind: str, weights: Optional[str], where: str = "weights") 
     """Only Composer checkpoints hold two sets: naming one for another kind is a mistake, not a no-op."""
     if weight_set(weights, where) is not None and kind not in ("composer", "auto"):
         raise ValueError(f"{where} '{weights}' chooses between the EMA and raw weights of a Composer "
-                         f"checkpoint; a {kind} source has one set (use kind 'composer' or drop {where})")
+                         f"checkpoint; the {kind} source has one set (use kind 'composer' or drop {where})")
 
 
 def ema_state(state: dict) -> Optional[dict]:
@@ -179,6 +179,7 @@ def ema_state(state: dict) -> Optional[dict]:
 
 
 def _unwrapped(name: str) -> str:
+    """A parameter name as ``state/model`` spells it (FSDP's summoned names may keep wrapper segments)."""
     for segment in WRAPPER_SEGMENTS:
         name = name.replace(segment, "")
     return name

@@ -48,7 +48,7 @@ def load_weights(task, path: str, kind: str, weights: Optional[str] = None) -> s
         report = task.initialise(init)
     except ValueError as err:  # unreadable file, another model size: the message names the path
         raise ConfigError(str(err).replace("init_from.path: ", "")) from None
-    which = f" ({report.weights.removeprefix('weights: ')})" if report.weights else ""
+    which = f"; {report.weights}" if report.weights else ""  # a run with EMA: which of its two sets
     return f"{kind} weights {path}{which}" + ("" if str(report) == "exact match" else f" ({report})")
 
 
