@@ -139,6 +139,7 @@ class VLMoInference:
         tokenizer: Union[str, PreTrainedTokenizerBase, None] = None,
         device: Union[str, torch.device] = "cpu",
         dtype: torch.dtype = torch.float32,
+        weights: Optional[str] = None,
         **model_overrides: Any,
     ) -> "VLMoInference":
         """Load from an exported (safetensors) folder, an official file or (``kind="composer"``) a Composer checkpoint.
@@ -155,12 +156,14 @@ class VLMoInference:
                 (exported folders carry theirs).
             tokenizer: a tokenizer or a name/path for ``get_tokenizer`` (exported
                 folders carry theirs; default: the bundled BERT uncased vocabulary).
+            weights: for a Composer checkpoint of a run with EMA, ``"ema"`` (the default when
+                it has them) or ``"raw"`` (the training weights); a line says which was loaded.
             model_overrides: other :class:`VLMoConfig` fields the training run changed.
         """
         size = size if size is not None else pretrained_size(source)  # a pretrained name knows its size
         local, kind = fetch_source(source, kind)  # s3:// downloaded once, here
         folder = Path(local) if kind == "safetensors" else None
-        model = build_model(local, kind, size, image_size, **model_overrides)
+        model = build_model(local, kind, size, image_size, weights=weights, **model_overrides)
         if answer_vocab is None and folder is not None and (folder / ANSWER_VOCAB_NAME).exists():
             answer_vocab = str(folder / ANSWER_VOCAB_NAME)
         if tokenizer is None and folder is not None and (folder / TOKENIZER_CONFIG_NAME).exists():
@@ -177,17 +180,19 @@ class VLMoInference:
         overrides: Sequence[str] = (),
         device: Union[str, torch.device] = "cpu",
         dtype: torch.dtype = torch.float32,
+        weights: Optional[str] = None,
     ) -> "VLMoInference":
         """The exact model a training YAML built, with the weights of one of its Composer checkpoints.
 
         ``checkpoint`` defaults to the run's ``latest-rank0.pt`` under ``save_folder``
         (as ``eval.py``); it is unpickled, so point it only at checkpoints you trust.
-        A VQA task's ``answer_vocab`` comes along.
+        A VQA task's ``answer_vocab`` comes along. ``weights``: ``"ema"`` (default when
+        the run had EMA) or ``"raw"``; :meth:`export` writes the set loaded here.
         """
         # Imported here so that inference alone never loads the training stack (Composer, Streaming).
         from vlmo_composer.evaluation.weights import trained_model
 
-        model, answers = trained_model(yaml_path, checkpoint, overrides)
+        model, answers = trained_model(yaml_path, checkpoint, overrides, weights)
         return cls(model, None, answers, device, dtype)
 
     # ------------------------------------------------------------------ inputs
@@ -486,6 +491,7 @@ def create_model_and_transforms(
     dtype: torch.dtype = torch.float32,
     answer_vocab: Optional[PathOrList] = None,
     kind: str = "auto",
+    weights: Optional[str] = None,
     **model_overrides: Any,
 ) -> tuple[VLMoInference, ImageTransform, PreTrainedTokenizerBase]:
     """``(model, preprocess, tokenizer)`` as open_clip returns them; see :meth:`VLMoInference.from_pretrained`.
@@ -497,11 +503,11 @@ def create_model_and_transforms(
     if str(source).endswith((".yaml", ".yml")):
         if size is not None or image_size is not None or answer_vocab is not None or kind != "auto" or model_overrides:
             raise ValueError(f"{source}: a training YAML names its own model, size, kind and answer vocabulary")
-        model = VLMoInference.from_training_config(str(source), device=device, dtype=dtype)
+        model = VLMoInference.from_training_config(str(source), device=device, dtype=dtype, weights=weights)
     else:
         model = VLMoInference.from_pretrained(
             source, kind=kind, size=size, image_size=image_size, answer_vocab=answer_vocab,
-            device=device, dtype=dtype, **model_overrides,
+            device=device, dtype=dtype, weights=weights, **model_overrides,
         )
     return model, model.preprocess, model.tokenizer
 

@@ -66,6 +66,7 @@ class LoadReport:
     adapted: list[str] = field(default_factory=list)
     allowed_missing: list[str] = field(default_factory=list)
     allowed_unexpected: list[str] = field(default_factory=list)
+    weights: str = ""  # which set of a Composer checkpoint was read (EMA or raw); not part of the match
 
     def __str__(self) -> str:
         lines = [f"adapted: {a}" for a in self.adapted]

@@ -13,6 +13,10 @@ all resolve a source here, under the same kind names:
                 it is unpickled only when this kind is named
 ==============  ==============================================================
 
+A run trained with Composer's EMA keeps two sets of weights in its checkpoint: by
+default the EMA (averaged) ones are read, ``weights="raw"`` picks the training ones
+(:func:`select_composer_weights`), and one line says which set was loaded.
+
 ``exported`` is the deprecated name of ``safetensors`` (accepted with a
 ``FutureWarning``). ``s3://`` sources are downloaded with boto3 (honouring
 ``S3_ENDPOINT_URL``, as Composer and Streaming do); a folder is every object under
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -43,6 +48,11 @@ from vlmo_composer.model import VLMo, VLMoConfig
 from vlmo_composer.model.relative_position import window_from_table_rows
 
 WEIGHT_KINDS = ("official", "beit", "safetensors", "composer")
+# Which weights of a Composer checkpoint of a run with EMA: the moving average or the trained ones.
+WEIGHT_SETS = ("ema", "raw")
+EMA_ALGORITHM = "EMA"  # the name Composer serialises the EMA algorithm's state under
+# Wrapper segments a parameter name may carry under FSDP / activation checkpointing.
+WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 DEPRECATED_KINDS = {"exported": "safetensors"}
 POSITIONS_KEY = "text_embeddings.position_embeddings.weight"
 # Composer uploads ``latest-rank0.pt`` as ``latest-rank0.pt.symlink`` holding the real object key
@@ -140,26 +150,119 @@ def fetch_source(path: Union[str, os.PathLike], kind: str = "auto") -> tuple[str
 
 
 # ---------------------------------------------------------------------- reading
-def composer_model_weights(path: str) -> dict[str, torch.Tensor]:
-    """The VLMo weights (``state/model/model.*``) of one of our Composer checkpoints.
+def weight_set(weights: Optional[str], where: str = "weights") -> Optional[str]:
+    """``weights`` checked against :data:`WEIGHT_SETS` (None: the default, EMA when the run had it)."""
+    if weights is not None and weights not in WEIGHT_SETS:
+        raise ValueError(f"{where} '{weights}' is not one of {WEIGHT_SETS}")
+    return weights
+
+
+def check_weight_set(kind: str, weights: Optional[str], where: str = "weights") -> None:
+    """Only Composer checkpoints hold two sets: naming one for another kind is a mistake, not a no-op."""
+    if weight_set(weights, where) is not None and kind not in ("composer", "auto"):
+        raise ValueError(f"{where} '{weights}' chooses between the EMA and raw weights of a Composer "
+                         f"checkpoint; the {kind} source has one set (use kind 'composer' or drop {where})")
+
+
+def ema_state(state: dict) -> Optional[dict]:
+    """The EMA algorithm's serialised state in a checkpoint's ``state`` (None: the run had no EMA).
+
+    Composer stores algorithms as ``[(name, state_dict), ...]``.
+    """
+    algorithms = state.get("algorithms") or []
+    pairs = algorithms.items() if isinstance(algorithms, dict) else algorithms
+    for entry in pairs:
+        if isinstance(entry, (tuple, list)) and len(entry) == 2 and entry[0] == EMA_ALGORITHM:
+            if isinstance(entry[1], dict) and isinstance(entry[1].get("ema_model"), dict):
+                return entry[1]
+    return None
+
+
+def _unwrapped(name: str) -> str:
+    """A parameter name as ``state/model`` spells it (FSDP's summoned names may keep wrapper segments)."""
+    for segment in WRAPPER_SEGMENTS:
+        name = name.replace(segment, "")
+    return name
+
+
+def _other_set(model: dict, ema: dict, path: str) -> dict[str, torch.Tensor]:
+    """``state/model`` with the set the EMA algorithm holds in place of the active one.
+
+    The algorithm keeps only trainable parameters and buffers; the rest (frozen
+    parameters) are the same in both sets and come from ``state/model``.
+    """
+    stored = {**ema["ema_model"].get("named_parameters_dict", {}), **ema["ema_model"].get("named_buffers_dict", {})}
+    other = dict(model)
+    for name, tensor in stored.items():
+        key = _unwrapped(name)
+        if key not in model:
+            raise ValueError(f"{path}: the EMA state holds '{name}', which state/model lacks: cannot tell "
+                             "which weights it belongs to")
+        other[key] = tensor
+    return other
+
+
+def select_composer_weights(
+    state: dict, path: str, weights: Optional[str] = None
+) -> tuple[dict[str, torch.Tensor], str]:
+    """``(state/model-keyed weights, one line saying which)`` of a Composer checkpoint's ``state``.
+
+    Composer's EMA swaps its average into the model for checkpointing, so
+    ``state/model`` holds whichever set was active and the algorithm's state the
+    other one (``ema_weights_active`` says which). ``weights``: ``None`` (default)
+    takes EMA when the run had it started, else the only set; ``"ema"`` insists on
+    it; ``"raw"`` takes the training weights.
+    """
+    weights = weight_set(weights)
+    model = state.get("model")
+    if not isinstance(model, dict):
+        raise ValueError(f"{path} is not a Composer checkpoint (no state/model)")
+    ema = ema_state(state)
+    if ema is None or not ema.get("ema_started", False):
+        why = "the run had no EMA" if ema is None else "its EMA had not started"
+        if weights == "ema":
+            raise ValueError(f"{path}: weights 'ema' asked for, but {why}; use weights 'raw' (or leave it unset)")
+        return model, f"weights: raw ({why})" if weights is None else "weights: raw training weights"
+    ema_active = bool(ema.get("ema_weights_active", False))
+    if (weights or "ema") == "ema":
+        return (model if ema_active else _other_set(model, ema, path)), \
+            "weights: EMA (the run's exponential moving average; weights 'raw' for the training ones)"
+    return (_other_set(model, ema, path) if ema_active else model), "weights: raw training weights (not the EMA)"
+
+
+def read_composer_weights(path: str, weights: Optional[str] = None) -> tuple[dict[str, torch.Tensor], str]:
+    """``(VLMo weights, which set)`` of one of our Composer checkpoints (``state/model/model.*``).
 
     Composer checkpoints are pickles, so this runs only on a path the user named as
-    ``composer``.
+    ``composer``. ``weights`` picks the EMA or raw set (:func:`select_composer_weights`),
+    and the choice is printed: the two can differ a lot.
     """
+    weight_set(weights)  # a bad choice fails before the (large) file is read
     if not os.path.exists(path):
         raise FileNotFoundError(f"Composer checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # truncated file, not a pickle, ...
         raise ValueError(f"cannot read {path} as a Composer checkpoint: {err}") from err
-    model = state.get("state", {}).get("model") if isinstance(state, dict) else None
-    if not isinstance(model, dict):
+    inner = state.get("state") if isinstance(state, dict) else None
+    if not isinstance(inner, dict):
         raise ValueError(f"{path} is not a Composer checkpoint (no state/model)")
-    return {k[len("model."):]: v for k, v in model.items() if k.startswith("model.")}
+    model, line = select_composer_weights(inner, path, weights)
+    print(f"{line}, from {path}", file=sys.stderr)
+    return {k[len("model."):]: v for k, v in model.items() if k.startswith("model.")}, line
 
 
-def read_weights(kind: str, path: str) -> dict[str, torch.Tensor]:
-    """The state dict of an ``official``, ``safetensors`` or ``composer`` source (already local)."""
+def composer_model_weights(path: str, weights: Optional[str] = None) -> dict[str, torch.Tensor]:
+    """The VLMo weights of one of our Composer checkpoints (EMA by default: :func:`read_composer_weights`)."""
+    return read_composer_weights(path, weights)[0]
+
+
+def read_weights(kind: str, path: str, weights: Optional[str] = None) -> dict[str, torch.Tensor]:
+    """The state dict of an ``official``, ``safetensors`` or ``composer`` source (already local).
+
+    ``weights`` (``ema``/``raw``) applies to ``composer`` checkpoints only.
+    """
+    check_weight_set(kind, weights)
     if kind == "safetensors":
         from safetensors.torch import load_file
 
@@ -168,7 +271,7 @@ def read_weights(kind: str, path: str) -> dict[str, torch.Tensor]:
             raise FileNotFoundError(f"{file} not found (a safetensors source is a folder written by export)")
         return load_file(str(file))
     if kind == "composer":
-        return composer_model_weights(path)
+        return composer_model_weights(path, weights)
     if kind == "official":
         try:
             return read_state_dict(path)
@@ -186,20 +289,26 @@ def load_weights_into(
     path: str,
     allow_missing: Iterable[str] = (),
     allow_unexpected: Iterable[str] = (),
+    weights: Optional[str] = None,
 ) -> LoadReport:
     """Load a source into ``model`` after the official adaptations (resolution, text length, modality row).
 
     Every key must match unless a glob allows it; a 224 px stage-3 checkpoint can so
-    start a 384 px fine-tune, or NLVR2 with its third modality row.
+    start a 384 px fine-tune, or NLVR2 with its third modality row. ``weights``:
+    a Composer checkpoint's EMA or raw set (default EMA when the run had it).
     """
     kind = weight_kind(kind)
+    check_weight_set(kind, weights)
     check_pretrained_kind(path, kind)
     local = local_copy(path)
     if kind == "beit":
         return load_beit(local, model)
-    source = read_weights(kind, local)
-    check_same_size(source, model.config, str(path))
     report = LoadReport()
+    if kind == "composer":
+        source, report.weights = read_composer_weights(local, weights)
+    else:
+        source = read_weights(kind, local, weights)
+    check_same_size(source, model.config, str(path))
     state = adapt_official_state_dict(source, model.config, report)
     return check_and_load(model, state, allow_missing, allow_unexpected, report, source=str(path))
 
@@ -210,6 +319,7 @@ def build_model(
     kind: str = "auto",
     size: Union[str, VLMoConfig, None] = None,
     image_size: Optional[int] = None,
+    weights: Optional[str] = None,
     **overrides: Any,
 ) -> VLMo:
     """A :class:`VLMo` from a source, strictly loaded.
@@ -217,11 +327,14 @@ def build_model(
     ``safetensors`` folders carry their config (``size`` must not be given; other
     fields may be changed, e.g. ``image_size``). Files record no shape: ``size``
     names it, heads follow the keys, and the resolution (and for ``composer`` the
-    text length) is read from the weights unless given.
+    text length) is read from the weights unless given. ``weights``: a Composer
+    checkpoint's EMA or raw set (default EMA when the run had it).
     """
     path = os.fspath(path)
+    check_weight_set(kind, weights)
     size = size if size is not None else pretrained.pretrained_size(path)  # a name knows its architecture
     local, kind = fetch_source(path, kind)
+    check_weight_set(kind, weights)  # an ``auto`` kind is known now
     if kind == "beit":
         raise ValueError(f"{path}: a BEiT file holds only a vision encoder; start a training run from it "
                          "(init_from: {kind: beit}) instead")
@@ -234,7 +347,7 @@ def build_model(
             return model
         state, model = model.state_dict(), VLMo(model.config.replace(**changes))
     else:
-        state = read_weights(kind, local)
+        state = read_weights(kind, local, weights)
         if size is None:
             raise ValueError(
                 f"{path}: a {kind} checkpoint does not record the model's shape; pass size= (a named size or a "

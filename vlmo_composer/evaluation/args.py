@@ -14,6 +14,8 @@ from typing import Optional
 from vlmo_composer.training.usage import config_problem
 
 # Old flags, each naming one kind: accepted with a deprecation message.
+# Composer checkpoints of a run with EMA hold two sets (checkpoints/sources.py); kept in step by a test.
+WEIGHT_SETS = ("ema", "raw")
 DEPRECATED_FLAGS = {"checkpoint": "composer", "official": "official", "exported": "safetensors"}
 
 DESCRIPTION = """\
@@ -43,6 +45,9 @@ def add_weights_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list-pretrained", action="store_true", help="print the pretrained names and exit")
     parser.add_argument("--kind", help="what --weights is: official | safetensors | composer "
                         "(default: a folder is safetensors, a file official; name composer for our checkpoints)")
+    parser.add_argument("--weights-set", choices=WEIGHT_SETS, default=None,
+                        help="which weights of a Composer checkpoint of a run with EMA: ema (the default when "
+                        "it has them) or raw (the training weights)")
     for flag, kind in DEPRECATED_FLAGS.items():
         parser.add_argument(f"--{flag}", help=f"deprecated: --weights PATH --kind {kind}")
 

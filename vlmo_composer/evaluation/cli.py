@@ -21,7 +21,7 @@ from typing import Any, Optional
 import torch
 from composer.utils import dist
 
-from vlmo_composer.checkpoints.sources import fetch_source
+from vlmo_composer.checkpoints.sources import check_weight_set, fetch_source
 from vlmo_composer.common.errors import ConfigError
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.data.local_cache import cache_namespace
@@ -37,14 +37,19 @@ from vlmo_composer.training.run_checks import check_s3_credentials, s3_locations
 from vlmo_composer.training.usage import config_problem
 
 
-def load_weights(task, path: str, kind: str) -> str:
-    """Put the weights into ``task.model`` by the task's own rules; returns a description of the source."""
-    init = InitFrom(kind=kind, path=path)
+def load_weights(task, path: str, kind: str, weights: Optional[str] = None) -> str:
+    """Put the weights into ``task.model`` by the task's own rules; returns a description of the source.
+
+    ``weights`` (``--weights-set``): a Composer checkpoint's EMA or raw set.
+    """
+    check_weight_set(kind, weights, "--weights-set")
+    init = InitFrom(kind=kind, path=path, weights=weights)
     try:
         report = task.initialise(init)
     except ValueError as err:  # unreadable file, another model size: the message names the path
         raise ConfigError(str(err).replace("init_from.path: ", "")) from None
-    return f"{kind} weights {path}" + ("" if str(report) == "exact match" else f" ({report})")
+    which = f"; {report.weights}" if report.weights else ""  # a run with EMA: which of its two sets
+    return f"{kind} weights {path}{which}" + ("" if str(report) == "exact match" else f" ({report})")
 
 
 def describe_weights(path: str, kind: str) -> str:
@@ -174,7 +179,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if kind == "auto":
             path, kind = fetch_source(path)  # the kind is guessed from what arrived (s3:// fetched first)
         task = build_task(resolved.without_init().on_device("cpu"))
-        weights = load_weights(task, path, kind)
+        weights = load_weights(task, path, kind, args.weights_set)
     except (ConfigError, FileNotFoundError, KeyError, ValueError, PermissionError) as err:
         print(f"eval error: {err}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any, Optional
 
-from vlmo_composer.checkpoints.sources import load_weights_into, local_copy, weight_kind
+from vlmo_composer.checkpoints.sources import load_weights_into, local_copy, weight_kind, weight_set
 from vlmo_composer.common.errors import ConfigError
 from vlmo_composer.common.run_paths import latest_checkpoint
 from vlmo_composer.evaluation.args import DEPRECATED_FLAGS
@@ -25,9 +25,13 @@ def default_checkpoint(cfg: TrainConfig) -> Optional[str]:
     return latest_checkpoint(cfg.save_folder, cfg.run_name) if cfg.save_folder else None
 
 
-def trained_model(yaml_path: str, checkpoint: Optional[str] = None, overrides=()) -> tuple[Any, Optional[list[str]]]:
+def trained_model(
+    yaml_path: str, checkpoint: Optional[str] = None, overrides=(), weights: Optional[str] = None
+) -> tuple[Any, Optional[list[str]]]:
     """The exact model a training YAML built, strictly loaded from a Composer checkpoint of it, and
-    its VQA answers (if any). ``checkpoint`` defaults to the run's ``latest-rank0.pt``."""
+    its VQA answers (if any). ``checkpoint`` defaults to the run's ``latest-rank0.pt``; ``weights``
+    picks its EMA or raw set (default: EMA when the run had it)."""
+    weight_set(weights)
     cfg = load_config(yaml_path, list(overrides))
     checkpoint = checkpoint or default_checkpoint(cfg)
     if checkpoint is None:
@@ -36,7 +40,7 @@ def trained_model(yaml_path: str, checkpoint: Optional[str] = None, overrides=()
     # the answer vocabulary); its own init_from is skipped: the checkpoint replaces it.
     checkpoint = local_copy(checkpoint)  # a missing file fails first, naming it
     task = build_task(resolve_config(cfg).without_init().on_device("cpu"))
-    load_weights_into(task.model, "composer", checkpoint)  # strict: every key
+    load_weights_into(task.model, "composer", checkpoint, weights=weights)  # strict: every key
     return task.model, getattr(task, "answers", None)
 
 

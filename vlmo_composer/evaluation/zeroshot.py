@@ -74,9 +74,9 @@ def load_model(args: argparse.Namespace, device: str):
             path, kind = chosen_weights(args, None)
             if kind not in ("composer", "auto"):  # a training run's checkpoint is ours
                 raise ValueError("--config takes a Composer checkpoint of that run (--kind composer)")
-        return VLMoInference.from_training_config(args.config, path, device=device)
+        return VLMoInference.from_training_config(args.config, path, device=device, weights=args.weights_set)
     path, kind = chosen_weights(args, None)
-    return VLMoInference.from_pretrained(path, kind=kind, size=args.size, device=device)
+    return VLMoInference.from_pretrained(path, kind=kind, size=args.size, device=device, weights=args.weights_set)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

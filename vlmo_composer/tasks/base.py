@@ -17,7 +17,7 @@ from composer.models import ComposerModel
 from composer.utils import dist
 
 from vlmo_composer.checkpoints.io import LoadReport, check_checkpoint_file
-from vlmo_composer.checkpoints.sources import load_weights_into, weight_kind
+from vlmo_composer.checkpoints.sources import check_weight_set, load_weights_into, weight_kind
 from vlmo_composer.model import NAMED_CONFIGS, VLMo, VLMoConfig
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,12 @@ class InitFrom:
     path: str  # local path or s3://... (downloaded once)
     allow_missing: list[str] = field(default_factory=list)
     allow_unexpected: list[str] = field(default_factory=list)
+    # composer only: ema | raw; unset = the run's EMA weights when it had EMA, else its only set.
+    weights: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.kind = weight_kind(self.kind, "init_from.kind")
+        check_weight_set(self.kind, self.weights, "init_from.weights")
 
 
 @dataclass
@@ -113,6 +116,7 @@ class VLMoTask(ComposerModel):
             self.model, init.kind, init.path,
             allow_missing=[*self.init_allow_missing, *init.allow_missing],
             allow_unexpected=[*self.init_allow_unexpected, *init.allow_unexpected],
+            weights=init.weights,
         )
 
     def freeze(self, trainable: Optional[tuple[str, ...] | list[str]], strict: bool = True) -> None:

@@ -236,7 +236,10 @@ def describe_checkpoints(cfg: TrainConfig, yaml_path: Optional[str] = None, over
     if init_from:
         lines += check_checkpoint_to_load(init_from["path"], "task.init_from.path", yaml_path, overrides)
         where = describe_source(str(init_from["path"])) or init_from["path"]  # a name: its URL and cache state
-        lines.append(f"init_from: {init_from.get('kind')} weights from {where}")
+        which = ""
+        if init_from.get("kind") == "composer":  # a run with EMA holds two sets
+            which = f" ({init_from.get('weights') or 'EMA when the run had it, else raw'})"
+        lines.append(f"init_from: {init_from.get('kind')} weights from {where}{which}")
     if cfg.load_path:
         lines += check_checkpoint_to_load(cfg.load_path, "load_path", yaml_path, overrides)
         if cfg.load_weights_only:
