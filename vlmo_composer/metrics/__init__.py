@@ -2,7 +2,10 @@
 
 from vlmo_composer.metrics.nlvr2 import NLVR2Accuracy, nlvr2_sentence_key
 from vlmo_composer.metrics.retrieval import (
+    Ranking,
     RetrievalRecall,
+    rank_queries,
+    recall_from_ranks,
     recall_from_scores,
     recall_keys,
     retrieval_recall,
@@ -20,11 +23,14 @@ from vlmo_composer.metrics.vqa import (
 __all__ = [
     "AnnotatedQuestion",
     "NLVR2Accuracy",
+    "Ranking",
     "RetrievalRecall",
     "VQAAccuracy",
     "VQAScore",
     "gather_predictions",
     "nlvr2_sentence_key",
+    "rank_queries",
+    "recall_from_ranks",
     "recall_from_scores",
     "recall_keys",
     "retrieval_recall",

@@ -14,14 +14,15 @@ is implementation-defined, so we count ties against the query: results are
 deterministic, independent of chunking and of candidate order, and a collapsed
 model that gives every pair the same score gets no credit for it.
 
-Similarities are computed in row chunks, so at most ``chunk_size x N`` scores
-exist at once (5k images x 25k captions fits in a few hundred MB).
+Similarities are streamed in blocks of ``chunk_size x gallery_chunk`` scores
+(:func:`rank_queries`): per query only its rank and top ``k`` stay, so memory does
+not grow with the gallery (10^6 captions need no ``Q x G`` matrix).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -30,6 +31,10 @@ from vlmo_composer.metrics.common import IdKeyedMetric, as_id_tensor, first_inde
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 DEFAULT_CHUNK_SIZE = 512
+DEFAULT_GALLERY_CHUNK = 65536
+# Temporaries per score of a block, float32 features: the scores (4 B), masks of
+# 1 B each and, on rows with tied top-k scores, an int32 running count (4 B).
+BYTES_PER_BLOCK_ELEMENT = 16
 
 
 def recall_keys(ks: Sequence[int] = DEFAULT_KS) -> list[str]:
@@ -43,6 +48,7 @@ def retrieval_recall(
     text_to_image: Tensor,
     ks: Sequence[int] = DEFAULT_KS,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    gallery_chunk: int = DEFAULT_GALLERY_CHUNK,
 ) -> dict[str, float]:
     """Recalls from embeddings; the score of a pair is ``image_feats @ text_feats.T``.
 
@@ -52,6 +58,7 @@ def retrieval_recall(
         text_to_image: ``[Nt]`` row index in ``image_feats`` of each caption's image.
         ks: the K of every recall.
         chunk_size: query rows scored at once.
+        gallery_chunk: gallery rows scored at once (see :func:`rank_queries`).
     """
     if image_feats.ndim != 2 or text_feats.ndim != 2 or image_feats.shape[1] != text_feats.shape[1]:
         raise ValueError(
@@ -61,13 +68,9 @@ def retrieval_recall(
     text_to_image = _check_text_to_image(text_to_image, len(image_feats), len(text_feats))
     text_to_image = text_to_image.to(image_feats.device)
     image_index = torch.arange(len(image_feats), device=image_feats.device)
-    tr_ranks = _best_positive_ranks(
-        lambda rows: image_feats[rows] @ text_feats.T, image_index, text_to_image, chunk_size
-    )
-    ir_ranks = _best_positive_ranks(
-        lambda rows: text_feats[rows] @ image_feats.T, text_to_image, image_index, chunk_size
-    )
-    return _recalls(tr_ranks, ir_ranks, ks)
+    tr = rank_queries(image_feats, text_feats, image_index, text_to_image, 0, chunk_size, gallery_chunk)
+    ir = rank_queries(text_feats, image_feats, text_to_image, image_index, 0, chunk_size, gallery_chunk)
+    return _recalls(tr.ranks, ir.ranks, ks)
 
 
 def recall_from_scores(
@@ -91,6 +94,141 @@ def recall_from_scores(
     ir_ranks = _best_positive_ranks(
         lambda rows: scores[:, rows].T, text_to_image, image_index, chunk_size
     )
+    return _recalls(tr_ranks, ir_ranks, ks)
+
+
+class Ranking(NamedTuple):
+    """What :func:`rank_queries` keeps per query instead of a ``Q x G`` score matrix."""
+
+    ranks: Tensor  # [Q] negatives scoring >= the query's best positive
+    top_indices: Tensor  # [Q, min(k, G)] gallery rows, by score then lower index
+    top_scores: Tensor  # [Q, min(k, G)] their scores
+
+
+def rank_queries(
+    query_feats: Tensor,
+    gallery_feats: Tensor,
+    query_labels: Tensor,
+    gallery_labels: Tensor,
+    k: int = 0,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    gallery_chunk: int = DEFAULT_GALLERY_CHUNK,
+) -> Ranking:
+    """Rank of each query's best positive and its top ``k``, streaming the scores.
+
+    A gallery row is a positive of a query when their labels are equal; the score
+    of a pair is ``query_feats @ gallery_feats.T``. The ``Q x G`` scores are made in
+    blocks of ``chunk_size x gallery_chunk`` and dropped after use, so a gallery of
+    millions never needs its full matrix.
+
+    Two passes per query chunk, because the best positive must be known before its
+    negatives can be counted: the first scores only the gallery blocks holding a
+    positive of the chunk, the second counts and keeps the top ``k``. Both passes
+    compute a block by the same product, so a positive's score is bitwise the one
+    its negatives are compared with (ties count against the query, as in
+    :func:`recall_from_scores`). The last block of the first pass is kept for the
+    second, so a gallery of one block is scored once. Top-k ties go to the lower
+    gallery index, so the candidates are deterministic.
+
+    Memory bound: at most ``BYTES_PER_BLOCK_ELEMENT * chunk_size * gallery_chunk``
+    bytes of block temporaries (float32 features) plus ``12 * Q * k`` bytes of
+    top-k and ``8 * Q`` of ranks, whatever ``G`` is.
+    """
+    _check_ranking_args(query_feats, gallery_feats, query_labels, gallery_labels, k, chunk_size, gallery_chunk)
+    query_labels = query_labels.to(query_feats.device)
+    gallery_labels = gallery_labels.to(query_feats.device)
+    parts = [
+        _rank_chunk(query_feats[rows], query_labels[rows], gallery_feats, gallery_labels, k, gallery_chunk)
+        for rows in _slices(len(query_feats), chunk_size)
+    ]
+    return Ranking(*(torch.cat(column) for column in zip(*parts)))
+
+
+def _check_ranking_args(query_feats, gallery_feats, query_labels, gallery_labels, k, chunk_size, gallery_chunk):
+    if query_feats.ndim != 2 or gallery_feats.ndim != 2 or query_feats.shape[1] != gallery_feats.shape[1]:
+        raise ValueError(
+            f"expected query_feats [Q, D] and gallery_feats [G, D], got {tuple(query_feats.shape)} "
+            f"and {tuple(gallery_feats.shape)}"
+        )
+    if query_labels.shape != (len(query_feats),) or gallery_labels.shape != (len(gallery_feats),):
+        raise ValueError("expected one label per query and per gallery row")
+    if chunk_size < 1 or gallery_chunk < 1 or k < 0:
+        raise ValueError(f"need chunk_size, gallery_chunk >= 1 and k >= 0, got {chunk_size}, {gallery_chunk}, {k}")
+
+
+def _slices(total: int, size: int) -> list[slice]:
+    return [slice(start, start + size) for start in range(0, total, size)]
+
+
+def _block_scores(queries: Tensor, gallery: Tensor) -> Tensor:
+    scores = queries @ gallery.T
+    if torch.isnan(scores).any():
+        raise ValueError("retrieval scores contain NaN (check the embeddings)")
+    return scores
+
+
+def _rank_chunk(
+    queries: Tensor, labels: Tensor, gallery: Tensor, gallery_labels: Tensor, k: int, gallery_chunk: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    blocks = _slices(len(gallery), gallery_chunk)
+    dtype = torch.promote_types(queries.dtype, gallery.dtype)
+    best = torch.full((len(queries), 1), float("-inf"), dtype=dtype, device=queries.device)
+    kept: tuple[slice, Tensor] | None = None
+    for block in blocks:  # pass 1: the best positive, from the blocks that hold one
+        positive = labels[:, None] == gallery_labels[None, block]
+        if positive.any():
+            kept = None  # drop the previous block before scoring the next
+            scores = _block_scores(queries, gallery[block])
+            best = torch.maximum(best, scores.masked_fill(~positive, float("-inf")).amax(1, keepdim=True))
+            kept = (block, scores)
+    if kept is not None:  # pass 2 starts with the block pass 1 kept: counts and top-k ignore block order
+        blocks = [kept[0]] + [b for b in blocks if b != kept[0]]
+    ranks = torch.zeros(len(queries), dtype=torch.long, device=queries.device)
+    top_scores = torch.empty(len(queries), 0, dtype=dtype, device=queries.device)
+    top_indices = torch.empty(len(queries), 0, dtype=torch.long, device=queries.device)
+    for block in blocks:  # pass 2: negatives >= the best positive, and the running top k
+        scores = kept[1] if kept is not None and block == kept[0] else _block_scores(queries, gallery[block])
+        kept = None
+        negative = labels[:, None] != gallery_labels[None, block]
+        ranks += ((scores >= best) & negative).sum(1)
+        if k:
+            values, indices = _block_top_k(scores, k)
+            top_scores, top_indices = _best_k(
+                torch.cat([top_scores, values], 1), torch.cat([top_indices, indices + block.start], 1), k
+            )
+        del scores, negative
+    return ranks, top_indices, top_scores
+
+
+def _block_top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Each row's top ``k`` columns, ties at the k-th score going to the lower columns.
+
+    ``topk`` picks among equal scores in no stated order; this takes every column
+    above the k-th score and then the first columns equal to it.
+    """
+    k = min(k, scores.shape[1])
+    threshold = scores.topk(k, dim=1).values[:, -1:]
+    above, at = scores > threshold, scores == threshold
+    need = k - above.sum(1, keepdim=True)
+    take = above | at
+    tied = ((at.sum(1, keepdim=True) > need).flatten()).nonzero().flatten()
+    if len(tied):  # only rows with surplus ties pay for the cumulative count
+        first = at[tied].cumsum(1, dtype=torch.int32) <= need[tied]
+        take[tied] = above[tied] | (at[tied] & first)
+    indices = take.nonzero()[:, 1].view(len(scores), k)  # ascending columns per row
+    return scores.gather(1, indices), indices
+
+
+def _best_k(values: Tensor, indices: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` best of each row ordered by score, then by lower index (two stable sorts)."""
+    by_index = indices.sort(dim=1, stable=True).indices
+    values, indices = values.gather(1, by_index), indices.gather(1, by_index)
+    order = values.sort(dim=1, descending=True, stable=True).indices[:, :k]
+    return values.gather(1, order), indices.gather(1, order)
+
+
+def recall_from_ranks(tr_ranks: Tensor, ir_ranks: Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """:func:`retrieval_recall`'s keys from the ranks of image queries and caption queries."""
     return _recalls(tr_ranks, ir_ranks, ks)
 
 
