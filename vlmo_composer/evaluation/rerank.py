@@ -46,3 +46,29 @@ def reranked_scores(dual_scores: torch.Tensor, candidates: torch.Tensor, itm_log
     scores = torch.where(others, dual + shift, torch.zeros_like(dual))
     scores[rows, candidates] = fused
     return scores
+
+
+def reranked_ranks(dual_ranks: torch.Tensor, positive: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    """Each query's rank under :func:`reranked_scores`, from its top ``k`` alone (no ``[Q, G]`` matrix).
+
+    Args:
+        dual_ranks: ``[Q]`` negatives scoring >= the best positive by the dual encoder.
+        positive: ``[Q, k]`` whether each candidate is a positive of its query.
+        fused: ``[Q, k]`` ITM logit + cosine of each candidate.
+
+    Everything past the top ``k`` sits below every candidate. With a positive among
+    the candidates, the rank counts the negative candidates fused >= its best one.
+    Without, all ``k`` candidates are negatives above it and the rest keep the dual
+    order, so the rank is the dual one.
+    """
+    if torch.isnan(fused).any():
+        raise ValueError("re-ranking has no ITM score for some candidates")
+    best = fused.masked_fill(~positive, float("-inf")).amax(dim=1, keepdim=True)
+    among_candidates = ((fused >= best) & ~positive).sum(dim=1)
+    return torch.where(positive.any(dim=1), among_candidates, dual_ranks)
+
+
+def reranked_top1(candidates: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    """``[Q]`` the first gallery row after re-ranking: the best fused candidate, ties to the lower index."""
+    best = fused.amax(dim=1, keepdim=True)
+    return candidates.masked_fill(fused < best, torch.iinfo(candidates.dtype).max).amin(dim=1)

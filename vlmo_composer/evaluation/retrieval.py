@@ -23,8 +23,8 @@ from typing import Any, Iterable, Optional
 import torch
 from composer.utils import dist
 
-from vlmo_composer.evaluation.rerank import rerank_candidates, reranked_scores
-from vlmo_composer.metrics import recall_from_scores, retrieval_recall
+from vlmo_composer.evaluation.rerank import reranked_ranks, reranked_top1
+from vlmo_composer.metrics import Ranking, rank_queries, recall_from_ranks
 from vlmo_composer.tasks.retrieval_eval import retrieval_batch_features
 
 
@@ -103,59 +103,58 @@ def chance_recall(features: RetrievalFeatures) -> dict[str, float]:
     return {"chance_tr_r1": (captions_per_image / num_texts).mean().item(), "chance_ir_r1": 1.0 / num_images}
 
 
+def dual_rankings(features: RetrievalFeatures, k: int = 0) -> tuple[Ranking, Ranking]:
+    """Image queries over captions and caption queries over images, each with its top ``k``."""
+    images = torch.arange(len(features.image_feats))
+    tr = rank_queries(features.image_feats, features.text_feats, images, features.text_to_image, k)
+    ir = rank_queries(features.text_feats, features.image_feats, features.text_to_image, images, k)
+    return tr, ir
+
+
 @torch.no_grad()
 def itm_rerank(
-    model, features: RetrievalFeatures, loader: Iterable[dict], device: torch.device, k: int = 16, pair_batch: int = 64
+    model, features: RetrievalFeatures, tr_top: torch.Tensor, ir_top: torch.Tensor, loader: Iterable[dict],
+    device: torch.device, pair_batch: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Re-rank each query's top ``k`` with the ITM head; returns ``(scores_i2t, scores_t2i)``.
+    """ITM match logits of every query's candidates: ``([Ni, k] for tr_top, [Nt, k] for ir_top)``.
 
-    The rule is :mod:`vlmo_composer.evaluation.rerank`'s. Images are read again from
-    ``loader`` (nothing is held in memory but the caption tokens); every needed
-    (image, caption) pair of both directions is fused once, in batches.
+    ``tr_top`` holds caption rows per image query, ``ir_top`` image rows per caption
+    query. Images are read again from ``loader`` (nothing is held in memory but the
+    caption tokens); each distinct (image, caption) pair of both directions is
+    fused once, in batches, and only the candidate pairs are stored.
     """
-    scores = features.image_feats @ features.text_feats.T  # [Ni, Nt] dual cosine similarity
-    tr_top = rerank_candidates(scores, k)  # captions per image query
-    ir_top = rerank_candidates(scores.T, k)  # images per caption query
-    needed: dict[int, set[int]] = {}
-    for image, captions in enumerate(tr_top.tolist()):
-        needed.setdefault(image, set()).update(captions)
-    for caption, images in enumerate(ir_top.tolist()):
-        for image in images:
-            needed.setdefault(image, set()).add(caption)
-    itm = torch.full_like(scores, float("nan"))
+    num_texts = len(features.text_feats)
+    images = torch.arange(len(tr_top))[:, None].expand_as(tr_top)
+    keys = torch.cat([(images * num_texts + tr_top).flatten(), (ir_top * num_texts + torch.arange(num_texts)[:, None]).flatten()])
+    pairs, slot = torch.unique(keys, sorted=True, return_inverse=True)  # by image, then caption
+    itm = torch.full((len(pairs),), float("nan"))
     row_of_id = {int(i): r for r, i in enumerate(features.image_ids)}
     done: set[int] = set()
     for batch in loader:
-        pixels = batch["pixel_values"]
-        pairs = [
-            (pos, row_of_id[int(i)], c)
-            for pos, i in enumerate(batch["sample_index"].tolist())
-            if row_of_id.get(int(i)) is not None and row_of_id[int(i)] not in done
-            for c in sorted(needed.get(row_of_id[int(i)], ()))
-        ]
-        done.update(row_of_id[int(i)] for i in batch["sample_index"].tolist() if int(i) in row_of_id)
-        for start in range(0, len(pairs), pair_batch):
-            chunk = pairs[start:start + pair_batch]
-            positions = torch.tensor([p for p, _, _ in chunk])
-            rows = torch.tensor([r for _, r, _ in chunk])
-            captions = torch.tensor([c for _, _, c in chunk])
-            itm[rows, captions] = model.match_scores(
+        todo = []  # (position in batch, pair index), images in batch order, captions ascending
+        for pos, image_id in enumerate(batch["sample_index"].tolist()):
+            row = row_of_id.get(int(image_id))
+            if row is None or row in done:
+                continue
+            done.add(row)
+            first, last = torch.searchsorted(pairs, torch.tensor([row * num_texts, (row + 1) * num_texts])).tolist()
+            todo.extend((pos, p) for p in range(first, last))
+        for start in range(0, len(todo), pair_batch):
+            positions, chunk = (torch.tensor(column) for column in zip(*todo[start:start + pair_batch]))
+            captions = pairs[chunk] % num_texts
+            itm[chunk] = model.match_scores(
                 features.input_ids[captions].to(device),
                 features.attention_mask[captions].to(device),
-                pixels[positions].to(device),
+                batch["pixel_values"][positions].to(device),
             ).float().cpu()
     if dist.get_world_size() > 1:  # each rank fused the pairs of the images it read: combine them
         itm = _combine_across_ranks(itm, device)
-    try:
-        scores_i2t = reranked_scores(scores, tr_top, itm.gather(1, tr_top))
-        scores_t2i = reranked_scores(scores.T, ir_top, itm.T.gather(1, ir_top))
-    except ValueError as err:
-        raise RuntimeError("re-ranking missed pairs: the loader did not yield every evaluated image") from err
-    return scores_i2t, scores_t2i
+    itm_tr, itm_ir = itm[slot].split([tr_top.numel(), ir_top.numel()])
+    return itm_tr.view_as(tr_top), itm_ir.view_as(ir_top)
 
 
 def _combine_across_ranks(itm: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Every rank's ITM scores in one matrix (NaN where no rank fused the pair; a pair
+    """Every rank's ITM scores in one tensor (NaN where no rank fused the pair; a pair
     fused on two ranks, when the sampler repeats an image to even out the shares, is averaged)."""
     known = ~itm.isnan()
     total = torch.where(known, itm, 0.0).to(device)
@@ -165,29 +164,39 @@ def _combine_across_ranks(itm: torch.Tensor, device: torch.device) -> torch.Tens
     return torch.where(count > 0, total / count.clamp(min=1), float("nan")).cpu()
 
 
+def _reranked(ranking: Ranking, positive: torch.Tensor, itm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Re-ranked ranks and top-1 of one direction, by :mod:`vlmo_composer.evaluation.rerank`'s rule."""
+    fused = itm.double() + ranking.top_scores.double()
+    try:
+        ranks = reranked_ranks(ranking.ranks, positive, fused)
+    except ValueError as err:
+        raise RuntimeError("re-ranking missed pairs: the loader did not yield every evaluated image") from err
+    return ranks, reranked_top1(ranking.top_indices, fused)
+
+
 def evaluate_retrieval(model, loader_factory, device: torch.device, rerank_k: int = 0) -> RetrievalResult:
     """Dual-encoder recalls, and with ``rerank_k > 0`` the ITM re-ranked ones too.
 
     ``loader_factory()`` returns a fresh all-captions loader (re-ranking reads it twice).
+    Scores are streamed (:func:`~vlmo_composer.metrics.rank_queries`): no ``[images,
+    captions]`` matrix is built, only each query's rank and top ``rerank_k``.
     """
     model.eval()
     features = collect_features(model, loader_factory(), device)
     start = time.perf_counter()
-    dual = retrieval_recall(features.image_feats, features.text_feats, features.text_to_image)
+    tr, ir = dual_rankings(features, rerank_k)
+    dual = recall_from_ranks(tr.ranks, ir.ranks)
     result = RetrievalResult(dual, features.seconds + time.perf_counter() - start, chance=chance_recall(features))
     if rerank_k > 0:
         start = time.perf_counter()
-        scores_i2t, scores_t2i = itm_rerank(model, features, loader_factory(), device, rerank_k)
-        tr = recall_from_scores(scores_i2t, features.text_to_image)
-        ir = recall_from_scores(scores_t2i.T.contiguous(), features.text_to_image)
-        reranked = {**{k: v for k, v in tr.items() if k.startswith("tr_")}, **{k: v for k, v in ir.items() if k.startswith("ir_")}}
-        reranked["r_mean"] = sum(v for k, v in reranked.items() if k != "r_mean") / (len(reranked))
-        result.reranked = reranked
+        itm_tr, itm_ir = itm_rerank(model, features, tr.top_indices, ir.top_indices, loader_factory(), device)
+        images = torch.arange(len(features.image_feats))
+        tr_ranks, tr_top1 = _reranked(tr, features.text_to_image[tr.top_indices] == images[:, None], itm_tr)
+        ir_ranks, ir_top1 = _reranked(ir, ir.top_indices == features.text_to_image[:, None], itm_ir)
+        result.reranked = recall_from_ranks(tr_ranks, ir_ranks)
         result.rerank_seconds = time.perf_counter() - start
         result.rerank_k = rerank_k
-        dual_scores = features.image_feats @ features.text_feats.T
-        result.changed_top1 = int((dual_scores.argmax(1) != scores_i2t.argmax(1)).sum()
-                                  + (dual_scores.T.argmax(1) != scores_t2i.argmax(1)).sum())
+        result.changed_top1 = int((tr.top_indices[:, 0] != tr_top1).sum() + (ir.top_indices[:, 0] != ir_top1).sum())
     return result
 
 
