@@ -32,8 +32,9 @@ from vlmo_composer.metrics.common import IdKeyedMetric, as_id_tensor, first_inde
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 DEFAULT_CHUNK_SIZE = 512
 DEFAULT_GALLERY_CHUNK = 65536
-# Temporaries per score of a block, float32 features: the scores (4 B), masks of
-# 1 B each and, on rows with tied top-k scores, an int32 running count (4 B).
+# Temporaries per score of a block, float32 features: the scores (4 B), a copy
+# with the negatives masked out (pass 1, 4 B) or an int32 count (pass 2, 4 B),
+# and bool masks of 1 B each (measured: 10-12 B).
 BYTES_PER_BLOCK_ELEMENT = 16
 
 
@@ -172,15 +173,7 @@ def _rank_chunk(
 ) -> tuple[Tensor, Tensor, Tensor]:
     blocks = _slices(len(gallery), gallery_chunk)
     dtype = torch.promote_types(queries.dtype, gallery.dtype)
-    best = torch.full((len(queries), 1), float("-inf"), dtype=dtype, device=queries.device)
-    kept: tuple[slice, Tensor] | None = None
-    for block in blocks:  # pass 1: the best positive, from the blocks that hold one
-        positive = labels[:, None] == gallery_labels[None, block]
-        if positive.any():
-            kept = None  # drop the previous block before scoring the next
-            scores = _block_scores(queries, gallery[block])
-            best = torch.maximum(best, scores.masked_fill(~positive, float("-inf")).amax(1, keepdim=True))
-            kept = (block, scores)
+    best, kept = _best_positive(queries, labels, gallery, gallery_labels, blocks, dtype)
     if kept is not None:  # pass 2 starts with the block pass 1 kept: counts and top-k ignore block order
         blocks = [kept[0]] + [b for b in blocks if b != kept[0]]
     ranks = torch.zeros(len(queries), dtype=torch.long, device=queries.device)
@@ -190,33 +183,59 @@ def _rank_chunk(
         scores = kept[1] if kept is not None and block == kept[0] else _block_scores(queries, gallery[block])
         kept = None
         negative = labels[:, None] != gallery_labels[None, block]
-        ranks += ((scores >= best) & negative).sum(1)
+        ranks += _count((scores >= best) & negative)
+        del negative
         if k:
             values, indices = _block_top_k(scores, k)
             top_scores, top_indices = _best_k(
                 torch.cat([top_scores, values], 1), torch.cat([top_indices, indices + block.start], 1), k
             )
-        del scores, negative
+        del scores
     return ranks, top_indices, top_scores
+
+
+def _best_positive(
+    queries: Tensor, labels: Tensor, gallery: Tensor, gallery_labels: Tensor, blocks: list[slice], dtype: torch.dtype
+) -> tuple[Tensor, tuple[slice, Tensor] | None]:
+    """Pass 1: each query's best positive score ``[R, 1]``, and the last block it scored.
+
+    Only blocks holding a positive of these queries are scored; the previous block
+    is released before the next is made, so one block of scores is alive at a time.
+    """
+    best = torch.full((len(queries), 1), float("-inf"), dtype=dtype, device=queries.device)
+    kept = None
+    for block in blocks:
+        positive = labels[:, None] == gallery_labels[None, block]
+        if positive.any():
+            kept = None
+            kept = (block, _block_scores(queries, gallery[block]))
+            best = torch.maximum(best, kept[1].masked_fill(~positive, float("-inf")).amax(1, keepdim=True))
+    return best, kept
 
 
 def _block_top_k(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Each row's top ``k`` columns, ties at the k-th score going to the lower columns.
 
     ``topk`` picks among equal scores in no stated order; this takes every column
-    above the k-th score and then the first columns equal to it.
+    above the k-th score and then the first columns equal to it (a loop over the
+    rows with surplus ties, which needs no block-sized running count).
     """
     k = min(k, scores.shape[1])
     threshold = scores.topk(k, dim=1).values[:, -1:]
     above, at = scores > threshold, scores == threshold
-    need = k - above.sum(1, keepdim=True)
+    need = k - _count(above)
     take = above | at
-    tied = ((at.sum(1, keepdim=True) > need).flatten()).nonzero().flatten()
-    if len(tied):  # only rows with surplus ties pay for the cumulative count
-        first = at[tied].cumsum(1, dtype=torch.int32) <= need[tied]
-        take[tied] = above[tied] | (at[tied] & first)
+    del above
+    for row in (_count(at) > need).nonzero().flatten().tolist():  # surplus ties: rare but for a collapsed model
+        take[row] &= ~at[row]
+        take[row, at[row].nonzero().flatten()[: int(need[row])]] = True
     indices = take.nonzero()[:, 1].view(len(scores), k)  # ascending columns per row
     return scores.gather(1, indices), indices
+
+
+def _count(mask: Tensor) -> Tensor:
+    """True entries per row; int32, since a bool sum would first copy the mask to int64."""
+    return mask.sum(1, dtype=torch.int32)
 
 
 def _best_k(values: Tensor, indices: Tensor, k: int) -> tuple[Tensor, Tensor]:
