@@ -31,8 +31,9 @@ MODEL = dict(size="small", image_size=64, max_text_len=32, drop_path_rate=0.0, i
 IMAGE = dict(image_size=64, randaugment=False, hflip=False)
 # One positive and two negatives per pair: a head that predicts only the 1/3 prior scores this.
 ITM_PRIOR_LOSS = -(math.log(1 / 3) / 3 + 2 * math.log(2 / 3) / 3)
-# Calibrated from the quick-start checkpoint (bench/RESULTS.md, "Test suite").
-NLVR2_STEPS = "450ba"
+# Calibrated from the quick-start checkpoint (bench/RESULTS.md, "Test suite"): mean dev/test1
+# accuracy 0.500 at 100 steps, 0.553 at 200, 0.625 at 300 and 0.618 at 400 (of 400).
+NLVR2_STEPS = "400ba"
 
 
 @pytest.fixture(scope="module")
