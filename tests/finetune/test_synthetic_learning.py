@@ -57,6 +57,7 @@ def run_config(task: dict, train: dict, evals: list, tmp: Path, name: str, **ext
         "scheduler": {"name": "linear_decay_with_warmup", "t_warmup": "20ba"},
         "global_train_batch_size": 64,
         "save_interval": "1000ep",
+        "eval_interval": "1000ep",  # evaluated once, after training (train_and_evaluate)
     }
     return cpu_run_config(tmp / name, values, **extra)
 
