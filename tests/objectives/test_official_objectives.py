@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vlmo_composer import load_official
@@ -62,6 +63,28 @@ def test_hard_negatives_follow_the_similarities():
     for _ in range(5):
         neg = sample_hard_negatives(logits, logits.clone(), torch.arange(4))
         assert torch.equal(neg.text_for_image, wrong) and torch.equal(neg.image_for_text, wrong)
+
+
+def test_a_uniform_share_of_negatives_spreads_over_the_other_pairs():
+    """itm_uniform_negatives (the quick-start's 0.75): that share of each row's mass is uniform
+    over the non-positive pairs, the rest follows the similarities; the positive is never drawn."""
+    from vlmo_composer.objectives.itm import negative_weights
+    from vlmo_composer.tasks.vl_pretrain import VLPretrainConfig
+
+    logits = torch.full((4, 4), -50.0)
+    logits.fill_diagonal_(100.0)
+    wrong = torch.tensor([2, 3, 0, 1])
+    logits[torch.arange(4), wrong] = 10.0  # all of the similarity mass goes to `wrong`
+    weights = negative_weights(logits, torch.arange(4), uniform_mix=0.75)
+    expected = torch.full((4, 4), 0.25)  # 0.75 spread over three other pairs
+    expected.fill_diagonal_(0.0)
+    expected[torch.arange(4), wrong] += 0.25
+    assert torch.allclose(weights, expected, atol=1e-6), weights
+    draws = torch.multinomial(weights, 4000, replacement=True)
+    assert not (draws == torch.arange(4)[:, None]).any()
+    assert 0.45 < (draws == wrong[:, None]).float().mean() < 0.55  # 0.25 + 0.75 / 3
+    with pytest.raises(ValueError, match="itm_uniform_negatives must be in"):
+        VLPretrainConfig(itm_uniform_negatives=1.5)
 
 
 def test_trimming_text_padding_does_not_change_the_losses():
