@@ -98,8 +98,9 @@ def timm_beit_kwargs(config: VLMoConfig) -> dict[str, Any]:
         num_heads=config.num_heads,
         mlp_ratio=mlp_ratio,
         qkv_bias=config.qkv_bias,
-        # timm creates gammas only for a truthy value; the exported gammas replace it anyway.
-        init_values=None if layer_scale is None else (layer_scale or 1.0),
+        # timm creates gammas only for a truthy value (the exported gammas replace it), and
+        # create_model drops None kwargs (the name's 0.1 would stay): no layer scale is 0.
+        init_values=0.0 if layer_scale is None else (layer_scale or 1.0),
         use_abs_pos_emb=config.absolute_position,
         use_rel_pos_bias=config.relative_position,
         use_shared_rel_pos_bias=False,
