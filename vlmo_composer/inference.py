@@ -42,6 +42,7 @@ from transformers import PreTrainedTokenizerBase
 from vlmo_composer.checkpoints.pretrained import pretrained_size
 from vlmo_composer.checkpoints.safetensors_io import CONFIG_NAME, WEIGHTS_NAME, save_safetensors
 from vlmo_composer.checkpoints.sources import build_model, fetch_source, local_copy
+from vlmo_composer.checkpoints.timm_export import TIMM_CONFIG_NAME, TIMM_WEIGHTS_NAME, save_timm_beit, timm_beit_kwargs
 from vlmo_composer.data.images import decode_image
 from vlmo_composer.data.tokenizer import encode_text, get_tokenizer
 from vlmo_composer.data.transforms import ImageTransform, build_image_transform
@@ -462,18 +463,28 @@ class VLMoInference:
         return NLVR2Prediction([bool(x) for x in (logits.argmax(-1) == 1).tolist()], logits.softmax(-1)[:, 1])
 
     # ------------------------------------------------------------------ export
-    def export(self, folder: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+    def export(self, folder: Union[str, os.PathLike], overwrite: bool = False, timm: bool = False) -> Path:
         """Write a folder :meth:`from_pretrained` loads to bit-identical outputs.
 
         ``model.safetensors`` + ``config.json`` (no pickle anywhere), the tokenizer
-        (``vocab.txt`` and its settings) and ``answer_vocab.json`` when known.
+        (``vocab.txt`` and its settings) and ``answer_vocab.json`` when known. ``timm``
+        adds the vision tower as a timm BEiT (``timm_model.safetensors`` +
+        ``timm_config.json``, see :mod:`vlmo_composer.checkpoints.timm_export`).
         """
         folder = Path(folder)
-        ours = (WEIGHTS_NAME, CONFIG_NAME, TOKENIZER_CONFIG_NAME, ANSWER_VOCAB_NAME)
+        ours = (WEIGHTS_NAME, CONFIG_NAME, TOKENIZER_CONFIG_NAME, ANSWER_VOCAB_NAME,
+                TIMM_WEIGHTS_NAME, TIMM_CONFIG_NAME)
         existing = [name for name in ours if (folder / name).exists()]
         if existing and not overwrite:
             raise FileExistsError(f"{folder} already holds {existing}; pass overwrite=True to replace them")
+        if timm:
+            timm_beit_kwargs(self.config)  # a model timm cannot express fails before anything is written
         save_safetensors(self.model, folder)
+        if timm:
+            save_timm_beit(self.model, folder)
+        else:
+            for name in (TIMM_WEIGHTS_NAME, TIMM_CONFIG_NAME):  # a stale backbone would not match the new weights
+                (folder / name).unlink(missing_ok=True)
         self.tokenizer.save_pretrained(str(folder))
         answers_path = folder / ANSWER_VOCAB_NAME
         if self.answers is not None:
