@@ -134,3 +134,20 @@ def test_norm_eps_timm_cannot_express_is_refused_before_writing(tmp_path):
     with pytest.raises(ValueError, match="norm_eps"):
         VLMoInference(model).export(tmp_path / "export", timm=True)
     assert not (tmp_path / "export").exists()
+
+
+def test_readme_timm_lines_run_as_printed(tmp_path, monkeypatch):
+    """The README's two timm lines, on a folder ``export(..., timm=True)`` wrote under its name."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "timm.create_model" in b)
+    model = small_model(3)
+    monkeypatch.chdir(tmp_path)
+    VLMoInference(model).export("exported/", timm=True)
+    namespace = {"cfg": json.load(open("exported/timm_config.json"))}  # the README's sentence before the block
+    exec("import safetensors.torch\nimport timm\n" + block, namespace)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (model.forward_image(x).states - namespace["backbone"].forward_features(x)).abs().max().item() < 1e-5
