@@ -38,9 +38,10 @@ class QuickstartRun:
         return json.loads((self.folder / "runs/quickstart/metrics.json").read_text())
 
     def training_series(self, name: str) -> list[tuple[int, float]]:
-        """``[(step, value)]`` of one training metric from the run's ``metrics.jsonl``."""
-        lines = (self.folder / "runs/quickstart/checkpoints/metrics.jsonl").read_text().splitlines()
-        return [(r["batch"], r[name]) for r in map(json.loads, lines) if name in r]
+        """``[(step, value)]`` of one training metric, read as ``curves`` reads the run's ``metrics.jsonl``."""
+        from vlmo_composer.training.curves import read_series
+
+        return read_series(self.folder / "runs/quickstart/checkpoints/metrics.jsonl")[name]
 
 
 def run_quickstart(folder: Path) -> QuickstartRun:
