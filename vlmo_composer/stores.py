@@ -239,7 +239,8 @@ class GCSStore(Store):
         from google.cloud.storage.retry import DEFAULT_RETRY
 
         # Every request retried, uploads included (an upload rewrites the whole object: idempotent here).
-        return DEFAULT_RETRY.with_deadline(max_attempts() * (CONNECT_TIMEOUT + read_timeout()))
+        # google-api-core bounds retries by time: the backoff (1 s doubling, at most 32 s) of the attempts.
+        return DEFAULT_RETRY.with_timeout(1.0 + sum(min(2.0 ** i, 32.0) for i in range(max_attempts() - 1)))
 
     @property
     def _timeout(self) -> tuple[float, float]:

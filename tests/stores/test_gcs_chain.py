@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,18 +25,23 @@ TINY = ["task.model.hidden_size=32", "task.model.num_layers=2", "task.model.num_
         "progress_bar=false", "callbacks={}"]
 
 
-def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(ROOT / command[0]), *command[1:]], cwd=cwd, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    return result
+def run(main, argv: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> str:
+    """``train.py``/``eval.py`` in this process (their ``main``; saves two interpreter start-ups)."""
+    monkeypatch.chdir(cwd)
+    rc = main(argv)
+    out = capsys.readouterr()
+    assert rc == 0, (out.out + out.err)[-4000:]
+    return out.out
 
 
 @pytest.mark.slow
-def test_gs_conversion_training_checkpoint_eval_and_init_from(gcs_bucket: str, tmp_path: Path) -> None:
+def test_gs_conversion_training_checkpoint_eval_and_init_from(gcs_bucket: str, tmp_path: Path, monkeypatch,
+                                                              capsys) -> None:
     from data_prep.make_synthetic import main as make_synthetic
     from vlmo_composer.checkpoints.sources import build_model, load_weights_into
+    from vlmo_composer.evaluation.cli import main as eval_main
     from vlmo_composer.tasks.vqa import load_answers
+    from vlmo_composer.training.train import main as train_main
 
     root = f"gs://{gcs_bucket}/synthetic"
     make_synthetic(["--out", root, "--train", "8", "--val", "4", "--test", "4", "--image-size", "64", "--no-progress"])
@@ -54,15 +57,15 @@ def test_gs_conversion_training_checkpoint_eval_and_init_from(gcs_bucket: str, t
             f"train_loader.dataset.local={tmp_path / 'cache/train'}",
             f"eval_loaders.0.dataset.remote={root}/image_text/test",
             f"eval_loaders.0.dataset.local={tmp_path / 'cache/test'}"]
-    run(["train.py", QUICKSTART, "run_name=gcs", *TINY, *data, f"save_folder={save_folder}", "save_interval=2ba"],
-        tmp_path)
+    run(train_main, [QUICKSTART, "run_name=gcs", *TINY, *data, f"save_folder={save_folder}", "save_interval=2ba"],
+        tmp_path, monkeypatch, capsys)
     checkpoints = store.list("runs/gcs/checkpoints/")
     assert "runs/gcs/checkpoints/ep0-ba2-rank0.pt" in checkpoints, checkpoints
 
     weights = f"gs://{gcs_bucket}/runs/gcs/checkpoints/latest-rank0.pt"  # Composer's remote pointer
-    result = run(["eval.py", QUICKSTART, "run_name=gcs", *TINY, *data, "--weights", weights, "--kind", "composer",
-                  "--output", str(tmp_path / "metrics.json")], tmp_path)
-    assert json.loads((tmp_path / "metrics.json").read_text()), result.stdout
+    out = run(eval_main, [QUICKSTART, "run_name=gcs", *TINY, *data, "--weights", weights, "--kind", "composer",
+                  "--output", str(tmp_path / "metrics.json")], tmp_path, monkeypatch, capsys)
+    assert json.loads((tmp_path / "metrics.json").read_text()), out
 
     model = build_model(weights, "composer", size="small", hidden_size=32, num_layers=2, num_heads=2, ffn_size=64,
                         vl_ffn_start=1)
