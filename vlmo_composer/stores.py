@@ -51,15 +51,20 @@ VARIABLES = {
     "azure": "AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_ACCESS_KEY, or AZURE_STORAGE_CONNECTION_STRING",
 }
 SCHEMES = tuple(VARIABLES)
+ENDPOINT_VARIABLES = {"s3": "S3_ENDPOINT_URL", "gs": "STORAGE_EMULATOR_HOST",
+                      "azure": "the BlobEndpoint of AZURE_STORAGE_CONNECTION_STRING"}
 
 
 class StoreError(PermissionError):
     """A store that cannot be used as asked (missing bucket, credentials, endpoint): one line naming the
     URL and what to set."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, endpoint: bool = False) -> None:
         scheme = scheme_of(url)
-        hint = f"; set {VARIABLES[scheme]}" if scheme in VARIABLES else ""
+        if endpoint and scheme in ENDPOINT_VARIABLES:
+            hint = f"; check {ENDPOINT_VARIABLES[scheme]} (or unset it for the cloud's own endpoint)"
+        else:
+            hint = f"; set {VARIABLES[scheme]}" if scheme in VARIABLES else ""
         super().__init__(f"{url}: {reason}{hint}")
         self.url = url
 
@@ -208,7 +213,7 @@ class S3Store(Store):
         except NoCredentialsError:
             raise StoreError(url, "no S3 credentials") from None
         except EndpointConnectionError as err:
-            raise StoreError(url, f"cannot reach the endpoint ({err})") from None
+            raise StoreError(url, f"cannot reach the endpoint ({err})", endpoint=True) from None
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
             if code == "NoSuchBucket":
@@ -288,7 +293,7 @@ class GCSStore(Store):
                 pass
 
     def check(self, url: str) -> None:
-        from google.api_core.exceptions import Forbidden, NotFound, Unauthorized
+        from google.api_core.exceptions import Forbidden, NotFound, RetryError, Unauthorized
         from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError, TransportError
         from requests.exceptions import ConnectionError as RequestsConnectionError
 
@@ -301,7 +306,10 @@ class GCSStore(Store):
         except (Forbidden, Unauthorized) as err:
             raise StoreError(url, f"access refused ({err.code})") from None
         except (TransportError, RequestsConnectionError) as err:
-            raise StoreError(url, f"cannot reach the endpoint ({type(err).__name__})") from None
+            raise StoreError(url, f"cannot reach the endpoint ({type(err).__name__})", endpoint=True) from None
+        except RetryError as err:  # retried until the policy's time ran out
+            if isinstance(err.cause, (TransportError, RequestsConnectionError)):
+                raise StoreError(url, f"cannot reach the endpoint ({type(err.cause).__name__})", endpoint=True) from None
         except GoogleAuthError as err:
             raise StoreError(url, f"credentials refused ({str(err).splitlines()[0][:200]})") from None
         # Other API errors (an outage past the retries): the operation that meets it reports it.
@@ -372,7 +380,7 @@ class AzureStore(Store):
         except ClientAuthenticationError:
             raise StoreError(url, "access refused (the account key does not match)") from None
         except ServiceRequestError as err:
-            raise StoreError(url, f"cannot reach the endpoint ({type(err).__name__})") from None
+            raise StoreError(url, f"cannot reach the endpoint ({type(err).__name__})", endpoint=True) from None
         except HttpResponseError as err:
             if err.status_code in (401, 403):
                 raise StoreError(url, f"access refused ({err.error_code or err.status_code})") from None
