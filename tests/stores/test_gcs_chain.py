@@ -53,17 +53,23 @@ def test_gs_conversion_training_checkpoint_eval_and_init_from(gcs_bucket: str, t
     assert answers and all(isinstance(a, str) for a in answers)
 
     save_folder = f"gs://{gcs_bucket}/runs/{{run_name}}/checkpoints"
-    data = [f"train_loader.dataset.remote={root}/image_text/train",
-            f"train_loader.dataset.local={tmp_path / 'cache/train'}",
-            f"eval_loaders.0.dataset.remote={root}/image_text/test",
-            f"eval_loaders.0.dataset.local={tmp_path / 'cache/test'}"]
-    run(train_main, [QUICKSTART, "run_name=gcs", *TINY, *data, f"save_folder={save_folder}", "save_interval=2ba"],
+    train_data = [f"train_loader.dataset.remote={root}/image_text/train",
+                  f"train_loader.dataset.local={tmp_path / 'cache/train'}", "eval_loaders=[]"]
+    eval_data = [f"eval_loaders.0.dataset.remote={root}/image_text/test",
+                 f"eval_loaders.0.dataset.local={tmp_path / 'cache/test'}"]
+    run(train_main, [QUICKSTART, "run_name=gcs", *TINY, *train_data, f"save_folder={save_folder}", "save_interval=2ba"],
         tmp_path, monkeypatch, capsys)
     checkpoints = store.list("runs/gcs/checkpoints/")
     assert "runs/gcs/checkpoints/ep0-ba2-rank0.pt" in checkpoints, checkpoints
 
+    # The same command again with autoresume and one more step: it resumes from the gs:// checkpoint.
+    out = run(train_main, [QUICKSTART, "run_name=gcs", *TINY, *train_data, f"save_folder={save_folder}",
+                           "save_interval=1ba", "max_duration=3ba", "autoresume=true"], tmp_path, monkeypatch, capsys)
+    assert "resumed run gcs from gs://" in out and "runs/gcs/checkpoints/ep1-ba3-rank0.pt" in \
+        store.list("runs/gcs/checkpoints/"), out
+
     weights = f"gs://{gcs_bucket}/runs/gcs/checkpoints/latest-rank0.pt"  # Composer's remote pointer
-    out = run(eval_main, [QUICKSTART, "run_name=gcs", *TINY, *data, "--weights", weights, "--kind", "composer",
+    out = run(eval_main, [QUICKSTART, "run_name=gcs", *TINY, *eval_data, "--weights", weights, "--kind", "composer",
                   "--output", str(tmp_path / "metrics.json")], tmp_path, monkeypatch, capsys)
     assert json.loads((tmp_path / "metrics.json").read_text()), out
 
