@@ -61,6 +61,7 @@ def test_gs_conversion_training_checkpoint_eval_and_init_from(gcs_bucket: str, t
         tmp_path, monkeypatch, capsys)
     checkpoints = store.list("runs/gcs/checkpoints/")
     assert "runs/gcs/checkpoints/ep0-ba2-rank0.pt" in checkpoints, checkpoints
+    assert "runs/gcs/checkpoints/metrics.jsonl" in checkpoints  # the metrics file beside them
 
     # The same command again with autoresume and one more step: it resumes from the gs:// checkpoint.
     out = run(train_main, [QUICKSTART, "run_name=gcs", *TINY, *train_data, f"save_folder={save_folder}",
