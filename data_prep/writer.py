@@ -56,6 +56,10 @@ class WriterOptions:
     overwrite: bool = False
     staging_dir: str | None = None
     show_progress: bool = True
+    engine: str = "local"
+    """Who runs the groups: ``local`` (a process pool) or ``spark`` (one Spark task per group)."""
+    spark_master: str | None = None
+    """``--engine spark``: the cluster's master URL (default ``local[num_workers]``, or spark-submit's)."""
 
     def settings(self) -> dict[str, Any]:
         """What changes the written bytes (and so must match to resume)."""
@@ -253,6 +257,17 @@ def _run_groups(tasks: list[_GroupTask], num_workers: int, bar: tqdm) -> list[_G
     return [results[t.group] for t in tasks]
 
 
+def _run_engine(tasks: list[_GroupTask], options: WriterOptions, bar: tqdm) -> list[_GroupResult]:
+    """The same groups on either engine; the results in the order of ``tasks``."""
+    if options.engine == "spark":
+        from data_prep.spark_engine import run_groups
+
+        return run_groups(tasks, options.num_workers, options.spark_master, bar)
+    if options.engine != "local":
+        raise ConversionError(f"unknown engine {options.engine!r}: use local or spark")
+    return _run_groups(tasks, options.num_workers, bar)
+
+
 def _records_digest(records: Sequence[Any]) -> str:
     """A digest of every record's full content (frozen dataclasses have a stable repr),
     so edited annotations are caught even when the ids stay the same."""
@@ -339,7 +354,7 @@ def _write_split(dest: Destination, job: SplitJob, manifest: dict[str, Any], sta
     done_records = sum(r.records for r in finished.values())
     with tqdm(total=len(job.records), initial=done_records, desc=job.split or "dataset",
               unit="rec", disable=not options.show_progress, file=sys.stderr) as bar:
-        for result in _run_groups(tasks, options.num_workers, bar):
+        for result in _run_engine(tasks, options, bar):
             finished[result.group] = result
     _merge_index(dest, groups)
     for name, text in job.extra_files.items():
@@ -376,6 +391,10 @@ def write_dataset(
     the destination untouched. ``extra_files`` are written at ``out``.
     """
     start = time.monotonic()
+    if options.engine == "spark":
+        from data_prep.spark_engine import require_spark
+
+        require_spark()  # before anything is written
     import streaming  # noqa: F401  (once here, before the workers fork, not in each of them)
 
     root = open_destination(out, options.staging_dir)
