@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -32,11 +33,14 @@ from typing import Any
 from tqdm import tqdm
 
 from data_prep.common import ConversionError
+from data_prep.writer import SPARK_RUN_MARKER as RUN_MARKER  # the job's token, or "stopped"
 
 MIN_JAVA = 17
 INSTALL_PYSPARK = "pip install -e '.[spark]' (or pip install 'pyspark>=4')"
 INSTALL_JAVA = ("install a JDK 17+ (Debian/Ubuntu: sudo apt-get install -y openjdk-17-jre-headless; "
                 "macOS: brew install openjdk@17) and put its java on PATH or set JAVA_HOME")
+STOP_CHECK_S = 2.0
+"""How often a task checks that its job still runs (cancelled tasks' Python workers keep running)."""
 TEST_AID_PREFIX = "DATA_PREP_TEST_"
 """Environment variables with this prefix (the writer's testing aids) are applied in each task too."""
 
@@ -154,11 +158,20 @@ def conversion_scope() -> Iterator[None]:
             _started.pop().stop()
 
 
+class JobStopped(Exception):
+    """Raised in a task whose Spark job was cancelled or failed: it stops writing its group."""
+
+
 def _error_line(error: BaseException) -> str:
-    """The Python error a failed task raised (the last one in Spark's long message), else the first line."""
+    """The Python error a failed task raised (the last one in Spark's long message), else Spark's reason."""
     text = str(error)
     found = [m for m in _PY_ERROR.findall(text) if not m.startswith(("py4j.", "org.apache", "java."))]
-    return (found[-1] if found else text.strip().splitlines()[0] if text.strip() else type(error).__name__)[:300]
+    if found:
+        return found[-1][:300]
+    spark_reason = re.search(r"SparkException: (.+)", text)
+    if spark_reason:
+        return spark_reason.group(1)[:300]
+    return (text.strip().splitlines()[0] if text.strip() else type(error).__name__)[:300]
 
 
 def run_groups(tasks: list[Any], num_workers: int, master: str | None, bar: tqdm) -> list[Any]:
@@ -172,12 +185,26 @@ def run_groups(tasks: list[Any], num_workers: int, master: str | None, bar: tqdm
     sc = _session(num_workers, master).sparkContext
     records_done = sc.accumulator(0)
     groups_done = sc.accumulator(0)
+    # Cancelling a Spark job (a failed task, Ctrl-C, a notebook's stop button) ends its tasks but
+    # not the Python workers running them: each task checks this marker and stops writing, so that
+    # nothing still writes a group once this function has returned.
+    dest, token, check_s = tasks[0].dest, uuid.uuid4().hex, STOP_CHECK_S
+    dest.write_text(RUN_MARKER, token)
 
     def write(task: Any) -> str:
         for key in [k for k in os.environ if k.startswith(TEST_AID_PREFIX) and k not in aids]:
             del os.environ[key]  # a reused Python worker keeps an earlier job's environment
         os.environ.update(aids)
-        result = _write_group(task, lambda n: None)
+        checked = time.monotonic()
+
+        def check_job(n: int) -> None:
+            nonlocal checked
+            if time.monotonic() - checked >= check_s:
+                checked = time.monotonic()
+                if task.dest.read_text(RUN_MARKER) != token:
+                    raise JobStopped(f"group {task.group}: its Spark job was stopped")
+
+        result = _write_group(task, check_job)
         records_done.add(result.records)
         groups_done.add(1)
         return result.to_json_text()
@@ -202,6 +229,11 @@ def run_groups(tasks: list[Any], num_workers: int, master: str | None, bar: tqdm
         shown = records_done.value
         bar.set_postfix_str(f"groups {groups_done.value}/{len(tasks)}", refresh=False)
 
+    def stop_stragglers() -> None:
+        dest.write_text(RUN_MARKER, "stopped")
+        time.sleep(check_s + 1.0)  # every still-running task sees it and stops
+        dest.delete(RUN_MARKER)  # (a task checking later finds no marker: it stops as well)
+
     thread = threading.Thread(target=collect, name="data_prep-spark-job", daemon=True)
     thread.start()
     try:
@@ -211,10 +243,13 @@ def run_groups(tasks: list[Any], num_workers: int, master: str | None, bar: tqdm
     except BaseException:
         sc.cancelJobGroup(job_group)
         thread.join()
+        stop_stragglers()
         raise
     show()
     if "error" in outcome:
+        stop_stragglers()
         raise ConversionError(
             f"the Spark job stopped ({_error_line(outcome['error'])}); finished groups are kept: "
             "run the same command again to resume")
+    dest.delete(RUN_MARKER)
     return [_GroupResult.from_json_text(text) for text in outcome["texts"]]

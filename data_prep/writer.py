@@ -42,6 +42,8 @@ MANIFEST_NAME = "conversion_manifest.json"
 REPORT_NAME = "conversion_report.json"
 GROUP_DONE_NAME = "_SUCCESS"
 MANIFEST_VERSION = 1
+SPARK_RUN_MARKER = "_spark_job"
+"""At a split's root while ``--engine spark`` writes it (see ``spark_engine.run_groups``)."""
 
 RECORD_DELAY_ENV = "DATA_PREP_TEST_RECORD_DELAY_S"
 """Testing aid: seconds each worker sleeps per record, so a test can kill a run midway."""
@@ -340,6 +342,7 @@ def _write_split(dest: Destination, job: SplitJob, manifest: dict[str, Any], sta
     groups = group_names(len(job.records), options.group_size)
     finished: dict[str, _GroupResult] = {}
     if state == "resume":
+        dest.delete(SPARK_RUN_MARKER)  # left by a Spark driver that was killed
         for g in groups:
             text = dest.read_text(f"{g}/{GROUP_DONE_NAME}")
             if text is not None:

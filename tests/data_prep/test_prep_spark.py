@@ -19,7 +19,7 @@ import pytest
 from prep_helpers import dataset_files, make_coco_like
 from test_prep_web_pairs import make_tars
 
-from data_prep import convert_karpathy, convert_webdataset
+from data_prep import convert_karpathy, convert_webdataset, spark_engine
 from data_prep.common import ConversionError
 from data_prep.spark_engine import find_java
 from data_prep.writer import GROUP_DONE_NAME, RECORD_DELAY_ENV, REPORT_NAME
@@ -74,6 +74,7 @@ def test_killed_spark_job_resumes_by_group(spark, tmp_path: Path, monkeypatch: p
     convert_karpathy.main(karpathy_args(tmp_path, reference, "--num-workers", "1", "--no-progress"))
     out = tmp_path / "out"
     monkeypatch.setenv(RECORD_DELAY_ENV, "0.3")  # reaches the executors: ~1 s per group of 3
+    monkeypatch.setattr(spark_engine, "STOP_CHECK_S", 0.2)  # cancelled tasks' workers stop within 0.2 s
     outcome: dict[str, BaseException] = {}
 
     def convert() -> None:
@@ -92,8 +93,10 @@ def test_killed_spark_job_resumes_by_group(spark, tmp_path: Path, monkeypatch: p
     spark.sparkContext.cancelAllJobs()  # the job dies mid-way, its tasks interrupted
     thread.join(60)
     assert isinstance(outcome.get("error"), ConversionError), outcome
-    assert "run the same command again to resume" in str(outcome["error"])
+    assert "cancelled" in str(outcome["error"]) and "run the same command again to resume" in str(outcome["error"])
     done_before = len(list((out / "train").glob(f"*/{GROUP_DONE_NAME}")))
+    time.sleep(1.0)  # nothing of the cancelled job writes on after it returned
+    assert len(list((out / "train").glob(f"*/{GROUP_DONE_NAME}"))) == done_before
     assert 1 <= done_before < 8
     assert not (out / "train" / REPORT_NAME).exists()
 
