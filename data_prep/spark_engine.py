@@ -17,6 +17,7 @@ output: a shared file system or an object store (``s3://``).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -68,6 +69,7 @@ def find_java() -> str:
     return java
 
 
+@functools.lru_cache(maxsize=None)
 def _java_major(java: str) -> int | None:
     try:
         out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
@@ -183,6 +185,9 @@ def run_groups(tasks: list[Any], num_workers: int, master: str | None, bar: tqdm
     require_spark(check_java=False)
     aids = {k: v for k, v in os.environ.items() if k.startswith(TEST_AID_PREFIX)}
     sc = _session(num_workers, master).sparkContext
+    if sc.getConf().get("spark.speculation", "false").lower() == "true":
+        raise ConversionError("--engine spark needs spark.speculation=false: two attempts of one group "
+                              "would write the same folder at once")
     records_done = sc.accumulator(0)
     groups_done = sc.accumulator(0)
     # Cancelling a Spark job (a failed task, Ctrl-C, a notebook's stop button) ends its tasks but
