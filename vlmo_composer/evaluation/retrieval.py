@@ -24,7 +24,7 @@ import torch
 from composer.utils import dist
 
 from vlmo_composer.evaluation.rerank import reranked_ranks, reranked_top1
-from vlmo_composer.metrics import Ranking, rank_queries, recall_from_ranks
+from vlmo_composer.metrics import Ranking, chance_recall, rank_queries, recall_from_ranks
 from vlmo_composer.tasks.retrieval_eval import retrieval_batch_features
 
 
@@ -96,11 +96,9 @@ def _unique_first(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return unique, first
 
 
-def chance_recall(features: RetrievalFeatures) -> dict[str, float]:
+def chance_of(features: RetrievalFeatures) -> dict[str, float]:
     """Expected TR@1 / IR@1 of a random ranking (for judging a small run)."""
-    num_images, num_texts = len(features.image_ids), len(features.text_ids)
-    captions_per_image = torch.bincount(features.text_to_image, minlength=num_images).double()
-    return {"chance_tr_r1": (captions_per_image / num_texts).mean().item(), "chance_ir_r1": 1.0 / num_images}
+    return chance_recall(features.text_to_image, len(features.image_ids))
 
 
 def dual_rankings(features: RetrievalFeatures, k: int = 0) -> tuple[Ranking, Ranking]:
@@ -186,7 +184,7 @@ def evaluate_retrieval(model, loader_factory, device: torch.device, rerank_k: in
     start = time.perf_counter()
     tr, ir = dual_rankings(features, rerank_k)
     dual = recall_from_ranks(tr.ranks, ir.ranks)
-    result = RetrievalResult(dual, features.seconds + time.perf_counter() - start, chance=chance_recall(features))
+    result = RetrievalResult(dual, features.seconds + time.perf_counter() - start, chance=chance_of(features))
     if rerank_k > 0:
         start = time.perf_counter()
         itm_tr, itm_ir = itm_rerank(model, features, tr.top_indices, ir.top_indices, loader_factory(), device)
