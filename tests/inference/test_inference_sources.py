@@ -129,7 +129,7 @@ task:
   model: {model}
 train_loader:
   name: vqa
-  dataset: {{local: {tmp}/unused, image_size: 32, max_text_len: 16}}
+  dataset: {{local: {tmp}/unused, image_size: 32, max_text_len: 16, hflip: false, scale: [0.8, 1.0]}}
 optimizer: {{name: adamw, lr: 1.0e-2}}
 scheduler: {{name: constant_with_warmup, t_warmup: 0ba}}
 max_duration: 1ba
@@ -183,6 +183,16 @@ def test_composer_checkpoint_through_its_training_yaml(composer_run):
     assert torch.equal(inference.vqa_logits(images, questions), direct.vqa_logits(images, questions))
     answers = inference.answer_questions(images, questions)
     assert len(answers) == 4 and set(answers) <= set(ANSWERS)
+
+    # open_clip's entry point: the run's model, its training loader's augmentation, its text length.
+    model, preprocess_train, preprocess_val = create_model_and_transforms(str(yaml))
+    with torch.no_grad():
+        pixels = torch.stack([preprocess_val(im.convert("RGB")) for im in images])
+        logits = model.vqa_logits(pixels, get_tokenizer(str(yaml))(questions))
+    assert model.answers == ANSWERS and torch.allclose(logits, inference.vqa_logits(images, questions), atol=1e-6)
+    assert (preprocess_train.train, preprocess_train.hflip, preprocess_train.scale) == (True, False, (0.8, 1.0))
+    assert get_tokenizer(str(yaml)).context_length == 16
+
 
 
 def test_composer_checkpoint_given_explicitly(composer_run):
