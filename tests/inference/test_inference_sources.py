@@ -52,7 +52,8 @@ def test_export_loads_back_to_identical_outputs(full_model, images, tmp_path):
     assert loaded.tokenizer(CAPTIONS)["input_ids"] == original.tokenizer(CAPTIONS)["input_ids"]
     model, _, preprocess_val = create_model_and_transforms(folder)
     assert isinstance(model, VLMoCLIP) and model.config == full_model.config and model.answers == ANSWERS
-    assert preprocess_val.image_size == 32 and torch.equal(get_tokenizer(folder)(CAPTIONS), loaded.tokenize(CAPTIONS)["input_ids"])
+    assert preprocess_val.image_size == 32
+    assert torch.equal(get_tokenizer(folder)(CAPTIONS), loaded.tokenize(CAPTIONS)["input_ids"])
     after = all_outputs(loaded, images)
     for key in before:
         assert torch.equal(before[key], after[key]), key

@@ -119,9 +119,7 @@ def create_model(
     **kwargs: Any,
 ) -> VLMoCLIP:
     """The model as an ``nn.Module`` in eval mode (``.train()`` to fine-tune); ``kwargs`` as :func:`load_model`."""
-    loaded = load_model(name_or_path, pretrained, **kwargs)
-    pad_id = hf_tokenizer(loaded.tokenizer).pad_token_id
-    return VLMoCLIP(loaded.vlmo, pad_id, loaded.answers).to(device).eval()
+    return _module(load_model(name_or_path, pretrained, **kwargs), device)
 
 
 def create_model_and_transforms(
@@ -139,7 +137,7 @@ def create_model_and_transforms(
     ``get_tokenizer(name_or_path)``.
     """
     loaded = load_model(name_or_path, pretrained, **kwargs)
-    model = VLMoCLIP(loaded.vlmo, hf_tokenizer(loaded.tokenizer).pad_token_id, loaded.answers).to(device).eval()
+    model = _module(loaded, device)
     return (model, *image_transforms(model.config.image_size, loaded.train_transform))
 
 
@@ -214,12 +212,19 @@ def export_model(
 
 
 # ---------------------------------------------------------------------- helpers
+def _module(loaded: LoadedModel, device: Union[str, torch.device]) -> VLMoCLIP:
+    pad_id = hf_tokenizer(loaded.tokenizer).pad_token_id  # the masks encode_text derives
+    return VLMoCLIP(loaded.vlmo, pad_id, loaded.answers).to(device).eval()
+
+
 def _is_training_yaml(name: Any) -> bool:
     return isinstance(name, (str, os.PathLike)) and str(name).endswith((".yaml", ".yml"))
 
 
 def _is_architecture(name: Any) -> bool:
-    return isinstance(name, VLMoConfig) or (isinstance(name, str) and name in NAMED_CONFIGS and not os.path.exists(name))
+    if isinstance(name, VLMoConfig):
+        return True
+    return isinstance(name, str) and name in NAMED_CONFIGS and not os.path.exists(name)
 
 
 def _architecture(name: Union[str, VLMoConfig], image_size: Optional[int], changes: dict) -> VLMoConfig:

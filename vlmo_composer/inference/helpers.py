@@ -437,7 +437,8 @@ class VLMoInference:
 
     # ------------------------------------------------------------------ export
     def export(self, folder: Union[str, os.PathLike], overwrite: bool = False, timm: bool = False) -> Path:
-        """Write a folder that loads back to bit-identical outputs (:func:`~vlmo_composer.inference.factory.export_model`)."""
+        """Write a folder that loads back to bit-identical outputs (see
+        :func:`~vlmo_composer.inference.factory.export_model`)."""
         return export_model(self.model, folder, self.tokenizer, self.answers, overwrite, timm)
 
 
