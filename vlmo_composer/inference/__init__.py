@@ -12,7 +12,8 @@
   ``encode_text`` / ``logit_scale`` and the fusion encoder's ITM, VQA and NLVR2 scores;
 * :mod:`.tokenizer`: :class:`VLMoTokenizer`, ``tokenizer(texts) -> [N, context_length]`` ids;
 * :mod:`.helpers`: :class:`VLMoInference`, the tasks over files and galleries (retrieval
-  with ITM re-ranking, zero-shot classification, VQA answers, NLVR2).
+  with ITM re-ranking, zero-shot classification, VQA answers, NLVR2) over :mod:`.inputs`
+  (images as PIL images, paths, bytes or pixels; texts as strings or ids).
 """
 
 from vlmo_composer.inference.factory import (

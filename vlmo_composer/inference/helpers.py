@@ -1,8 +1,7 @@
 """Task helpers over :class:`~vlmo_composer.inference.VLMoCLIP`: galleries and files in, answers out.
 
 :class:`VLMoInference` takes images as PIL images, file paths (``str`` or ``Path``),
-bytes or pixel tensors and texts as strings (methods say which argument is which,
-so a string is never guessed to be a text or a path), batches them, runs without
+bytes or pixel tensors and texts as strings (:mod:`.inputs`), batches them, runs without
 gradients (under CUDA autocast when asked) and returns results on the CPU in
 float32, so galleries of any size stay off the accelerator and results compare
 across devices. Retrieval (with ITM re-ranking), zero-shot classification, VQA
@@ -13,17 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import torch
-from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
-from vlmo_composer.data.images import decode_image
-from vlmo_composer.data.tokenizer import encode_text, get_tokenizer
+from vlmo_composer.data.tokenizer import get_tokenizer
 from vlmo_composer.data.transforms import ImageTransform, build_image_transform
 from vlmo_composer.evaluation.rerank import rerank_candidates, reranked_scores
 from vlmo_composer.evaluation.zeroshot_classifier import (
@@ -33,13 +30,10 @@ from vlmo_composer.evaluation.zeroshot_classifier import (
     load_templates,
 )
 from vlmo_composer.inference.factory import LoadedModel, PathOrList, export_model, load_model
+from vlmo_composer.inference.inputs import Images, Texts, image_list, pixel_tensor, tokenize
 from vlmo_composer.inference.model import VLMoCLIP
 from vlmo_composer.inference.tokenizer import VLMoTokenizer
 from vlmo_composer.model import VLMo, VLMoConfig
-
-ImageInput = Union[torch.Tensor, Image.Image, str, os.PathLike, bytes]
-Images = Union[torch.Tensor, Image.Image, str, os.PathLike, bytes, Sequence[ImageInput]]
-Texts = Union[str, Sequence[str], Mapping[str, torch.Tensor]]
 
 
 @dataclass
@@ -171,84 +165,16 @@ class VLMoInference:
 
     # ------------------------------------------------------------------ inputs
     def tokenize(self, texts: Texts) -> dict[str, torch.Tensor]:
-        """``input_ids`` and ``attention_mask`` ``[N, max_text_len]`` (padded as in training).
-
-        A mapping with ``input_ids`` (and optionally ``attention_mask``) is taken as
-        already tokenised, for models whose vocabulary is not the tokenizer's.
-        """
-        if isinstance(texts, Mapping):
-            if "input_ids" not in texts:
-                raise ValueError("tokenised texts need 'input_ids' (and optionally 'attention_mask')")
-            ids = torch.as_tensor(texts["input_ids"]).long()
-            mask = torch.as_tensor(texts.get("attention_mask", torch.ones_like(ids))).long()
-            if ids.ndim != 2 or mask.shape != ids.shape:
-                raise ValueError(
-                    f"input_ids must be [N, T] with an attention_mask of the same shape; got "
-                    f"{tuple(ids.shape)} and {tuple(mask.shape)}"
-                )
-            if ids.shape[1] > self.config.max_text_len:
-                raise ValueError(f"texts of {ids.shape[1]} tokens exceed max_text_len={self.config.max_text_len}")
-        else:
-            texts = [texts] if isinstance(texts, str) else list(texts)
-            if not texts:
-                raise ValueError("no texts given")
-            bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-            if bad:
-                raise TypeError(f"texts must be strings; items {bad[:10]} are not")
-            enc = encode_text(texts, self.config.max_text_len, self.tokenizer)
-            ids, mask = enc["input_ids"], enc["attention_mask"]
-        if len(ids) == 0:
-            raise ValueError("no texts given")
-        outside = ids[(ids < 0) | (ids >= self.config.vocab_size)]
-        if len(outside):
-            raise ValueError(
-                f"token id {int(outside[0])} is outside the model's vocabulary of {self.config.vocab_size}: "
-                "the tokenizer does not match this model (pass token ids that fit it)"
-            )
-        return {"input_ids": ids, "attention_mask": mask}
+        """``input_ids`` and ``attention_mask`` ``[N, max_text_len]`` (see :func:`.inputs.tokenize`)."""
+        return tokenize(texts, self.config, self.tokenizer)
 
     def _image_list(self, images: Images) -> Union[torch.Tensor, list]:
-        """A ``[N, 3, S, S]`` pixel tensor, or a list of images preprocessed lazily by :meth:`_pixels`."""
-        if torch.is_tensor(images):
-            pixels = images.unsqueeze(0) if images.ndim == 3 else images
-            self._check_pixels(pixels, "images")
-            return pixels
-        items = [images] if isinstance(images, (Image.Image, str, os.PathLike, bytes)) else list(images)
-        if not items:
-            raise ValueError("no images given")
-        return items
-
-    def _check_pixels(self, pixels: torch.Tensor, what: str) -> None:
-        size = self.config.image_size
-        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (self.config.in_chans, size, size):
-            raise ValueError(
-                f"{what}: pixel tensors must be [N, {self.config.in_chans}, {size}, {size}] (use .preprocess); "
-                f"got {tuple(pixels.shape)}"
-            )
-
-    def _pixel_tensor(self, item: ImageInput, index: int) -> torch.Tensor:
-        if torch.is_tensor(item):
-            self._check_pixels(item.unsqueeze(0), f"image {index}")
-            return item
-        if isinstance(item, (str, os.PathLike)):
-            try:
-                image = decode_image(Path(item).read_bytes())
-            except (OSError, ValueError) as err:
-                raise ValueError(f"image {index} ({item}): {err}") from err
-        elif isinstance(item, bytes):
-            image = decode_image(item)
-        elif isinstance(item, Image.Image):
-            image = item.convert("RGB")
-        else:
-            raise TypeError(
-                f"image {index} is a {type(item).__name__}; expected a PIL image, a path, bytes or a pixel tensor"
-            )
-        return self.preprocess(image)
+        return image_list(images, self.config)
 
     def _pixels(self, images: Union[torch.Tensor, list], rows: Sequence[int]) -> torch.Tensor:
         if torch.is_tensor(images):
             return images[torch.as_tensor(rows, dtype=torch.long)].to(self.device, torch.float32)
-        return torch.stack([self._pixel_tensor(images[i], i) for i in rows]).to(self.device)
+        return torch.stack([pixel_tensor(images[i], i, self.preprocess, self.config) for i in rows]).to(self.device)
 
     @contextlib.contextmanager
     def _running(self) -> Iterator[None]:
