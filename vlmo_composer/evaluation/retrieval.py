@@ -51,6 +51,7 @@ class RetrievalResult:
     rerank_k: int = 0
     chance: dict[str, float] = field(default_factory=dict)
     changed_top1: int = 0  # queries whose top-1 changed under re-ranking
+    samples: int = 0  # distinct images of the split
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -186,7 +187,8 @@ def evaluate_retrieval(model, loader_factory, device: torch.device, rerank_k: in
     start = time.perf_counter()
     tr, ir = dual_rankings(features, rerank_k)
     dual = recall_from_ranks(tr.ranks, ir.ranks)
-    result = RetrievalResult(dual, features.seconds + time.perf_counter() - start, chance=chance_recall(features))
+    result = RetrievalResult(dual, features.seconds + time.perf_counter() - start, chance=chance_recall(features),
+                             samples=len(features.image_ids))
     if rerank_k > 0:
         start = time.perf_counter()
         itm_tr, itm_ir = itm_rerank(model, features, tr.top_indices, ir.top_indices, loader_factory(), device)
