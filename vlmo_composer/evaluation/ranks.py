@@ -31,10 +31,16 @@ def gather_by_id(ids: torch.Tensor, *rows: torch.Tensor) -> tuple[torch.Tensor, 
     if dist.get_world_size() > 1:
         per_rank = dist.all_gather_object(parts)
         parts = [torch.cat([rank[i] for rank in per_rank]) for i in range(len(parts))]
-    unique, inverse = torch.unique(parts[0], sorted=True, return_inverse=True)
-    positions = torch.arange(len(parts[0]))
-    first = torch.full((len(unique),), len(parts[0]), dtype=torch.long).scatter_reduce(0, inverse, positions, "amin")
+    unique, first = unique_first(parts[0])
     return (unique, *(part[first] for part in parts[1:]))
+
+
+def unique_first(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sorted unique ids and the first position of each (samplers may repeat samples)."""
+    unique, inverse = torch.unique(ids, sorted=True, return_inverse=True)
+    positions = torch.arange(len(ids))
+    first = torch.full((len(unique),), len(ids), dtype=torch.long).scatter_reduce(0, inverse, positions, "amin")
+    return unique, first
 
 
 def distinct_count(ids: torch.Tensor) -> int:
