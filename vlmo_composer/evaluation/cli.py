@@ -185,6 +185,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                               ("weights", path)])  # what evaluation reads: not the training run's paths
         if args.vqa_submission:
             find_split(cfg, args.split)  # a wrong label fails before any weights are read
+        named = path  # what --output records: the weights as named (s3://, a pretrained name), not a fetched copy
         if kind == "auto":
             path, kind = fetch_source(path)  # the kind is guessed from what arrived (s3:// fetched first)
         start = time.perf_counter()
@@ -214,7 +215,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 args.split: {"samples": written["questions"], "wall_s": predict_s}}))
         return 0
     results = evaluate(cfg, weights, task, device, args.rerank_k)
-    results.update(world_size=dist.get_world_size(), checkpoint=checkpoint_record(path, kind, report),
+    results.update(world_size=dist.get_world_size(), checkpoint=checkpoint_record(named, kind, report),
                    load_s=round(load_s, 3))
     if dist.get_global_rank() > 0:  # every rank computed the same numbers: rank 0 reports them
         return 0

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from vlmo_composer.checkpoints.sources import local_copy
 from vlmo_composer.common.errors import ConfigError
+from vlmo_composer.data.local_cache import cache_namespace, free_locals
 from vlmo_composer.evaluation.args import add_weights_args
 from vlmo_composer.evaluation.ranks import gather_by_id, join_ranks
 from vlmo_composer.evaluation.weights import chosen_weights
@@ -40,7 +40,9 @@ def labelled_images(data: str, image_size: int, batch_size: int) -> DataLoader:
     """The dataset's images (eval transform) and labels, in order."""
     from vlmo_composer.data.datasets import ImageDataset
 
-    where = {"local": data} if "://" not in data else {"remote": data, "local": tempfile.mkdtemp(prefix="vlmo_zs_")}
+    where = {"local": data}
+    if "://" in data:  # cached in one directory per node, agreed by its ranks (Streaming needs that)
+        where = {"remote": data, "local": free_locals([(data, None)], cache_namespace(None, "zeroshot"))[0]}
     dataset = ImageDataset(**where, image_size=image_size, train=False, randaugment=False, hflip=False,
                            with_labels=True, batch_size=batch_size, shuffle=False)
     return DataLoader(dataset, batch_size=batch_size, num_workers=0)
