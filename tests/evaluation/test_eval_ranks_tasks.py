@@ -69,25 +69,27 @@ def commands(tmp_path_factory) -> dict[str, list[str]]:
     make_synthetic(["--out", str(root / "mds"), "--train", "4", "--val", str(SAMPLES), "--test", str(SAMPLES),
                     "--questions-per-image", "1", "--image-size", "32", "--no-progress"])
     data = [f"variables.root={root}", "variables.run=evalranks", *TINY]  # then eval.py's flags
-    vqa = _tiny_task(VQA, data)
+    vqa_task = _tiny_task(VQA, data)
     # Untrained, but leaning to the commonest val answer, so that some predictions are right.
     common = Counter(a for row in rows(root / "mds/vqa/val") for a in row["answers"]).most_common(1)[0][0]
     with torch.no_grad():
-        vqa.model.vqa_classifier[-1].bias[vqa.answers.index(common)] += 3.0
+        vqa_task.model.vqa_classifier[-1].bias[vqa_task.answers.index(common)] += 3.0
     checkpoint = root / "vqa-ep0-ba5.pt"  # laid out as Composer saves one: its step goes into --output
-    torch.save({"state": {"model": vqa.state_dict(), "timestamp": {"Timestamp": Timestamp(batch=CHECKPOINT_BATCH).state_dict()}}},
-               checkpoint)
+    stamp = {"Timestamp": Timestamp(batch=CHECKPOINT_BATCH).state_dict()}
+    torch.save({"state": {"model": vqa_task.state_dict(), "timestamp": stamp}}, checkpoint)
     nlvr2 = save_safetensors(_tiny_task(NLVR2, data).model, root / "nlvr2")
     zero_shot = root / "zero_shot_model"
     VLMoInference(randomised(VLMo(tiny_config(vocab_size=30522, max_text_len=40)), seed=3)).export(zero_shot)
     (root / "templates.txt").write_text("a photo of a {}.\na drawing of a {}.\n")
-    vqa_weights = ["--weights", str(checkpoint), "--kind", "composer", "--device", "cpu"]
     # No loader worker processes: each would import the stack again (seconds on a busy box).
-    no_workers = [f"{loaders}.{i}.num_workers=0" for loaders, i in (("eval_loaders", 0), ("predict_loaders", 0))]
+    vqa = [VQA, *data, "eval_loaders.0.num_workers=0", "predict_loaders.0.num_workers=0",
+           "--weights", str(checkpoint), "--kind", "composer", "--device", "cpu"]
+    nlvr2_args = [NLVR2, *data, "eval_loaders.0.num_workers=0", "eval_loaders.1.num_workers=0",
+                  "--weights", str(nlvr2), "--kind", "safetensors", "--device", "cpu"]
     return {
-        "vqa": [VQA, *data, *no_workers, *vqa_weights, "--output", "{out}/vqa.json"],
-        "nlvr2": [NLVR2, *data, "eval_loaders.0.num_workers=0", "eval_loaders.1.num_workers=0", "--weights", str(nlvr2), "--kind", "safetensors", "--device", "cpu", "--output", "{out}/nlvr2.json"],
-        "submission": [VQA, *data, *no_workers, *vqa_weights, "--vqa-submission", "{out}/test-dev.json", "--split", "test-dev"],
+        "vqa": [*vqa, "--output", "{out}/vqa.json"],
+        "nlvr2": [*nlvr2_args, "--output", "{out}/nlvr2.json"],
+        "submission": [*vqa, "--vqa-submission", "{out}/test-dev.json", "--split", "test-dev"],
         "zeroshot": ["zeroshot", "--data", str(_zero_shot_split(root)), "--weights", str(zero_shot),
                      "--templates", str(root / "templates.txt"), "--batch-size", "3", "--device", "cpu",
                      "--output", "{out}/zeroshot.json"],
