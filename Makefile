@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -e ".[dev,download]"
+	$(BIN)/python -m pip install -e ".[dev,download,spark]"
+	@test -n "$$JAVA_HOME" || command -v java >/dev/null || echo "note: no Java found; data_prep --engine spark \
+	(and its tests) need Java 17+: sudo apt-get install -y openjdk-17-jre-headless (macOS: brew install openjdk@17)"
 	$(MAKE) azurite
 	touch $(STAMP)
 

@@ -21,7 +21,8 @@ Plan = Sequence[SplitJob] | tuple[Sequence[SplitJob], Mapping[str, str]]
 """What a planner returns: the split jobs, optionally with small files to write at ``--out``."""
 
 # Flags that change how a conversion runs, not what it writes: a re-run may change them.
-_RUNTIME_ONLY = frozenset({"out", "num_workers", "overwrite", "staging_dir", "no_progress"})
+_RUNTIME_ONLY = frozenset({"out", "num_workers", "overwrite", "staging_dir", "no_progress", "engine",
+                           "spark_master"})
 
 
 def positive_int(text: str) -> int:
@@ -60,6 +61,13 @@ def add_common_args(parser: argparse.ArgumentParser, image_args: bool = True) ->
     g.add_argument("--staging-dir", default=None,
                    help="local scratch folder for s3:// output (default: system temp)")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    g.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="who writes the groups: local worker processes (default) or Spark, one task per "
+                        "group (local[--num-workers] unless --spark-master or spark-submit says otherwise); "
+                        "the output is the same bytes")
+    g.add_argument("--spark-master", default=None,
+                   help="--engine spark: the cluster's master URL, e.g. spark://host:7077 or yarn "
+                        "(outputs must then be on shared or object storage)")
 
 
 def add_split_arg(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +80,8 @@ def writer_options(args: argparse.Namespace) -> WriterOptions:
     return WriterOptions(num_workers=args.num_workers, compression=compression,
                          shard_size=args.shard_size, group_size=args.group_size, limit=args.limit,
                          overwrite=args.overwrite, staging_dir=args.staging_dir,
-                         show_progress=not args.no_progress)
+                         show_progress=not args.no_progress, engine=args.engine,
+                         spark_master=args.spark_master)
 
 
 def manifest_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -111,6 +120,10 @@ class Converter:
     def main(self, argv: Sequence[str] | None = None) -> list[SplitReport]:
         """Parse ``argv``, plan the splits and write them (the same call a user's command makes)."""
         args = self.build_parser().parse_args(argv)
+        if args.engine == "spark":
+            from data_prep.spark_engine import require_spark
+
+            require_spark()  # one line naming what to install, before planning
         planned = self.plan(args)
         jobs, extra = planned if isinstance(planned, tuple) else (planned, {})
         return write_dataset(args.out, list(jobs), writer_options(args), self.tool, manifest_args(args), extra)

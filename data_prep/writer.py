@@ -17,6 +17,7 @@ naming ``--overwrite``, so data from two conversions never mix.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import logging
@@ -41,6 +42,8 @@ MANIFEST_NAME = "conversion_manifest.json"
 REPORT_NAME = "conversion_report.json"
 GROUP_DONE_NAME = "_SUCCESS"
 MANIFEST_VERSION = 1
+SPARK_RUN_MARKER = "_spark_job"
+"""At a split's root while ``--engine spark`` writes it (see ``spark_engine.run_groups``)."""
 
 RECORD_DELAY_ENV = "DATA_PREP_TEST_RECORD_DELAY_S"
 """Testing aid: seconds each worker sleeps per record, so a test can kill a run midway."""
@@ -56,6 +59,10 @@ class WriterOptions:
     overwrite: bool = False
     staging_dir: str | None = None
     show_progress: bool = True
+    engine: str = "local"
+    """Who runs the groups: ``local`` (a process pool) or ``spark`` (one Spark task per group)."""
+    spark_master: str | None = None
+    """``--engine spark``: the cluster's master URL (default ``local[num_workers]``, or spark-submit's)."""
 
     def settings(self) -> dict[str, Any]:
         """What changes the written bytes (and so must match to resume)."""
@@ -253,6 +260,17 @@ def _run_groups(tasks: list[_GroupTask], num_workers: int, bar: tqdm) -> list[_G
     return [results[t.group] for t in tasks]
 
 
+def _run_engine(tasks: list[_GroupTask], options: WriterOptions, bar: tqdm) -> list[_GroupResult]:
+    """The same groups on either engine; the results in the order of ``tasks``."""
+    if options.engine == "spark":
+        from data_prep.spark_engine import run_groups
+
+        return run_groups(tasks, options.num_workers, options.spark_master, bar)
+    if options.engine != "local":
+        raise ConversionError(f"unknown engine {options.engine!r}: use local or spark")
+    return _run_groups(tasks, options.num_workers, bar)
+
+
 def _records_digest(records: Sequence[Any]) -> str:
     """A digest of every record's full content (frozen dataclasses have a stable repr),
     so edited annotations are caught even when the ids stay the same."""
@@ -325,6 +343,7 @@ def _write_split(dest: Destination, job: SplitJob, manifest: dict[str, Any], sta
     groups = group_names(len(job.records), options.group_size)
     finished: dict[str, _GroupResult] = {}
     if state == "resume":
+        dest.delete(SPARK_RUN_MARKER)  # left by a Spark driver that was killed
         for g in groups:
             text = dest.read_text(f"{g}/{GROUP_DONE_NAME}")
             if text is not None:
@@ -340,7 +359,7 @@ def _write_split(dest: Destination, job: SplitJob, manifest: dict[str, Any], sta
     done_records = sum(r.records for r in finished.values())
     with tqdm(total=len(job.records), initial=done_records, desc=job.split or "dataset",
               unit="rec", disable=not options.show_progress, file=sys.stderr) as bar:
-        for result in _run_groups(tasks, options.num_workers, bar):
+        for result in _run_engine(tasks, options, bar):
             finished[result.group] = result
     _merge_index(dest, groups)
     for name, text in job.extra_files.items():
@@ -377,6 +396,12 @@ def write_dataset(
     the destination untouched. ``extra_files`` are written at ``out``.
     """
     start = time.monotonic()
+    engine_scope: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+    if options.engine == "spark":
+        from data_prep.spark_engine import conversion_scope, require_spark
+
+        require_spark()  # before anything is written
+        engine_scope = conversion_scope()  # one Spark session for all splits
     import streaming  # noqa: F401  (once here, before the workers fork, not in each of them)
 
     root = open_destination(out, options.staging_dir)
@@ -394,7 +419,8 @@ def write_dataset(
             dest.delete()
     for name, text in (extra_files or {}).items():
         root.write_text(name, text)
-    reports = [_write_split(dest, job, manifest, state, options) for dest, job, manifest, state in plan]
+    with engine_scope:
+        reports = [_write_split(dest, job, manifest, state, options) for dest, job, manifest, state in plan]
     root.discard_staging()
     print(format_summary(reports, time.monotonic() - start), flush=True)
     return reports

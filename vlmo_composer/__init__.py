@@ -7,8 +7,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "VLMo": "vlmo_composer.model",
     "VLMoConfig": "vlmo_composer.model",
+    "VLMoCLIP": "vlmo_composer.inference",
     "VLMoInference": "vlmo_composer.inference",
+    "create_model": "vlmo_composer.inference",
     "create_model_and_transforms": "vlmo_composer.inference",
+    "get_tokenizer": "vlmo_composer.inference",
     "list_pretrained": "vlmo_composer.checkpoints.pretrained",
     "load_beit": "vlmo_composer.checkpoints",
     "load_official": "vlmo_composer.checkpoints",

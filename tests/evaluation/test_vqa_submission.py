@@ -82,7 +82,8 @@ def test_validation_reports_official_accuracy_of_its_predictions(recipe, synthet
     cfg.eval_loaders[0].num_workers = 0
     load_weights(task, exported, "safetensors")
     results = evaluate(cfg, "exported", task, torch.device("cpu"))["val"]
-    assert set(results) == {"VQAScore", "VQAAccuracy"}
+    assert set(results) == {"VQAScore", "VQAAccuracy", "samples", "wall_s"}
+    assert results["samples"] == len(rows(val))
     # The same predictions written as a file (--allow-answers) and scored against the raw answers.
     path = tmp_path / "val.json"
     write_split_submission(cfg, task, torch.device("cpu"), "val", str(path), allow_answers=True)

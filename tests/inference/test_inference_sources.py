@@ -16,7 +16,7 @@ from vlmo_composer.training.builders import build_optimizer, build_task
 from vlmo_composer.training.config import load_config
 from vlmo_composer.data.tokenizer import bundled_vocab_path
 from vlmo_composer.data.vqa_answers import answer_vocab_to_json
-from vlmo_composer.inference import VLMoInference, create_model_and_transforms
+from vlmo_composer.inference import VLMoCLIP, VLMoInference, create_model_and_transforms, get_tokenizer
 
 
 def all_outputs(inference: VLMoInference, images) -> dict[str, torch.Tensor]:
@@ -46,11 +46,14 @@ def test_export_loads_back_to_identical_outputs(full_model, images, tmp_path):
     weights = load_file(str(folder / "model.safetensors"))
     assert weights.keys() == full_model.state_dict().keys()
 
-    loaded, preprocess, tokenizer = create_model_and_transforms(folder)
+    loaded = VLMoInference.from_pretrained(folder)
     assert loaded.config == full_model.config
     assert loaded.answers == ANSWERS
-    assert preprocess is loaded.preprocess and tokenizer is loaded.tokenizer
-    assert tokenizer(CAPTIONS)["input_ids"] == original.tokenizer(CAPTIONS)["input_ids"]
+    assert loaded.tokenizer(CAPTIONS)["input_ids"] == original.tokenizer(CAPTIONS)["input_ids"]
+    model, _, preprocess_val = create_model_and_transforms(folder)
+    assert isinstance(model, VLMoCLIP) and model.config == full_model.config and model.answers == ANSWERS
+    assert preprocess_val.image_size == 32
+    assert torch.equal(get_tokenizer(folder)(CAPTIONS), loaded.tokenize(CAPTIONS)["input_ids"])
     after = all_outputs(loaded, images)
     for key in before:
         assert torch.equal(before[key], after[key]), key
@@ -127,7 +130,7 @@ task:
   model: {model}
 train_loader:
   name: vqa
-  dataset: {{local: {tmp}/unused, image_size: 32, max_text_len: 16}}
+  dataset: {{local: {tmp}/unused, image_size: 32, max_text_len: 16, hflip: false, scale: [0.8, 1.0]}}
 optimizer: {{name: adamw, lr: 1.0e-2}}
 scheduler: {{name: constant_with_warmup, t_warmup: 0ba}}
 max_duration: 1ba
@@ -182,6 +185,16 @@ def test_composer_checkpoint_through_its_training_yaml(composer_run):
     answers = inference.answer_questions(images, questions)
     assert len(answers) == 4 and set(answers) <= set(ANSWERS)
 
+    # open_clip's entry point: the run's model, its training loader's augmentation, its text length.
+    model, preprocess_train, preprocess_val = create_model_and_transforms(str(yaml))
+    with torch.no_grad():
+        pixels = torch.stack([preprocess_val(im.convert("RGB")) for im in images])
+        logits = model.vqa_logits(pixels, get_tokenizer(str(yaml))(questions))
+    assert model.answers == ANSWERS and torch.allclose(logits, inference.vqa_logits(images, questions), atol=1e-6)
+    assert (preprocess_train.train, preprocess_train.hflip, preprocess_train.scale) == (True, False, (0.8, 1.0))
+    assert get_tokenizer(str(yaml)).context_length == 16
+
+
 
 def test_composer_checkpoint_given_explicitly(composer_run):
     """``kind="composer"`` with the model's shape: heads, 32 px and 16 tokens come from the weights."""
@@ -215,7 +228,7 @@ def test_a_pickle_posing_as_an_official_file_is_refused_without_running(tmp_path
     with pytest.raises(ValueError, match="weights_only=True"):
         VLMoInference.from_pretrained(path, size="base")
     with pytest.raises(ValueError, match="weights_only=True"):
-        create_model_and_transforms(path, size="base", kind="official")
+        create_model_and_transforms("base", pretrained=path, kind="official")
     assert not marker.exists()
 
 

@@ -31,6 +31,10 @@ def test_readme_inference_example_runs_after_the_quickstart(quickstart, monkeypa
 
     printed = capsys.readouterr().out
     assert namespace["image_features"].shape == (3, 128) and namespace["text_features"].shape == (2, 128)
+    assert namespace["text_probs"].shape == (2, 3)
+    assert isinstance(namespace["model"], torch.nn.Module)
+    assert namespace["preprocess_train"].train and not namespace["preprocess_val"].train
+    assert torch.equal(namespace["image_features"], namespace["tasks"].encode_images(namespace["gallery"]))
     assert namespace["hits"].indices.shape == (2, 2) and namespace["match"].shape == (3, 2)
     assert namespace["predicted"].shape == (3,)
     print(printed)

@@ -183,6 +183,22 @@ def test_metric_joins_by_id_and_drops_repeats():
     assert got["tr_r1"].dtype == torch.float64
 
 
+def test_metric_reports_chance_for_the_curves_when_asked():
+    """Training-time evaluation logs chance beside the recalls (curves draws it as a line).
+    With 6, 2 and 1 caption(s) per image a random ranking's TR@1 is n_i / N per image,
+    1 / Ni on average, as IR@1's."""
+    image_feats, image_ids, text_feats, _, text_ids = _retrieval_data()
+    text_to_image = torch.tensor([0] * 6 + [1] * 2 + list(range(2, 9)))
+    text_feats, text_ids = text_feats[: len(text_to_image)], text_ids[: len(text_to_image)]
+    with_chance, plain = RetrievalRecall(with_chance=True), RetrievalRecall()
+    for metric in (with_chance, plain):
+        metric.update(image_feats, image_ids, text_feats, image_ids[text_to_image], text_ids)
+    got = {k: v.item() for k, v in with_chance.compute().items()}
+    assert got.pop("chance_tr_r1") == pytest.approx(1 / 9) and got.pop("chance_ir_r1") == pytest.approx(1 / 9)
+    assert got == retrieval_recall(image_feats, text_feats, text_to_image)
+    assert {k: v.item() for k, v in plain.compute().items()} == got
+
+
 def test_metric_reset_clears_state():
     image_feats, image_ids, text_feats, text_to_image, text_ids = _retrieval_data()
     metric = RetrievalRecall()

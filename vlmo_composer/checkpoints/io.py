@@ -6,7 +6,7 @@ import fnmatch
 import os
 import zipfile
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Union
+from typing import Iterable, Mapping, Optional, Union
 
 import torch
 
@@ -67,6 +67,7 @@ class LoadReport:
     allowed_missing: list[str] = field(default_factory=list)
     allowed_unexpected: list[str] = field(default_factory=list)
     weights: str = ""  # which set of a Composer checkpoint was read (EMA or raw); not part of the match
+    batch: Optional[int] = None  # a Composer checkpoint's step: batches trained (its state's timestamp)
 
     def __str__(self) -> str:
         lines = [f"adapted: {a}" for a in self.adapted]

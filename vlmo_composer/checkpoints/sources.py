@@ -192,12 +192,15 @@ def select_composer_weights(
     return (_other_set(model, ema, path) if ema_active else model), "weights: raw training weights (not the EMA)"
 
 
-def read_composer_weights(path: str, weights: Optional[str] = None) -> tuple[dict[str, torch.Tensor], str]:
-    """``(VLMo weights, which set)`` of one of our Composer checkpoints (``state/model/model.*``).
+def read_composer_weights(
+    path: str, weights: Optional[str] = None, announce: bool = True
+) -> tuple[dict[str, torch.Tensor], str, Optional[int]]:
+    """``(VLMo weights, which set, step)`` of one of our Composer checkpoints (``state/model/model.*``).
 
     Composer checkpoints are pickles, so this runs only on a path the user named as
     ``composer``. ``weights`` picks the EMA or raw set (:func:`select_composer_weights`),
-    and the choice is printed: the two can differ a lot.
+    and the choice is printed (unless the caller reports it: ``announce=False``): the two
+    can differ a lot. The step is the batches trained, from the state's timestamp.
     """
     weight_set(weights)  # a bad choice fails before the (large) file is read
     if not os.path.exists(path):
@@ -210,8 +213,11 @@ def read_composer_weights(path: str, weights: Optional[str] = None) -> tuple[dic
     if not isinstance(inner, dict):
         raise ValueError(f"{path} is not a Composer checkpoint (no state/model)")
     model, line = select_composer_weights(inner, path, weights)
-    print(f"{line}, from {path}", file=sys.stderr)
-    return {k[len("model."):]: v for k, v in model.items() if k.startswith("model.")}, line
+    if announce:
+        print(f"{line}, from {path}", file=sys.stderr)
+    stamp = inner.get("timestamp") or {}  # Composer writes {"Timestamp": Timestamp.state_dict()}
+    batch = stamp.get("Timestamp", stamp).get("batch")
+    return {k[len("model."):]: v for k, v in model.items() if k.startswith("model.")}, line, batch
 
 
 def composer_model_weights(path: str, weights: Optional[str] = None) -> dict[str, torch.Tensor]:
@@ -252,12 +258,14 @@ def load_weights_into(
     allow_missing: Iterable[str] = (),
     allow_unexpected: Iterable[str] = (),
     weights: Optional[str] = None,
+    announce: bool = True,
 ) -> LoadReport:
     """Load a source into ``model`` after the official adaptations (resolution, text length, modality row).
 
     Every key must match unless a glob allows it; a 224 px stage-3 checkpoint can so
     start a 384 px fine-tune, or NLVR2 with its third modality row. ``weights``:
-    a Composer checkpoint's EMA or raw set (default EMA when the run had it).
+    a Composer checkpoint's EMA or raw set (default EMA when the run had it), said on
+    stderr unless ``announce=False`` (the caller reports ``LoadReport.weights``).
     """
     kind = weight_kind(kind)
     check_weight_set(kind, weights)
@@ -267,7 +275,7 @@ def load_weights_into(
         return load_beit(local, model)
     report = LoadReport()
     if kind == "composer":
-        source, report.weights = read_composer_weights(local, weights)
+        source, report.weights, report.batch = read_composer_weights(local, weights, announce)
     else:
         source = read_weights(kind, local, weights)
     check_same_size(source, model.config, str(path))

@@ -8,6 +8,9 @@ table; ``--output`` writes the numbers as JSON.
 ``python eval.py zeroshot ...`` is zero-shot classification and ``python eval.py
 vqa-score ...`` the official VQA scoring of a results file (see ``--help`` there);
 ``--vqa-submission F --split test-dev`` writes the VQA server's results file.
+Under ``composer -n N eval.py ...`` every task and option runs on all N ranks, each
+reading its share of a split, with the numbers of one process
+(:mod:`vlmo_composer.evaluation.ranks`); rank 0 prints and writes them.
 """
 
 from __future__ import annotations
@@ -15,17 +18,20 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from composer.utils import dist
 
+from vlmo_composer.checkpoints.io import LoadReport
 from vlmo_composer.checkpoints.sources import check_weight_set, fetch_source
 from vlmo_composer.common.errors import ConfigError
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.data.local_cache import cache_namespace
 from vlmo_composer.evaluation.evaluators import EvalRun, evaluator_for
+from vlmo_composer.evaluation.ranks import join_ranks
 from vlmo_composer.evaluation.vqa_submission import SubmissionError, find_split, write_split_submission
 from vlmo_composer.evaluation.args import parse_args
 from vlmo_composer.evaluation.weights import chosen_weights, default_checkpoint
@@ -37,19 +43,27 @@ from vlmo_composer.training.run_checks import check_s3_credentials, s3_locations
 from vlmo_composer.training.usage import config_problem
 
 
-def load_weights(task, path: str, kind: str, weights: Optional[str] = None) -> str:
-    """Put the weights into ``task.model`` by the task's own rules; returns a description of the source.
+def load_weights(task, path: str, kind: str, weights: Optional[str] = None) -> tuple[str, LoadReport]:
+    """Put the weights into ``task.model`` by the task's own rules; returns a description of the
+    source (printed once, in the summary) and the load report.
 
     ``weights`` (``--weights-set``): a Composer checkpoint's EMA or raw set.
     """
     check_weight_set(kind, weights, "--weights-set")
     init = InitFrom(kind=kind, path=path, weights=weights)
     try:
-        report = task.initialise(init)
+        report = task.initialise(init, announce=False)
     except ValueError as err:  # unreadable file, another model size: the message names the path
         raise ConfigError(str(err).replace("init_from.path: ", "")) from None
+    step = f" (batch {report.batch})" if report.batch is not None else ""  # a Composer checkpoint's step
     which = f"; {report.weights}" if report.weights else ""  # a run with EMA: which of its two sets
-    return f"{kind} weights {path}{which}" + ("" if str(report) == "exact match" else f" ({report})")
+    return f"{kind} weights {path}{step}{which}" + ("" if str(report) == "exact match" else f" ({report})"), report
+
+
+def checkpoint_record(path: str, kind: str, report: LoadReport) -> dict[str, Any]:
+    """What ``--output`` says was evaluated: the weights' path and kind, and a Composer
+    checkpoint's step (batches trained, from its state's timestamp)."""
+    return {"path": path, "kind": kind, **({"batch": report.batch} if report.batch is not None else {})}
 
 
 def describe_weights(path: str, kind: str) -> str:
@@ -63,7 +77,10 @@ def describe_weights(path: str, kind: str) -> str:
 
 
 def evaluate(cfg: TrainConfig, weights_from: str, task, device: torch.device, rerank_k: int = 0) -> dict[str, Any]:
-    """Every eval loader of ``cfg`` through the evaluator registered for the task's name."""
+    """Every eval loader of ``cfg`` through the evaluator registered for the task's name.
+
+    Each split's record gets its wall time (``wall_s``) next to its distinct ``samples``.
+    """
     results: dict[str, Any] = {"weights": weights_from}
     task.to(device).eval()
     batch = cfg.device_eval_batch_size or 32
@@ -75,37 +92,20 @@ def evaluate(cfg: TrainConfig, weights_from: str, task, device: torch.device, re
     run = EvalRun(task, device, loader_factory, rerank_k)
     evaluator = evaluator_for(cfg.task.get("name", ""))
     for i, loader_cfg in enumerate(cfg.eval_loaders):
-        results[loader_cfg.label] = evaluator(run, loader_cfg, i)
+        start = time.perf_counter()
+        record = evaluator(run, loader_cfg, i)
+        results[loader_cfg.label] = {**record, "wall_s": round(time.perf_counter() - start, 3)}
     return results
 
 
-MULTI_RANK_TASKS = ("vl_pretrain", "retrieval")
-
-
-def start_ranks(cfg: TrainConfig, args, device: torch.device) -> torch.device:
-    """Join the launcher's process group for a sharded retrieval evaluation.
-
-    Retrieval gathers every rank's embeddings and ITM scores, so each rank scores the
-    whole split and the numbers equal one process's. Other tasks still run in one
-    process: refusing them beats reporting one rank's share as the whole.
-    """
-    task_name = cfg.task.get("name", "")
-    if task_name not in MULTI_RANK_TASKS or args.vqa_submission:
-        raise ConfigError(f"eval.py evaluates {task_name!r}{' submissions' if args.vqa_submission else ''} in one "
-                          f"process, not on {dist.get_world_size()} ranks: run it with python eval.py "
-                          f"(several ranks work for {', '.join(MULTI_RANK_TASKS)})")
-    if device.type == "cuda":
-        device = torch.device("cuda", dist.get_local_rank())
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.initialize_dist("gpu" if device.type == "cuda" else "cpu")
-    return device
+REPORT_KEYS = ("weights", "world_size", "checkpoint", "load_s")  # results' entries that are no split
+TIMING_KEYS = ("samples", "wall_s", "seconds")
 
 
 def format_table(results: dict[str, Any]) -> str:
     lines = [f"weights: {results['weights']}"]
     for label, record in results.items():
-        if label == "weights":
+        if label in REPORT_KEYS:
             continue
         if "tr_r1" in record:
             lines.append(f"\n{label}: image-text retrieval (% recall)")
@@ -121,9 +121,22 @@ def format_table(results: dict[str, Any]) -> str:
                 lines.append(f"re-ranking changed the top-1 of {record['reranked']['changed_top1']} queries "
                              f"(past the top {record['reranked']['k']} the dual-encoder order is kept)")
         else:
-            numbers = ", ".join(f"{k} {v * 100:.2f}" for k, v in record.items() if isinstance(v, float))
+            numbers = ", ".join(f"{k} {v * 100:.2f}" for k, v in record.items()
+                                if isinstance(v, float) and k not in TIMING_KEYS)
             lines.append(f"\n{label}: {numbers}")
     return "\n".join(lines)
+
+
+def timing_lines(results: dict[str, Any]) -> str:
+    """Per phase: loading the weights, then each split's time and samples/s; the rank count."""
+    phases = [f"load weights {results['load_s']:.1f} s"]  # then each split's in results' order
+    for label, record in results.items():
+        if label not in REPORT_KEYS:
+            rate = record["samples"] / record["wall_s"] if record["wall_s"] > 0 else float("inf")
+            phases.append(f"{label} {record['wall_s']:.1f} s ({record['samples']} samples, {rate:.1f} samples/s)")
+    world = results["world_size"]
+    ranks = "1 rank" if world == 1 else f"{world} ranks (each read its share of every split; numbers of the whole)"
+    return "time: " + "; ".join(phases) + f"\nevaluated on {ranks}"
 
 
 def flat_summary(results: dict[str, Any]) -> dict[str, Any]:
@@ -138,10 +151,6 @@ def flat_summary(results: dict[str, Any]) -> dict[str, Any]:
 def main(argv: Optional[list[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["zeroshot"]:
-        if dist.get_world_size() > 1:  # one rank's share reported as the whole would be a wrong number
-            print(f"eval error: eval.py zeroshot runs in one process, not on {dist.get_world_size()} ranks: "
-                  "run it with python eval.py zeroshot ...", file=sys.stderr)
-            return 2
         from vlmo_composer.evaluation.zeroshot import main as zeroshot_main
 
         return zeroshot_main(argv[1:])
@@ -164,8 +173,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = load_config(args.config, args.overrides)
         if not cfg.eval_loaders:
             raise ConfigError(f"{args.config} has no eval_loaders to evaluate on")
-        if dist.get_world_size() > 1 and not args.dry_run:
-            device = start_ranks(cfg, args, device)
+        if not args.dry_run:
+            device = join_ranks(device)
         if args.dry_run:
             path, kind = chosen_weights(args, default_checkpoint(cfg))
             print(eval_summary(cfg, args.config, describe_weights(path, kind)))
@@ -176,10 +185,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                               ("weights", path)])  # what evaluation reads: not the training run's paths
         if args.vqa_submission:
             find_split(cfg, args.split)  # a wrong label fails before any weights are read
+        named = path  # what --output records: the weights as named (s3://, a pretrained name), not a fetched copy
         if kind == "auto":
             path, kind = fetch_source(path)  # the kind is guessed from what arrived (s3:// fetched first)
+        start = time.perf_counter()
         task = build_task(resolved.without_init().on_device("cpu"))
-        weights = load_weights(task, path, kind, args.weights_set)
+        weights, report = load_weights(task, path, kind, args.weights_set)
+        load_s = time.perf_counter() - start
     except (ConfigError, FileNotFoundError, KeyError, ValueError, PermissionError) as err:
         print(f"eval error: {err}", file=sys.stderr)
         return 2
@@ -191,18 +203,24 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     if args.vqa_submission:
         try:
+            start = time.perf_counter()
             written = write_split_submission(cfg, task, device, args.split, args.vqa_submission, args.allow_answers)
+            predict_s = time.perf_counter() - start
         except SubmissionError as err:
             print(f"eval error: {err}", file=sys.stderr)
             return 2
-        print(f"weights: {weights}\n{args.split}: {written['questions']} answers written to {args.vqa_submission}")
+        if dist.get_global_rank() == 0:
+            print(f"weights: {weights}\n{args.split}: {written['questions']} answers written to {args.vqa_submission}")
+            print(timing_lines({"load_s": load_s, "world_size": dist.get_world_size(),
+                                args.split: {"samples": written["questions"], "wall_s": predict_s}}))
         return 0
     results = evaluate(cfg, weights, task, device, args.rerank_k)
+    results.update(world_size=dist.get_world_size(), checkpoint=checkpoint_record(named, kind, report),
+                   load_s=round(load_s, 3))
     if dist.get_global_rank() > 0:  # every rank computed the same numbers: rank 0 reports them
         return 0
     print(format_table(results))
-    if dist.get_world_size() > 1:
-        print(f"evaluated on {dist.get_world_size()} ranks (each encoded its share; scored on the whole split)")
+    print(timing_lines(results))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(flat_summary(results), indent=2) + "\n")

@@ -1,7 +1,8 @@
 """Evaluators registered per task name: what ``eval.py`` runs on each eval loader.
 
 A task without its own evaluator gets :func:`task_metrics` (its Composer eval
-metrics, in one process). Register one for a new task without forking::
+metrics; on several ranks each reads its share and the metrics gather and count
+every sample once, by id). Register one for a new task without forking::
 
     from vlmo_composer.evaluation.evaluators import evaluators
     evaluators.register("my_task", my_evaluator)  # (EvalRun, LoaderConfig, label) -> dict
@@ -14,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 
+from vlmo_composer.evaluation.ranks import distinct_count
 from vlmo_composer.evaluation.retrieval import evaluate_retrieval, retrieval_record
 from vlmo_composer.registry import Registry
 
@@ -36,7 +38,11 @@ def evaluator_for(task_name: str) -> Callable[..., dict[str, Any]]:
 
 @torch.no_grad()
 def run_task_metrics(task, loader, device: torch.device, collect=None) -> dict[str, Any]:
-    """Any task's own Composer metrics, computed in one process (``collect`` sees every batch)."""
+    """Any task's own Composer metrics (``collect`` sees every batch).
+
+    On several ranks the metrics' ``compute`` gathers every rank's samples and drops
+    the ones the sampler repeated (:mod:`vlmo_composer.metrics.common`).
+    """
     metrics = task.get_metrics(is_train=False)
     for batch in loader:
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -56,7 +62,11 @@ def run_task_metrics(task, loader, device: torch.device, collect=None) -> dict[s
 
 
 def task_metrics(run: EvalRun, loader_cfg, index: int) -> dict[str, Any]:
-    return run_task_metrics(run.task, run.loader_factory(loader_cfg, index), run.device)
+    """The task's metrics, and how many distinct samples they saw (all ranks together)."""
+    seen: list[torch.Tensor] = []
+    values = run_task_metrics(run.task, run.loader_factory(loader_cfg, index), run.device,
+                              collect=lambda batch, _: seen.append(batch["sample_index"].cpu()))
+    return {**values, "samples": distinct_count(torch.cat(seen) if seen else torch.empty(0, dtype=torch.long))}
 
 
 @evaluators.register("vl_pretrain")
@@ -64,4 +74,4 @@ def task_metrics(run: EvalRun, loader_cfg, index: int) -> dict[str, Any]:
 def retrieval(run: EvalRun, loader_cfg, index: int) -> dict[str, Any]:
     """Dual-encoder recall, and ITM re-ranked recall when ``rerank_k`` > 0."""
     result = evaluate_retrieval(run.task.model, lambda: run.loader_factory(loader_cfg, index), run.device, run.rerank_k)
-    return retrieval_record(result)
+    return {**retrieval_record(result), "samples": result.samples}

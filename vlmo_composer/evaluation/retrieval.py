@@ -23,8 +23,9 @@ from typing import Any, Iterable, Optional
 import torch
 from composer.utils import dist
 
+from vlmo_composer.evaluation.ranks import unique_first
 from vlmo_composer.evaluation.rerank import reranked_ranks, reranked_top1
-from vlmo_composer.metrics import Ranking, rank_queries, recall_from_ranks
+from vlmo_composer.metrics import Ranking, chance_recall, rank_queries, recall_from_ranks
 from vlmo_composer.tasks.retrieval_eval import retrieval_batch_features
 
 
@@ -51,6 +52,7 @@ class RetrievalResult:
     rerank_k: int = 0
     chance: dict[str, float] = field(default_factory=dict)
     changed_top1: int = 0  # queries whose top-1 changed under re-ranking
+    samples: int = 0  # distinct images of the split
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -72,9 +74,10 @@ def collect_features(model, loader: Iterable[dict], device: torch.device) -> Ret
         parts["mask"].append(batch["attention_mask"].flatten(0, 1)[keep].cpu())
     cat = {k: torch.cat(v) for k, v in parts.items()}
     if dist.get_world_size() > 1:  # each rank read its share of the split: score the whole of it
-        cat = {k: torch.cat([part[k] for part in dist.all_gather_object(cat)]) for k in cat}
-    image_ids, first = _unique_first(cat["image_ids"])
-    text_ids, text_first = _unique_first(cat["text_ids"])
+        gathered = dist.all_gather_object(cat)  # once: inside the comprehension it ran once per key
+        cat = {k: torch.cat([part[k] for part in gathered]) for k in cat}
+    image_ids, first = unique_first(cat["image_ids"])
+    text_ids, text_first = unique_first(cat["text_ids"])
     text_image_ids = cat["text_image_ids"][text_first]
     return RetrievalFeatures(
         image_feats=cat["image_feats"][first],
@@ -88,19 +91,9 @@ def collect_features(model, loader: Iterable[dict], device: torch.device) -> Ret
     )
 
 
-def _unique_first(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sorted unique ids and the first position of each (samplers may repeat samples)."""
-    unique, inverse = torch.unique(ids, sorted=True, return_inverse=True)
-    positions = torch.arange(len(ids))
-    first = torch.full((len(unique),), len(ids), dtype=torch.long).scatter_reduce(0, inverse, positions, "amin")
-    return unique, first
-
-
-def chance_recall(features: RetrievalFeatures) -> dict[str, float]:
+def chance_of(features: RetrievalFeatures) -> dict[str, float]:
     """Expected TR@1 / IR@1 of a random ranking (for judging a small run)."""
-    num_images, num_texts = len(features.image_ids), len(features.text_ids)
-    captions_per_image = torch.bincount(features.text_to_image, minlength=num_images).double()
-    return {"chance_tr_r1": (captions_per_image / num_texts).mean().item(), "chance_ir_r1": 1.0 / num_images}
+    return chance_recall(features.text_to_image, len(features.image_ids))
 
 
 def dual_rankings(features: RetrievalFeatures, k: int = 0) -> tuple[Ranking, Ranking]:
@@ -186,7 +179,8 @@ def evaluate_retrieval(model, loader_factory, device: torch.device, rerank_k: in
     start = time.perf_counter()
     tr, ir = dual_rankings(features, rerank_k)
     dual = recall_from_ranks(tr.ranks, ir.ranks)
-    result = RetrievalResult(dual, features.seconds + time.perf_counter() - start, chance=chance_recall(features))
+    result = RetrievalResult(dual, features.seconds + time.perf_counter() - start, chance=chance_of(features),
+                             samples=len(features.image_ids))
     if rerank_k > 0:
         start = time.perf_counter()
         itm_tr, itm_ir = itm_rerank(model, features, tr.top_indices, ir.top_indices, loader_factory(), device)

@@ -6,7 +6,8 @@ The split is a loader of the YAML's ``predict_loaders`` (``test-dev``, ``test``:
 splits without answers, which training never reads) or of its
 ``eval_loaders``. A submission made from a split whose questions carry
 annotator answers (val) is almost always a mistake, so it is refused unless
-``--allow-answers`` is given.
+``--allow-answers`` is given. On several ranks each predicts its share of the split,
+the predictions are gathered and rank 0 writes the file, byte for byte one process's.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from composer.utils import dist
 
 from vlmo_composer.training.config import EvalLoaderConfig, TrainConfig
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.data.local_cache import cache_namespace
-from vlmo_composer.metrics import write_vqa_submission
+from vlmo_composer.metrics import gather_predictions, write_vqa_submission
 
 
 class SubmissionError(ValueError):
@@ -56,7 +58,10 @@ def predict_answers(task, loader, device: torch.device, split: str, allow_answer
 def write_split_submission(
     cfg: TrainConfig, task, device: torch.device, split: str, path: str, allow_answers: bool = False
 ) -> dict[str, Any]:
-    """Predict every question of ``split`` and write ``[{question_id, answer}]`` to ``path``."""
+    """Predict every question of ``split`` and write ``[{question_id, answer}]`` to ``path`` (rank 0).
+
+    Collective when distributed: every rank predicts its share and all take part in the gather.
+    """
     if getattr(task, "answers", None) is None:
         raise SubmissionError("a VQA submission needs a VQA task with an answer_vocab (answer strings)")
     where, loader_cfg = find_split(cfg, split)
@@ -64,5 +69,6 @@ def write_split_submission(
                               cache_namespace=cache_namespace(cfg.run_name, f"predict-{split}"))
     task.to(device).eval()
     predictions = predict_answers(task, loader, device, split, allow_answers)
-    written = write_vqa_submission(path, list(predictions), list(predictions.values()))
+    ids, answers = gather_predictions(list(predictions), list(predictions.values()))
+    written = write_vqa_submission(path, ids, answers) if dist.get_global_rank() == 0 else len(set(ids))
     return {"split": split, "loader": where, "questions": written, "submission": path}

@@ -4,6 +4,7 @@ from vlmo_composer.metrics.nlvr2 import NLVR2Accuracy, nlvr2_sentence_key
 from vlmo_composer.metrics.retrieval import (
     Ranking,
     RetrievalRecall,
+    chance_recall,
     rank_queries,
     recall_from_ranks,
     recall_from_scores,
@@ -27,6 +28,7 @@ __all__ = [
     "RetrievalRecall",
     "VQAAccuracy",
     "VQAScore",
+    "chance_recall",
     "gather_predictions",
     "nlvr2_sentence_key",
     "rank_queries",

@@ -246,6 +246,12 @@ def _best_k(values: Tensor, indices: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values.gather(1, order), indices.gather(1, order)
 
 
+def chance_recall(text_to_image: Tensor, num_images: int) -> dict[str, float]:
+    """Expected TR@1 / IR@1 of a random ranking: the line a small run's recall is judged against."""
+    captions_per_image = torch.bincount(text_to_image, minlength=num_images).double()
+    return {"chance_tr_r1": (captions_per_image / len(text_to_image)).mean().item(), "chance_ir_r1": 1.0 / num_images}
+
+
 def recall_from_ranks(tr_ranks: Tensor, ir_ranks: Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """:func:`retrieval_recall`'s keys from the ranks of image queries and caption queries."""
     return _recalls(tr_ranks, ir_ranks, ks)
@@ -319,11 +325,13 @@ class RetrievalRecall(IdKeyedMetric):
     """
 
     def __init__(
-        self, ks: Sequence[int] = DEFAULT_KS, chunk_size: int = DEFAULT_CHUNK_SIZE, **kwargs: Any
+        self, ks: Sequence[int] = DEFAULT_KS, chunk_size: int = DEFAULT_CHUNK_SIZE, with_chance: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.ks = tuple(int(k) for k in ks)
         self.chunk_size = chunk_size
+        self.with_chance = with_chance  # also return chance_tr_r1 / chance_ir_r1
         # Features are stored flattened so every state is 1-D (see IdKeyedMetric).
         for name, dtype in (
             ("image_feats", torch.float32),
@@ -398,6 +406,8 @@ class RetrievalRecall(IdKeyedMetric):
                 "images that never reached RetrievalRecall.update"
             )
         recalls = retrieval_recall(image_feats, text_feats, text_to_image, self.ks, self.chunk_size)
+        if self.with_chance:  # logged beside the recalls, so a run's curves can draw the chance line
+            recalls |= chance_recall(text_to_image, len(image_ids))
         return {key: torch.tensor(value, dtype=torch.float64) for key, value in recalls.items()}
 
     def _unique_rows(self, feats_name: str, ids_name: str) -> tuple[Tensor, Tensor, Tensor]:

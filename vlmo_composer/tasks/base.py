@@ -108,8 +108,9 @@ class VLMoTask(ComposerModel):
         return self.model.config
 
     # ------------------------------------------------------------------ init & freezing
-    def initialise(self, init: InitFrom) -> LoadReport:
-        """Load ``init`` with this task's rules for which heads may be absent or extra."""
+    def initialise(self, init: InitFrom, announce: bool = True) -> LoadReport:
+        """Load ``init`` with this task's rules for which heads may be absent or extra
+        (``announce``: say on stderr which set of a Composer checkpoint was read)."""
         if init.kind != "safetensors":  # an exported folder, checked by its loader
             check_checkpoint_file(str(init.path), "init_from.path")
         return load_weights_into(
@@ -117,6 +118,7 @@ class VLMoTask(ComposerModel):
             allow_missing=[*self.init_allow_missing, *init.allow_missing],
             allow_unexpected=[*self.init_allow_unexpected, *init.allow_unexpected],
             weights=init.weights,
+            announce=announce,
         )
 
     def freeze(self, trainable: Optional[tuple[str, ...] | list[str]], strict: bool = True) -> None:

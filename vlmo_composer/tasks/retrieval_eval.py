@@ -38,7 +38,7 @@ class RetrievalEvalMixin:
         return outputs if outputs is not None else retrieval_batch_features(self.model, batch)
 
     def get_metrics(self, is_train: bool = False) -> dict:
-        return {} if is_train else {"RetrievalRecall": RetrievalRecall()}
+        return {} if is_train else {"RetrievalRecall": RetrievalRecall(with_chance=True)}
 
     def update_metric(self, batch: Any, outputs: dict, metric) -> None:
         metric.update(**outputs)

@@ -1,52 +1,27 @@
-"""Inference API: load a VLMo from any source, encode, retrieve, answer, export.
+"""Task helpers over :class:`~vlmo_composer.inference.VLMoCLIP`: galleries and files in, answers out.
 
-open_clip's shape, so its users feel at home::
-
-    model, preprocess, tokenizer = create_model_and_transforms("exported/vlmo-vqa")
-    answers = model.answer_questions(["cat.jpg"], ["what animal is this?"])
-
-Sources and their kinds are those of :mod:`vlmo_composer.checkpoints.sources`
-(local or ``s3://``):
-
-* ``safetensors``: an exported folder (``model.safetensors`` + ``config.json`` +
-  tokenizer files + ``answer_vocab.json``, written by :meth:`VLMoInference.export`):
-  everything needed is in it;
-* ``official``: an official VLMo file, read with ``torch.load(weights_only=True)``;
-  the file records no shape, so pass ``size``;
-* ``composer``: one of our Composer checkpoints, only when named: they are
-  pickles and unpickling can run code, so a file is never unpickled because of
-  what it looks like (:meth:`VLMoInference.from_training_config` reads the exact
-  model config from the training YAML).
-
-Images are PIL images, file paths (``str`` or ``Path``), bytes or pixel tensors;
-texts are strings. Methods say which argument is which, so a string is never
-guessed to be a text or a path.
-
-Outputs come back on the CPU in float32 whatever the device, so galleries of any
-size stay off the accelerator and results compare across devices.
+:class:`VLMoInference` takes images as PIL images, file paths (``str`` or ``Path``),
+bytes or pixel tensors and texts as strings (:mod:`.inputs`), batches them, runs without
+gradients (under CUDA autocast when asked) and returns results on the CPU in
+float32, so galleries of any size stay off the accelerator and results compare
+across devices. Retrieval (with ITM re-ranking), zero-shot classification, VQA
+answers and NLVR2 are each a few lines over the model's own methods.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import torch
-from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
-from vlmo_composer.checkpoints.pretrained import pretrained_size
-from vlmo_composer.checkpoints.safetensors_io import CONFIG_NAME, WEIGHTS_NAME, save_safetensors
-from vlmo_composer.checkpoints.sources import build_model, fetch_source, local_copy
-from vlmo_composer.checkpoints.timm_export import TIMM_CONFIG_NAME, TIMM_WEIGHTS_NAME, save_timm_beit, timm_beit_kwargs
-from vlmo_composer.data.images import decode_image
-from vlmo_composer.data.tokenizer import encode_text, get_tokenizer
+from vlmo_composer.data.tokenizer import get_tokenizer
 from vlmo_composer.data.transforms import ImageTransform, build_image_transform
-from vlmo_composer.data.vqa_answers import answer_vocab_from_json, answer_vocab_to_json
 from vlmo_composer.evaluation.rerank import rerank_candidates, reranked_scores
 from vlmo_composer.evaluation.zeroshot_classifier import (
     ZeroShotClassifier,
@@ -54,15 +29,11 @@ from vlmo_composer.evaluation.zeroshot_classifier import (
     load_class_names,
     load_templates,
 )
+from vlmo_composer.inference.factory import LoadedModel, PathOrList, export_model, load_model
+from vlmo_composer.inference.inputs import Images, Texts, image_list, pixel_tensor, tokenize
+from vlmo_composer.inference.model import VLMoCLIP
+from vlmo_composer.inference.tokenizer import VLMoTokenizer
 from vlmo_composer.model import VLMo, VLMoConfig
-
-ANSWER_VOCAB_NAME = "answer_vocab.json"
-TOKENIZER_CONFIG_NAME = "tokenizer_config.json"  # its presence marks exported tokenizer files
-
-ImageInput = Union[torch.Tensor, Image.Image, str, os.PathLike, bytes]
-Images = Union[torch.Tensor, Image.Image, str, os.PathLike, bytes, Sequence[ImageInput]]
-Texts = Union[str, Sequence[str], Mapping[str, torch.Tensor]]
-PathOrList = Union[str, os.PathLike, Sequence[str]]
 
 
 @dataclass
@@ -85,12 +56,14 @@ class NLVR2Prediction:
 
 
 class VLMoInference:
-    """A VLMo in eval mode with its preprocessing, tokenizer and answer vocabulary.
+    """A :class:`VLMoCLIP` in eval mode with its preprocessing, tokenizer and answer vocabulary.
 
     Args:
-        model: the network (moved to ``device`` and put in eval mode).
+        model: the network, as a :class:`VLMoCLIP` or a bare :class:`VLMo` (moved to
+            ``device`` and put in eval mode; ``.model`` is the :class:`VLMo`, ``.clip`` the module).
         tokenizer: defaults to the bundled BERT uncased vocabulary.
-        answers: VQA answer strings in label order (needed by :meth:`answer_questions`).
+        answers: VQA answer strings in label order (needed by :meth:`answer_questions`;
+            default: the model's own).
         device: where the forward passes run.
         dtype: compute precision. Weights stay float32; ``bfloat16``/``float16``
             run under autocast, which only CUDA supports here.
@@ -98,8 +71,8 @@ class VLMoInference:
 
     def __init__(
         self,
-        model: VLMo,
-        tokenizer: Optional[PreTrainedTokenizerBase] = None,
+        model: Union[VLMo, VLMoCLIP],
+        tokenizer: Union[PreTrainedTokenizerBase, VLMoTokenizer, None] = None,
         answers: Optional[Sequence[str]] = None,
         device: Union[str, torch.device] = "cpu",
         dtype: torch.dtype = torch.float32,
@@ -112,21 +85,24 @@ class VLMoInference:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {self.device} requested but CUDA is not available")
         self.dtype = dtype
-        self.model = model.to(self.device).eval()
-        self.tokenizer = tokenizer if tokenizer is not None else get_tokenizer()
+        if isinstance(tokenizer, VLMoTokenizer):
+            tokenizer = tokenizer.tokenizer
+        self.tokenizer: PreTrainedTokenizerBase = tokenizer if tokenizer is not None else get_tokenizer()
+        if isinstance(model, VLMo):
+            model = VLMoCLIP(model, self.tokenizer.pad_token_id, answers)
+        elif answers is not None:
+            model = VLMoCLIP(model.vlmo, model.pad_token_id, answers)
+        self.clip: VLMoCLIP = model.to(self.device).eval()
+        self.model: VLMo = self.clip.vlmo
         self.preprocess: ImageTransform = build_image_transform(self.config.image_size, train=False)
-        self.answers: Optional[list[str]] = None
-        if answers is not None:
-            self.answers = list(answers)
-            if len(self.answers) != self.config.vqa_num_labels:
-                raise ValueError(
-                    f"the answer vocabulary has {len(self.answers)} answers but the model's VQA head has "
-                    f"{self.config.vqa_num_labels} outputs"
-                )
 
     @property
     def config(self) -> VLMoConfig:
         return self.model.config
+
+    @property
+    def answers(self) -> Optional[list[str]]:
+        return self.clip.answers
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -143,35 +119,19 @@ class VLMoInference:
         weights: Optional[str] = None,
         **model_overrides: Any,
     ) -> "VLMoInference":
-        """Load from an exported (safetensors) folder, an official file or (``kind="composer"``) a Composer checkpoint.
+        """Load a source of :mod:`vlmo_composer.inference.factory` (``size`` names the architecture of a
+        file; see :func:`~vlmo_composer.inference.factory.load_model` for the rest).
 
-        Args:
-            source: a folder (safetensors), a file, local or ``s3://``; a pretrained name
-                (``list_pretrained()``: its size comes with it) or an ``https://`` file, cached.
-            kind: ``auto`` (folder -> safetensors, file -> official), or name the kind:
-                ``official``, ``safetensors`` or ``composer`` (``exported`` is deprecated).
-            size: named size (``base``, ``large``, ...) or a config, for files: their
-                heads, resolution and (Composer) text length are read from the weights.
-            image_size: run at another resolution (relative table interpolated).
-            answer_vocab: ``answer_vocab.json`` path or answers in label order
-                (exported folders carry theirs).
-            tokenizer: a tokenizer or a name/path for ``get_tokenizer`` (exported
-                folders carry theirs; default: the bundled BERT uncased vocabulary).
-            weights: for a Composer checkpoint of a run with EMA, ``"ema"`` (the default when
-                it has them) or ``"raw"`` (the training weights); a line says which was loaded.
-            model_overrides: other :class:`VLMoConfig` fields the training run changed.
+        ``tokenizer``: a tokenizer or a name/path for transformers (exported folders carry
+        theirs; default: the bundled BERT uncased vocabulary).
         """
-        size = size if size is not None else pretrained_size(source)  # a pretrained name knows its size
-        local, kind = fetch_source(source, kind)  # s3:// downloaded once, here
-        folder = Path(local) if kind == "safetensors" else None
-        model = build_model(local, kind, size, image_size, weights=weights, **model_overrides)
-        if answer_vocab is None and folder is not None and (folder / ANSWER_VOCAB_NAME).exists():
-            answer_vocab = str(folder / ANSWER_VOCAB_NAME)
-        if tokenizer is None and folder is not None and (folder / TOKENIZER_CONFIG_NAME).exists():
-            tokenizer = str(folder)
-        if tokenizer is None or isinstance(tokenizer, str):
-            tokenizer = get_tokenizer(tokenizer)
-        return cls(model, tokenizer, _read_answers(answer_vocab), device, dtype)
+        if size is None:
+            loaded = load_model(source, kind=kind, image_size=image_size, answer_vocab=answer_vocab,
+                                weights=weights, **model_overrides)
+        else:
+            loaded = load_model(size, source, kind=kind, image_size=image_size, answer_vocab=answer_vocab,
+                                weights=weights, **model_overrides)
+        return cls._from_loaded(loaded, tokenizer, device, dtype)
 
     @classmethod
     def from_training_config(
@@ -190,92 +150,31 @@ class VLMoInference:
         A VQA task's ``answer_vocab`` comes along. ``weights``: ``"ema"`` (default when
         the run had EMA) or ``"raw"``; :meth:`export` writes the set loaded here.
         """
-        # Imported here so that inference alone never loads the training stack (Composer, Streaming).
-        from vlmo_composer.evaluation.weights import trained_model
+        loaded = load_model(yaml_path, checkpoint, weights=weights, overrides=overrides)
+        return cls._from_loaded(loaded, None, device, dtype)
 
-        model, answers = trained_model(yaml_path, checkpoint, overrides, weights)
-        return cls(model, None, answers, device, dtype)
+    @classmethod
+    def _from_loaded(
+        cls, loaded: LoadedModel, tokenizer: Union[str, PreTrainedTokenizerBase, None],
+        device: Union[str, torch.device], dtype: torch.dtype,
+    ) -> "VLMoInference":
+        tokenizer = loaded.tokenizer if tokenizer is None else tokenizer
+        if tokenizer is None or isinstance(tokenizer, str):
+            tokenizer = get_tokenizer(tokenizer)
+        return cls(loaded.vlmo, tokenizer, loaded.answers, device, dtype)
 
     # ------------------------------------------------------------------ inputs
     def tokenize(self, texts: Texts) -> dict[str, torch.Tensor]:
-        """``input_ids`` and ``attention_mask`` ``[N, max_text_len]`` (padded as in training).
-
-        A mapping with ``input_ids`` (and optionally ``attention_mask``) is taken as
-        already tokenised, for models whose vocabulary is not the tokenizer's.
-        """
-        if isinstance(texts, Mapping):
-            if "input_ids" not in texts:
-                raise ValueError("tokenised texts need 'input_ids' (and optionally 'attention_mask')")
-            ids = torch.as_tensor(texts["input_ids"]).long()
-            mask = torch.as_tensor(texts.get("attention_mask", torch.ones_like(ids))).long()
-            if ids.ndim != 2 or mask.shape != ids.shape:
-                raise ValueError(
-                    f"input_ids must be [N, T] with an attention_mask of the same shape; got "
-                    f"{tuple(ids.shape)} and {tuple(mask.shape)}"
-                )
-            if ids.shape[1] > self.config.max_text_len:
-                raise ValueError(f"texts of {ids.shape[1]} tokens exceed max_text_len={self.config.max_text_len}")
-        else:
-            texts = [texts] if isinstance(texts, str) else list(texts)
-            if not texts:
-                raise ValueError("no texts given")
-            bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-            if bad:
-                raise TypeError(f"texts must be strings; items {bad[:10]} are not")
-            enc = encode_text(texts, self.config.max_text_len, self.tokenizer)
-            ids, mask = enc["input_ids"], enc["attention_mask"]
-        if len(ids) == 0:
-            raise ValueError("no texts given")
-        outside = ids[(ids < 0) | (ids >= self.config.vocab_size)]
-        if len(outside):
-            raise ValueError(
-                f"token id {int(outside[0])} is outside the model's vocabulary of {self.config.vocab_size}: "
-                "the tokenizer does not match this model (pass token ids that fit it)"
-            )
-        return {"input_ids": ids, "attention_mask": mask}
+        """``input_ids`` and ``attention_mask`` ``[N, max_text_len]`` (see :func:`.inputs.tokenize`)."""
+        return tokenize(texts, self.config, self.tokenizer)
 
     def _image_list(self, images: Images) -> Union[torch.Tensor, list]:
-        """A ``[N, 3, S, S]`` pixel tensor, or a list of images preprocessed lazily by :meth:`_pixels`."""
-        if torch.is_tensor(images):
-            pixels = images.unsqueeze(0) if images.ndim == 3 else images
-            self._check_pixels(pixels, "images")
-            return pixels
-        items = [images] if isinstance(images, (Image.Image, str, os.PathLike, bytes)) else list(images)
-        if not items:
-            raise ValueError("no images given")
-        return items
-
-    def _check_pixels(self, pixels: torch.Tensor, what: str) -> None:
-        size = self.config.image_size
-        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (self.config.in_chans, size, size):
-            raise ValueError(
-                f"{what}: pixel tensors must be [N, {self.config.in_chans}, {size}, {size}] (use .preprocess); "
-                f"got {tuple(pixels.shape)}"
-            )
-
-    def _pixel_tensor(self, item: ImageInput, index: int) -> torch.Tensor:
-        if torch.is_tensor(item):
-            self._check_pixels(item.unsqueeze(0), f"image {index}")
-            return item
-        if isinstance(item, (str, os.PathLike)):
-            try:
-                image = decode_image(Path(item).read_bytes())
-            except (OSError, ValueError) as err:
-                raise ValueError(f"image {index} ({item}): {err}") from err
-        elif isinstance(item, bytes):
-            image = decode_image(item)
-        elif isinstance(item, Image.Image):
-            image = item.convert("RGB")
-        else:
-            raise TypeError(
-                f"image {index} is a {type(item).__name__}; expected a PIL image, a path, bytes or a pixel tensor"
-            )
-        return self.preprocess(image)
+        return image_list(images, self.config)
 
     def _pixels(self, images: Union[torch.Tensor, list], rows: Sequence[int]) -> torch.Tensor:
         if torch.is_tensor(images):
             return images[torch.as_tensor(rows, dtype=torch.long)].to(self.device, torch.float32)
-        return torch.stack([self._pixel_tensor(images[i], i) for i in rows]).to(self.device)
+        return torch.stack([pixel_tensor(images[i], i, self.preprocess, self.config) for i in rows]).to(self.device)
 
     @contextlib.contextmanager
     def _running(self) -> Iterator[None]:
@@ -305,7 +204,7 @@ class VLMoInference:
         for rows in _batches(len(images), batch_size):
             pixels = self._pixels(images, rows)
             with self._running():
-                out.append(self.model.encode_image(pixels).float().cpu())
+                out.append(self.clip.encode_image(pixels, normalize=True).float().cpu())
         return torch.cat(out)
 
     def encode_texts(self, texts: Texts, batch_size: int = 256) -> torch.Tensor:
@@ -316,7 +215,7 @@ class VLMoInference:
         for rows in _batches(len(tokens["input_ids"]), batch_size):
             ids, mask = (tokens[k][rows].to(self.device) for k in ("input_ids", "attention_mask"))
             with self._running():
-                out.append(self.model.encode_text(ids, mask).float().cpu())
+                out.append(self.clip.encode_text(ids, normalize=True, attention_mask=mask).float().cpu())
         return torch.cat(out)
 
     def similarity(self, images_or_features: Any, texts_or_features: Any) -> torch.Tensor:
@@ -416,7 +315,7 @@ class VLMoInference:
             pixels = self._pixels(images, i.tolist())
             ids, mask = (tokens[key][t].to(self.device) for key in ("input_ids", "attention_mask"))
             with self._running():
-                out.append(head(self.model.fuse(ids, mask, pixels).pooled).float().cpu())
+                out.append(head(self.clip.encode_fused(pixels, ids, mask)).float().cpu())
         return torch.cat(out)
 
     # ------------------------------------------------------------------ VQA
@@ -452,7 +351,7 @@ class VLMoInference:
             ids, mask = (tokens[key][rows].to(self.device) for key in ("input_ids", "attention_mask"))
             pixels_left, pixels_right = self._pixels(left, rows), self._pixels(right, rows)
             with self._running():
-                out.append(self.model.nlvr2_pair_logits(ids, mask, pixels_left, pixels_right).float().cpu())
+                out.append(self.clip.nlvr2_logits(pixels_left, pixels_right, ids, mask).float().cpu())
         return torch.cat(out)
 
     def predict_nlvr2(
@@ -464,80 +363,12 @@ class VLMoInference:
 
     # ------------------------------------------------------------------ export
     def export(self, folder: Union[str, os.PathLike], overwrite: bool = False, timm: bool = False) -> Path:
-        """Write a folder :meth:`from_pretrained` loads to bit-identical outputs.
-
-        ``model.safetensors`` + ``config.json`` (no pickle anywhere), the tokenizer
-        (``vocab.txt`` and its settings) and ``answer_vocab.json`` when known. ``timm``
-        adds the vision tower as a timm BEiT (``timm_model.safetensors`` +
-        ``timm_config.json``, see :mod:`vlmo_composer.checkpoints.timm_export`).
-        """
-        folder = Path(folder)
-        ours = (WEIGHTS_NAME, CONFIG_NAME, TOKENIZER_CONFIG_NAME, ANSWER_VOCAB_NAME,
-                TIMM_WEIGHTS_NAME, TIMM_CONFIG_NAME)
-        existing = [name for name in ours if (folder / name).exists()]
-        if existing and not overwrite:
-            raise FileExistsError(f"{folder} already holds {existing}; pass overwrite=True to replace them")
-        if timm:
-            timm_beit_kwargs(self.config)  # a model timm cannot express fails before anything is written
-        save_safetensors(self.model, folder)
-        if timm:
-            save_timm_beit(self.model, folder)
-        else:
-            for name in (TIMM_WEIGHTS_NAME, TIMM_CONFIG_NAME):  # a stale backbone would not match the new weights
-                (folder / name).unlink(missing_ok=True)
-        self.tokenizer.save_pretrained(str(folder))
-        answers_path = folder / ANSWER_VOCAB_NAME
-        if self.answers is not None:
-            answers_path.write_text(answer_vocab_to_json(self.answers) + "\n")
-        elif answers_path.exists():
-            answers_path.unlink()  # a stale vocabulary would be loaded with the new weights
-        return folder
-
-
-def create_model_and_transforms(
-    source: Union[str, os.PathLike],
-    size: Union[str, VLMoConfig, None] = None,
-    image_size: Optional[int] = None,
-    device: Union[str, torch.device] = "cpu",
-    dtype: torch.dtype = torch.float32,
-    answer_vocab: Optional[PathOrList] = None,
-    kind: str = "auto",
-    weights: Optional[str] = None,
-    **model_overrides: Any,
-) -> tuple[VLMoInference, ImageTransform, PreTrainedTokenizerBase]:
-    """``(model, preprocess, tokenizer)`` as open_clip returns them; see :meth:`VLMoInference.from_pretrained`.
-
-    A training YAML (``.yaml`` / ``.yml``) as ``source`` loads the model that run built
-    with its latest checkpoint (:meth:`VLMoInference.from_training_config`), so a
-    finished run needs neither a size nor a kind.
-    """
-    if str(source).endswith((".yaml", ".yml")):
-        if size is not None or image_size is not None or answer_vocab is not None or kind != "auto" or model_overrides:
-            raise ValueError(f"{source}: a training YAML names its own model, size, kind and answer vocabulary")
-        model = VLMoInference.from_training_config(str(source), device=device, dtype=dtype, weights=weights)
-    else:
-        model = VLMoInference.from_pretrained(
-            source, kind=kind, size=size, image_size=image_size, answer_vocab=answer_vocab,
-            device=device, dtype=dtype, weights=weights, **model_overrides,
-        )
-    return model, model.preprocess, model.tokenizer
+        """Write a folder that loads back to bit-identical outputs (see
+        :func:`~vlmo_composer.inference.factory.export_model`)."""
+        return export_model(self.model, folder, self.tokenizer, self.answers, overwrite, timm)
 
 
 # ---------------------------------------------------------------------- helpers
-def _read_answers(answer_vocab: Optional[PathOrList]) -> Optional[list[str]]:
-    if answer_vocab is None:
-        return None
-    if isinstance(answer_vocab, (str, os.PathLike)):
-        try:
-            return answer_vocab_from_json(Path(local_copy(answer_vocab)).read_text())
-        except ValueError as err:
-            raise ValueError(f"{answer_vocab}: {err}") from err
-    answers = list(answer_vocab)
-    if not all(isinstance(a, str) for a in answers):
-        raise TypeError("answer_vocab must be a path or a list of answer strings")
-    return answers
-
-
 def _batches(n: int, batch_size: int) -> Iterator[list[int]]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
