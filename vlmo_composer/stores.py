@@ -309,7 +309,8 @@ class GCSStore(Store):
             raise StoreError(url, f"cannot reach the endpoint ({type(err).__name__})", endpoint=True) from None
         except RetryError as err:  # retried until the policy's time ran out
             if isinstance(err.cause, (TransportError, RequestsConnectionError)):
-                raise StoreError(url, f"cannot reach the endpoint ({type(err.cause).__name__})", endpoint=True) from None
+                reason = f"cannot reach the endpoint ({type(err.cause).__name__})"
+                raise StoreError(url, reason, endpoint=True) from None
         except GoogleAuthError as err:
             raise StoreError(url, f"credentials refused ({str(err).splitlines()[0][:200]})") from None
         # Other API errors (an outage past the retries): the operation that meets it reports it.
@@ -395,7 +396,8 @@ def open_store(url: str) -> tuple[Store, str]:
     """``(store, key)`` of ``scheme://bucket/key``."""
     scheme, bucket, key = split_url(url)
     if scheme not in STORES:
-        raise ValueError(f"{url}: unsupported store; use one of {', '.join(s + '://' for s in SCHEMES)} or a local path")
+        supported = ", ".join(s + "://" for s in SCHEMES)
+        raise ValueError(f"{url}: unsupported store; use one of {supported} or a local path")
     return STORES[scheme](bucket), key
 
 
@@ -447,7 +449,8 @@ def fetch(url: str, destination: str | None = None) -> str:
             return str(local)
         inside = [k for k in keys if k.startswith(key + "/")] if key else keys
         if not inside:
-            shutil.rmtree(target, ignore_errors=True) if destination is None else None
+            if destination is None:
+                shutil.rmtree(target, ignore_errors=True)
             raise FileNotFoundError(f"{url} not found (no object and no folder of that name)")
         for name in inside:
             local = target / name[len(key) + 1 if key else 0:]

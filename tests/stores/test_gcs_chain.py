@@ -11,7 +11,6 @@ emulator by ``STORAGE_EMULATOR_HOST`` and Google default credentials.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
