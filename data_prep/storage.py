@@ -1,4 +1,4 @@
-"""Where a converted dataset goes: a local folder or an ``s3://`` prefix.
+"""Where a converted dataset goes: a local folder or an object-store prefix.
 
 The writer only needs a handful of operations (read/write a small text file,
 list groups, delete a subtree, make a group's files visible), so both kinds of
@@ -6,16 +6,15 @@ destination offer exactly those. Remote groups are written to a local staging
 folder, uploaded as soon as they are finished, and the staging copy removed,
 so a conversion never needs the whole dataset on local disk.
 
-Any S3-compatible store works: the endpoint comes from ``S3_ENDPOINT_URL``,
-as Streaming and Composer read it (plain boto3 does not, so it is passed here).
-
-Retry policy (a flaky or throttling store): every request is tried up to
-``AWS_MAX_ATTEMPTS`` times (default 8, exported for the Streaming uploader that
-``merge_index`` uses too) in botocore's ``standard`` mode (``AWS_RETRY_MODE``):
-exponential backoff with jitter on connection errors, timeouts, 500/502/503/504
-and throttling (``SlowDown``). A request that sends no byte for
-``VLMO_S3_READ_TIMEOUT`` seconds (default 60) is abandoned and retried. A
-conversion that still fails resumes where it stopped when run again.
+Remote destinations (``s3://``, ``gs://``, ``azure://``) go through
+:mod:`vlmo_composer.stores`: the variables Streaming and Composer read (e.g.
+``S3_ENDPOINT_URL``, ``STORAGE_EMULATOR_HOST``), one retry policy for every store
+(``AWS_MAX_ATTEMPTS`` attempts, default 8, backoff with jitter on connection
+errors, timeouts, 429/5xx and throttling; ``VLMO_S3_READ_TIMEOUT`` seconds, default
+60, without a byte abandons a request and retries it), paginated listing. The
+merged ``index.json`` is written locally and uploaded with the same client, last:
+a dataset without it is not complete. A conversion that still fails resumes where
+it stopped when run again.
 """
 
 from __future__ import annotations
@@ -27,19 +26,11 @@ import urllib.parse
 from abc import ABC, abstractmethod
 from typing import Any
 
+from data_prep.common import ConversionError
+from vlmo_composer import stores
+from vlmo_composer.stores import DEFAULT_MAX_ATTEMPTS, READ_TIMEOUT_ENV, s3_client_config  # noqa: F401
+
 MergeOut = str | tuple[str, str]
-DEFAULT_MAX_ATTEMPTS = 8
-READ_TIMEOUT_ENV = "VLMO_S3_READ_TIMEOUT"
-
-
-def s3_client_config() -> Any:
-    """The botocore config of every client data_prep creates (see the module doc)."""
-    from botocore.config import Config
-
-    os.environ.setdefault("AWS_MAX_ATTEMPTS", str(DEFAULT_MAX_ATTEMPTS))
-    return Config(retries={"mode": os.environ.get("AWS_RETRY_MODE", "standard"),
-                           "total_max_attempts": int(os.environ["AWS_MAX_ATTEMPTS"])},
-                  connect_timeout=10, read_timeout=float(os.environ.get(READ_TIMEOUT_ENV, 60)))
 
 
 class Destination(ABC):
@@ -86,20 +77,33 @@ class Destination(ABC):
     def merge_out(self) -> MergeOut:
         """The ``out`` argument for Streaming's ``merge_index`` at this root."""
 
+    def publish_file(self, rel: str) -> None:
+        """Make a file written at ``stage_dir(rel)`` visible at ``rel`` (the merged index)."""
+
     def join(self, rel: str) -> str:
         return self.url.rstrip("/") + "/" + rel if rel else self.url
 
 
 def open_destination(url: str, staging_dir: str | None = None) -> Destination:
-    """A destination for a local path or an ``s3://bucket/prefix`` url."""
+    """A destination for a local path or an object-store url (``s3://``, ``gs://``, ``azure://``).
+
+    A remote one is checked first (bucket, credentials, endpoint): a
+    :class:`~data_prep.common.ConversionError` naming the URL and the variables to set,
+    before anything is written.
+    """
     scheme = urllib.parse.urlparse(url).scheme
-    if scheme == "s3":
+    if scheme in stores.SCHEMES:
+        try:
+            stores.check_access(url)
+        except stores.StoreError as err:
+            raise ConversionError(str(err)) from None
         if staging_dir:
             os.makedirs(staging_dir, exist_ok=True)
-        return S3Destination(url, tempfile.mkdtemp(prefix="data_prep_staging_", dir=staging_dir))
+        return RemoteDestination(url, tempfile.mkdtemp(prefix="data_prep_staging_", dir=staging_dir))
     if scheme in ("", "file"):
         return LocalDestination(url[len("file://"):] if scheme == "file" else url)
-    raise ValueError(f"unsupported output location {url!r}: use a local folder or s3://bucket/prefix")
+    raise ValueError(f"unsupported output location {url!r}: use a local folder or "
+                     f"{', '.join(s + '://bucket/prefix' for s in stores.SCHEMES)}")
 
 
 class LocalDestination(Destination):
@@ -151,68 +155,48 @@ class LocalDestination(Destination):
         return self.path
 
 
-class S3Destination(Destination):
-    def __init__(self, url: str, staging_dir: str) -> None:
-        parsed = urllib.parse.urlparse(url)
-        if not parsed.netloc:
-            raise ValueError(f"s3 url {url!r} has no bucket")
-        self.url = url.rstrip("/")
-        self.bucket = parsed.netloc
-        self.prefix = parsed.path.strip("/")
-        self.staging_dir = staging_dir
-        self._client: Any = None
-        self._client_pid = -1
-        os.environ.setdefault("AWS_MAX_ATTEMPTS", str(DEFAULT_MAX_ATTEMPTS))  # Streaming's uploader too
+class RemoteDestination(Destination):
+    """A prefix on an object store (:mod:`vlmo_composer.stores`: ``s3://``, ``gs://``, ``azure://``)."""
 
-    def __getstate__(self) -> dict[str, Any]:
-        # boto3 clients are neither picklable nor safe to share across processes.
-        return {**self.__dict__, "_client": None, "_client_pid": -1}
+    def __init__(self, url: str, staging_dir: str) -> None:
+        self.url = url.rstrip("/")
+        self.store, key = stores.open_store(self.url)
+        self.bucket = self.store.bucket
+        self.prefix = key.strip("/")
+        self.staging_dir = staging_dir
+        stores.max_attempts()  # exports AWS_MAX_ATTEMPTS for Streaming's clients too
 
     @property
     def client(self) -> Any:
-        if self._client is None or self._client_pid != os.getpid():
-            import boto3
+        return self.store.client
 
-            self._client = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL"),
-                                        config=s3_client_config())
-            self._client_pid = os.getpid()
-        return self._client
-
-    def child(self, name: str) -> S3Destination:
-        return S3Destination(f"{self.url}/{name}", os.path.join(self.staging_dir, name))
+    def child(self, name: str) -> RemoteDestination:
+        return RemoteDestination(f"{self.url}/{name}", os.path.join(self.staging_dir, name))
 
     def _key(self, rel: str) -> str:
         return "/".join(p for p in (self.prefix, rel) if p)
 
     def read_text(self, rel: str) -> str | None:
-        try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(rel))
-        except self.client.exceptions.NoSuchKey:
-            return None
-        return obj["Body"].read().decode("utf-8")
+        data = self.store.read_bytes(self._key(rel))
+        return None if data is None else data.decode("utf-8")
 
     def write_text(self, rel: str, text: str) -> None:
         # A PUT is atomic: readers see the old object or the whole new one.
-        self.client.put_object(Bucket=self.bucket, Key=self._key(rel), Body=text.encode("utf-8"))
+        self.store.write_bytes(self._key(rel), text.encode("utf-8"))
 
     def _keys(self, rel: str = "") -> list[str]:
         prefix = self._key(rel)
-        prefix = prefix + "/" if prefix else ""
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+        return self.store.list(prefix + "/" if prefix else "")
 
     def is_empty(self) -> bool:
         prefix = self._key("")
-        listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=prefix + "/" if prefix else "", MaxKeys=1)
-        return not listing.get("Contents")
+        return not self.store.list(prefix + "/" if prefix else "", limit=1)
 
     def delete(self, rel: str = "") -> None:
         keys = self._keys(rel)
         if rel:
             keys += [self._key(rel)]  # the object itself when rel names a file
-        for i in range(0, len(keys), 1000):
-            batch = [{"Key": k} for k in keys[i : i + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        self.store.delete(keys)
         shutil.rmtree(os.path.join(self.staging_dir, rel) if rel else self.staging_dir,
                       ignore_errors=True)
 
@@ -226,21 +210,27 @@ class S3Destination(Destination):
             for name in sorted(files):
                 path = os.path.join(root, name)
                 rel_path = os.path.relpath(path, self.staging_dir).replace(os.sep, "/")
-                self.client.upload_file(path, self.bucket, self._key(rel_path))
+                self.store.upload_file(path, self._key(rel_path))
                 if name != "index.json":
                     os.remove(path)
 
-    def index_url(self, rel: str) -> tuple[str, str]:
-        # merge_index reads the local copy when present; fetching missing ones here
-        # reuses one client (merge_index would open a new one per file).
+    def index_url(self, rel: str) -> str:
+        # merge_index reads local copies only: fetched here with this store's client, so the
+        # merge needs no Streaming client for the store (Streaming's Azure one has a fixed endpoint).
         local = self.stage_dir(rel)
         if not os.path.exists(local):
             os.makedirs(os.path.dirname(local), exist_ok=True)
-            self.client.download_file(self.bucket, self._key(rel), local)
-        return (local, self.join(rel))
+            self.store.download_file(self._key(rel), local)
+        return local
+
+    def publish_file(self, rel: str) -> None:
+        self.store.upload_file(self.stage_dir(rel), self._key(rel))
 
     def discard_staging(self) -> None:
         shutil.rmtree(self.staging_dir, ignore_errors=True)
 
     def merge_out(self) -> MergeOut:
-        return (self.staging_dir, self.url)
+        return self.staging_dir
+
+
+S3Destination = RemoteDestination  # the name before other stores

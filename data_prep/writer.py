@@ -327,6 +327,7 @@ def _merge_index(dest: Destination, groups: list[str]) -> None:
     logging.disable(logging.WARNING)  # merge_index warns about its temp folders on the root logger
     try:
         merge_index(urls, dest.merge_out())
+        dest.publish_file("index.json")  # remote: uploaded last, after every group
     finally:
         logging.disable(previous)
 

@@ -18,8 +18,8 @@ default the EMA (averaged) ones are read, ``weights="raw"`` picks the training o
 (:func:`select_composer_weights`), and one line says which set was loaded.
 
 ``exported`` is the deprecated name of ``safetensors`` (accepted with a
-``FutureWarning``). ``s3://`` sources are downloaded with boto3 (honouring
-``S3_ENDPOINT_URL``, as Composer and Streaming do); a folder is every object under
+``FutureWarning``). ``s3://``, ``gs://`` and ``azure://`` sources are downloaded by
+:mod:`vlmo_composer.stores` (the variables Streaming and Composer read); a folder is every object under
 its prefix, and a missing ``X`` with an ``X.symlink`` (Composer's remote ``latest``
 pointer) is the object that pointer names. A pretrained name
 (``vlmo-base-patch16-coco-retrieval``, an ``official`` file whose size the registry
@@ -32,13 +32,13 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
 import torch
 
+from vlmo_composer import stores
 from vlmo_composer.checkpoints import pretrained
 from vlmo_composer.checkpoints.beit import load_beit
 from vlmo_composer.checkpoints.io import LoadReport, check_and_load, read_state_dict
@@ -55,9 +55,6 @@ EMA_ALGORITHM = "EMA"  # the name Composer serialises the EMA algorithm's state 
 WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 DEPRECATED_KINDS = {"exported": "safetensors"}
 POSITIONS_KEY = "text_embeddings.position_embeddings.weight"
-# Composer uploads ``latest-rank0.pt`` as ``latest-rank0.pt.symlink`` holding the real object key
-# (and follows it when the plain key is missing, as done here).
-SYMLINK_SUFFIX = ".symlink"
 
 
 def weight_kind(kind: str, where: str = "kind") -> str:
@@ -79,15 +76,17 @@ def guess_kind(local_path: str) -> str:
 
 # ---------------------------------------------------------------------- fetching
 def local_copy(path: Union[str, os.PathLike]) -> str:
-    """``path`` itself when local; an ``s3://`` file or folder is downloaded to a temp dir first, a
+    """``path`` itself when local; an object-store file or folder (``s3://``, ``gs://``, ``azure://``:
+    :func:`vlmo_composer.stores.fetch`) is downloaded to a temp dir first, a
     pretrained name or an ``https://`` file into the cache (once)."""
     path = os.fspath(path)
-    if path.startswith("s3://"):
-        return _download_s3(path)
+    if stores.is_remote(path):
+        return stores.fetch(path)
     if pretrained.is_url(path):
         return str(pretrained.download_url(path))
     if "://" in path:
-        raise ValueError(f"{path}: weights are read from local paths, pretrained names, https:// or s3:// only")
+        raise ValueError(f"{path}: weights are read from local paths, pretrained names, https://, "
+                         f"{', '.join(s + '://' for s in stores.SCHEMES)} only")
     if os.path.exists(path):
         return path
     if pretrained.find_pretrained(path) is not None:
@@ -102,43 +101,6 @@ def check_pretrained_kind(path: Union[str, os.PathLike], kind: str) -> None:
         if kind != entry.kind:
             raise ValueError(f"{os.fspath(path)} is a pretrained {entry.kind} checkpoint: use kind "
                              f"'{entry.kind}', not '{kind}'")
-
-
-def _download_s3(uri: str) -> str:
-    import boto3
-    from botocore.exceptions import ClientError, NoCredentialsError
-
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    client = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None)
-    destination = Path(tempfile.mkdtemp(prefix="vlmo_weights_"))
-    prefix = key.rstrip("/") + "/"
-    try:
-        listed = client.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/"))
-        keys = [o["Key"] for o in listed.get("Contents", [])]
-        if key.rstrip("/") in keys:  # one file
-            target = destination / os.path.basename(key)
-            client.download_file(bucket, key, str(target))
-            return str(target)
-        if key + SYMLINK_SUFFIX in keys:  # Composer's remote "latest" pointer: the object key it names
-            pointed = client.get_object(Bucket=bucket, Key=key + SYMLINK_SUFFIX)["Body"].read().decode().strip()
-            target = destination / os.path.basename(key)
-            client.download_file(bucket, pointed, str(target))
-            return str(target)
-        inside = [k for k in keys if k.startswith(prefix)]
-        if not inside:
-            raise FileNotFoundError(f"{uri} not found (no object and no folder of that name)")
-        for name in inside:  # a folder: every object under it
-            target = destination / name[len(prefix):]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, name, str(target))
-        return str(destination)
-    except NoCredentialsError as err:
-        raise PermissionError(
-            f"cannot read {uri}: no S3 credentials for bucket '{bucket}' (set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY, and S3_ENDPOINT_URL for a non-AWS endpoint)"
-        ) from err
-    except ClientError as err:
-        raise FileNotFoundError(f"cannot read {uri}: {err}") from err
 
 
 def fetch_source(path: Union[str, os.PathLike], kind: str = "auto") -> tuple[str, str]:

@@ -35,6 +35,7 @@ from vlmo_composer.checkpoints.io import check_checkpoint_file
 from vlmo_composer.checkpoints.pretrained import describe_source, is_pretrained_name
 from vlmo_composer.training.run_checks import (
     check_s3_credentials,
+    check_store_access,
     device_batch_size,
     microbatch_warnings,
     s3_locations,
@@ -256,6 +257,7 @@ def train_summary(cfg: TrainConfig, yaml_path: str, overrides: Sequence[str] = (
     ConfigError on what would fail, warns in the summary on what would run but not as meant."""
     resolved = resolve_config(cfg)  # once: every description below reads this one
     check_s3_credentials(s3_locations(cfg))
+    check_store_access(s3_locations(cfg))
     task, lines = describe_model(cfg, resolved)
     epoch_samples, loader_lines = describe_loaders(cfg, train=True)
     lines += loader_lines + describe_steps(cfg, epoch_samples, world_size())
@@ -267,6 +269,7 @@ def eval_summary(cfg: TrainConfig, yaml_path: str, weights: str) -> str:
     """What ``eval.py`` would evaluate (``weights``: a description of the chosen checkpoint)."""
     resolved = resolve_config(cfg)
     check_s3_credentials(s3_locations(cfg))
+    check_store_access((key, uri) for key, uri in s3_locations(cfg) if key.startswith("eval_loaders"))
     _, lines = describe_model(cfg, resolved)
     _, loader_lines = describe_loaders(cfg, train=False)
     lines += loader_lines + [f"weights: {weights}"]

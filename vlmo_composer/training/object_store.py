@@ -12,7 +12,7 @@ Three clients talk to S3 during training, each with its own retry layer:
   ``client_config`` below. Composer's own ``num_attempts`` retries only
   ``ObjectStoreTransientError``, which ``S3ObjectStore`` never raises, so for S3
   botocore's attempts are the only retries of an upload.
-* ``data_prep`` (see ``data_prep/storage.py``): the same environment variables.
+* ``data_prep`` and weight sources (see ``vlmo_composer/stores.py``): the same environment variables.
 
 ``AWS_MAX_ATTEMPTS`` / ``AWS_RETRY_MODE`` set by the user win over the config.
 """

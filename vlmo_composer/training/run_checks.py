@@ -8,10 +8,11 @@ minutes of start-up and behind a long traceback; here each fails at once with a
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 import torch
 
+from vlmo_composer import stores
 from vlmo_composer.checkpoints.io import is_checkpoint_read_error
 from vlmo_composer.common.errors import ConfigError
 from vlmo_composer.training.config import TrainConfig
@@ -67,17 +68,20 @@ def check_run_settings(cfg: TrainConfig, device: Optional[str] = None) -> None:
         raise ConfigError("device: 'gpu' but no CUDA GPU is visible; use device: cpu (with precision: fp32)")
 
 
-# ---------------------------------------------------------------- S3
-def s3_locations(cfg: TrainConfig) -> Iterator[tuple[str, str]]:
-    """``(key, s3://...)`` for every object-store path the run reads or writes."""
+# ---------------------------------------------------------------- object stores
+def store_locations(cfg: TrainConfig) -> Iterator[tuple[str, str]]:
+    """``(key, path)`` for every dataset, checkpoint and weights path the run reads or writes (local or
+    ``scheme://...``; a stream's ``local:`` is listed too, where a URL does not belong)."""
     loaders = [("train_loader", cfg.train_loader)] + [(f"eval_loaders[{i}]", l) for i, l in enumerate(cfg.eval_loaders)]
     for where, loader in loaders:
         yield f"{where}.dataset.remote", loader.dataset.get("remote")
+        yield f"{where}.dataset.local", loader.dataset.get("local")
         streams = loader.dataset.get("streams") or []
         entries = streams.items() if isinstance(streams, dict) else enumerate(streams)
         for name, stream in entries:
             if isinstance(stream, dict):
                 yield f"{where}.dataset.streams.{name}.remote", stream.get("remote")
+                yield f"{where}.dataset.streams.{name}.local", stream.get("local")
     yield "save_folder", cfg.save_folder
     yield "load_path", cfg.load_path
     init_from = cfg.task.get("init_from")
@@ -85,16 +89,70 @@ def s3_locations(cfg: TrainConfig) -> Iterator[tuple[str, str]]:
         yield "task.init_from.path", init_from.get("path")
 
 
-def check_s3_credentials(locations: Iterator[tuple[str, Any]]) -> None:
-    """Fail before any download or upload when an ``s3://`` path is used without credentials."""
-    s3 = [(key, str(uri)) for key, uri in locations if isinstance(uri, str) and uri.startswith("s3://")]
-    if not s3:
-        return
-    import boto3
+s3_locations = store_locations  # the name before other stores
 
-    if boto3.Session().get_credentials() is None:
-        key, uri = s3[0]
-        raise ConfigError(f"{key}: {uri}: no S3 credentials to reach bucket '{bucket_of(uri)}'; set {S3_VARIABLES}")
+
+def _no_credentials(scheme: str) -> bool:
+    """True when a client of ``scheme`` would find no credentials at all (checked offline)."""
+    if scheme == "s3":
+        import boto3
+
+        return boto3.Session().get_credentials() is None
+    if scheme == "gs":
+        if os.environ.get("GCS_KEY") and os.environ.get("GCS_SECRET"):  # HMAC keys, as Streaming/Composer read them
+            return False
+        from google.auth import default as default_auth
+        from google.auth.exceptions import DefaultCredentialsError
+
+        try:
+            default_auth()
+        except DefaultCredentialsError:
+            return True
+        return False
+    if scheme in ("azure", "azure-dl"):
+        return not (os.environ.get("AZURE_ACCOUNT_NAME") or os.environ.get("AZURE_STORAGE_CONNECTION_STRING"))
+    return False  # oci, hf, dbfs, ...: their libraries' own errors
+
+
+def check_store_credentials(locations: Iterable[tuple[str, Any]]) -> None:
+    """Fail before any download or upload when an object-store path is used without credentials,
+    or given as a stream's ``local:``."""
+    checked = set()
+    for key, uri in locations:
+        if not isinstance(uri, str) or "://" not in uri:
+            continue
+        if key.endswith(".local"):
+            raise ConfigError(f"{key}: {uri} is an object-store URL; put it in "
+                              f"{key[:-len('local')]}remote (local: is the cache folder on this machine)")
+        scheme = stores.scheme_of(uri)
+        if scheme in checked:
+            continue
+        checked.add(scheme)
+        if _no_credentials(scheme):
+            variables = S3_VARIABLES if scheme == "s3" else stores.VARIABLES.get(scheme.split("-")[0], "")
+            raise ConfigError(f"{key}: {uri}: no {STORE_NAMES.get(scheme, scheme)} credentials to reach bucket "
+                              f"'{bucket_of(uri)}'; set {variables}")
+
+
+check_s3_credentials = check_store_credentials  # the name before other stores
+STORE_NAMES = {"s3": "S3", "gs": "Google Cloud Storage", "azure": "Azure", "azure-dl": "Azure"}
+
+
+def check_store_access(locations: Iterable[tuple[str, Any]]) -> None:
+    """``--dry-run``: each bucket the run uses exists and the credentials reach it (one request per bucket;
+    ``s3://``, ``gs://``, ``azure://``). A one-line ConfigError naming the key, URL and variables."""
+    seen = set()
+    for key, uri in locations:
+        if not stores.is_remote(uri) or key.endswith(".local"):
+            continue
+        scheme, bucket, _ = stores.split_url(uri)
+        if (scheme, bucket) in seen:
+            continue
+        seen.add((scheme, bucket))
+        try:
+            stores.check_access(uri)
+        except stores.StoreError as err:
+            raise ConfigError(f"{key}: {err}") from None
 
 
 def bucket_of(uri: str) -> str:
@@ -111,6 +169,8 @@ def short_error(err: BaseException, cfg: Optional[TrainConfig] = None) -> Option
         return f"no S3 credentials; set {S3_VARIABLES}"
     if isinstance(err, (ClientError, BotoCoreError)):
         return f"S3 error: {err} (check the bucket, {S3_VARIABLES})"
+    if isinstance(err, stores.StoreError):
+        return str(err)
     if is_checkpoint_read_error(err):
         path = cfg.load_path if cfg is not None and cfg.load_path else "the checkpoint"
         return f"load_path: cannot read {path} ({str(err).splitlines()[0]}); it is truncated or not a checkpoint"

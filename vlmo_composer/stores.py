@@ -1,0 +1,459 @@
+"""Object stores: the one place that reads, writes, lists and deletes objects outside training.
+
+``data_prep`` (outputs), weight sources (``init_from``, ``eval.py --weights``,
+``from_pretrained``), ``classes.json`` and ``answer_vocab.json`` go through
+:func:`open_store` / :func:`fetch`. Each store is reached with the client library
+that Streaming and Composer use for it, configured from the same variables, so
+a dataset or checkpoint this module can reach is one training can reach too:
+
+=========  =====================  ============================================================
+``s3://``  boto3                  ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, ``S3_ENDPOINT_URL``
+``gs://``  google-cloud-storage   ``GOOGLE_APPLICATION_CREDENTIALS`` (or any Google default
+                                  credentials); ``STORAGE_EMULATOR_HOST`` for an emulator
+``azure:`` azure-storage-blob     ``AZURE_ACCOUNT_NAME`` + ``AZURE_ACCOUNT_ACCESS_KEY`` (as Streaming),
+                                  or ``AZURE_STORAGE_CONNECTION_STRING`` (any endpoint, e.g. Azurite)
+=========  =====================  ============================================================
+
+(gcsfs, the fsspec GCS layer, needs google-cloud-storage>=3.11, which Streaming 0.13 forbids;
+the clients above are the ones Streaming and Composer already install.)
+
+Retry policy, the same for every store: ``AWS_MAX_ATTEMPTS`` attempts per request
+(default 8; the name is botocore's, read for every store), exponential backoff
+with jitter on connection errors, timeouts, 429/500/502/503/504 and throttling; a
+request that receives no byte for ``VLMO_S3_READ_TIMEOUT`` seconds (default 60)
+is abandoned and retried; connecting gives up after 10 s. Listing is paginated
+on every store (any number of keys).
+
+A missing bucket, rejected credentials or an unreachable endpoint is a
+:class:`StoreError`: one line naming the URL and the variables to set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import urllib.parse
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+DEFAULT_MAX_ATTEMPTS = 8
+READ_TIMEOUT_ENV = "VLMO_S3_READ_TIMEOUT"
+CONNECT_TIMEOUT = 10.0
+# Composer uploads ``latest-rank0.pt`` as ``latest-rank0.pt.symlink`` holding the real object key.
+SYMLINK_SUFFIX = ".symlink"
+
+VARIABLES = {
+    "s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and S3_ENDPOINT_URL for a non-AWS endpoint)",
+    "gs": "GOOGLE_APPLICATION_CREDENTIALS (and STORAGE_EMULATOR_HOST for a local emulator)",
+    "azure": "AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_ACCESS_KEY, or AZURE_STORAGE_CONNECTION_STRING",
+}
+SCHEMES = tuple(VARIABLES)
+ENDPOINT_VARIABLES = {"s3": "S3_ENDPOINT_URL", "gs": "STORAGE_EMULATOR_HOST",
+                      "azure": "the BlobEndpoint of AZURE_STORAGE_CONNECTION_STRING"}
+
+
+class StoreError(PermissionError):
+    """A store that cannot be used as asked (missing bucket, credentials, endpoint): one line naming the
+    URL and what to set."""
+
+    def __init__(self, url: str, reason: str, endpoint: bool = False) -> None:
+        scheme = scheme_of(url)
+        if endpoint and scheme in ENDPOINT_VARIABLES:
+            hint = f"; check {ENDPOINT_VARIABLES[scheme]} (or unset it for the cloud's own endpoint)"
+        else:
+            hint = f"; set {VARIABLES[scheme]}" if scheme in VARIABLES else ""
+        super().__init__(f"{url}: {reason}{hint}")
+        self.url = url
+
+
+def scheme_of(url: str) -> str:
+    return urllib.parse.urlparse(str(url)).scheme if "://" in str(url) else ""
+
+
+def is_remote(url: Any) -> bool:
+    return isinstance(url, str) and scheme_of(url) in SCHEMES
+
+
+def split_url(url: str) -> tuple[str, str, str]:
+    """``(scheme, bucket, key)`` of ``scheme://bucket/key``."""
+    parsed = urllib.parse.urlparse(url)
+    if not parsed.netloc:
+        raise ValueError(f"{url!r} has no bucket")
+    return parsed.scheme, parsed.netloc, parsed.path.lstrip("/")
+
+
+def max_attempts() -> int:
+    os.environ.setdefault("AWS_MAX_ATTEMPTS", str(DEFAULT_MAX_ATTEMPTS))  # Streaming's boto3 clients too
+    return max(1, int(os.environ["AWS_MAX_ATTEMPTS"]))
+
+
+def read_timeout() -> float:
+    return float(os.environ.get(READ_TIMEOUT_ENV, 60))
+
+
+def s3_client_config() -> Any:
+    """The botocore config of every S3 client made here (see the module doc)."""
+    from botocore.config import Config
+
+    return Config(retries={"mode": os.environ.get("AWS_RETRY_MODE", "standard"), "total_max_attempts": max_attempts()},
+                  connect_timeout=CONNECT_TIMEOUT, read_timeout=read_timeout())
+
+
+class Store(ABC):
+    """One bucket (container) of one store; keys are relative to it. Safe to pickle: clients are
+    made again in each process."""
+
+    scheme: str
+
+    def __init__(self, bucket: str) -> None:
+        self.bucket = bucket
+        self._client: Any = None
+        self._client_pid = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None, "_client_pid": -1}
+
+    @property
+    def client(self) -> Any:
+        if self._client is None or self._client_pid != os.getpid():
+            self._client = self._make_client()
+            self._client_pid = os.getpid()
+        return self._client
+
+    def url(self, key: str = "") -> str:
+        return f"{self.scheme}://{self.bucket}/{key}" if key else f"{self.scheme}://{self.bucket}"
+
+    @abstractmethod
+    def _make_client(self) -> Any: ...
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes | None:
+        """The object, or None when it does not exist."""
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> None:
+        """One PUT: readers see the old object or all of the new one."""
+
+    @abstractmethod
+    def upload_file(self, local: str, key: str) -> None: ...
+
+    @abstractmethod
+    def download_file(self, key: str, local: str) -> None:
+        """Raises FileNotFoundError when the object does not exist."""
+
+    @abstractmethod
+    def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        """Every key starting with ``prefix`` (all pages; at most ``limit``)."""
+
+    @abstractmethod
+    def delete(self, keys: list[str]) -> None:
+        """Remove these keys (missing ones are not an error)."""
+
+    @abstractmethod
+    def check(self, url: str) -> None:
+        """Raise :class:`StoreError` unless the bucket exists and the credentials reach it."""
+
+
+# ------------------------------------------------------------------------------------------- S3
+REFUSED_S3_CODES = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                    "InvalidToken", "AllAccessDisabled", "AccountProblem", "403", "401")
+
+
+class S3Store(Store):
+    scheme = "s3"
+
+    def _make_client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None, config=s3_client_config())
+
+    def read_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def upload_file(self, local: str, key: str) -> None:
+        self.client.upload_file(local, self.bucket, key)
+
+    def download_file(self, key: str, local: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.download_file(self.bucket, key, local)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise FileNotFoundError(self.url(key)) from err
+            raise
+
+    def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        keys: list[str] = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"MaxItems": limit} if limit else {})
+        for page in pages:
+            keys += [obj["Key"] for obj in page.get("Contents", [])]
+        return keys[:limit] if limit else keys
+
+    def delete(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[i: i + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+
+    def check(self, url: str) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+        except NoCredentialsError:
+            raise StoreError(url, "no S3 credentials") from None
+        except EndpointConnectionError as err:
+            raise StoreError(url, f"cannot reach the endpoint ({err})", endpoint=True) from None
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if code == "NoSuchBucket":
+                raise StoreError(url, f"bucket '{self.bucket}' does not exist") from None
+            if code in REFUSED_S3_CODES:
+                raise StoreError(url, f"access refused ({code})") from None
+            # Anything else (an outage, throttling past the retries) is not a setting to change:
+            # the operation that meets it reports it.
+        except (BotoCoreError, ValueError) as err:
+            raise StoreError(url, f"cannot use the store ({err})") from None
+
+
+# ------------------------------------------------------------------------------------------ GCS
+class GCSStore(Store):
+    scheme = "gs"
+
+    def _make_client(self) -> Any:
+        from google.auth import default as default_auth
+        from google.cloud.storage import Client
+
+        # As Streaming and Composer: Google default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud,
+        # the metadata server); google-cloud-storage sends requests to STORAGE_EMULATOR_HOST when set.
+        credentials, project = default_auth()
+        return Client(credentials=credentials, project=project)
+
+    @property
+    def _retry(self) -> Any:
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        # Every request retried, uploads included (an upload rewrites the whole object: idempotent here).
+        # google-api-core bounds retries by time: the backoff (1 s doubling, at most 32 s) of the attempts.
+        return DEFAULT_RETRY.with_timeout(1.0 + sum(min(2.0 ** i, 32.0) for i in range(max_attempts() - 1)))
+
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        return (CONNECT_TIMEOUT, read_timeout())
+
+    def _blob(self, key: str) -> Any:
+        return self.client.bucket(self.bucket).blob(key)
+
+    def read_bytes(self, key: str) -> bytes | None:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return self._blob(key).download_as_bytes(retry=self._retry, timeout=self._timeout)
+        except NotFound:
+            return None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self._blob(key).upload_from_string(data, retry=self._retry, timeout=self._timeout)
+
+    def upload_file(self, local: str, key: str) -> None:
+        self._blob(key).upload_from_filename(local, retry=self._retry, timeout=self._timeout)
+
+    def download_file(self, key: str, local: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            data = self._blob(key).download_as_bytes(retry=self._retry, timeout=self._timeout)
+        except NotFound as err:
+            raise FileNotFoundError(self.url(key)) from err
+        Path(local).write_bytes(data)
+
+    def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        blobs = self.client.list_blobs(self.bucket, prefix=prefix or None, max_results=limit,
+                                       retry=self._retry, timeout=self._timeout)
+        return [b.name for b in blobs]  # the iterator follows every page token
+
+    def delete(self, keys: list[str]) -> None:
+        from google.api_core.exceptions import NotFound
+
+        bucket = self.client.bucket(self.bucket)
+        for key in keys:
+            try:
+                bucket.blob(key).delete(retry=self._retry, timeout=self._timeout)
+            except NotFound:
+                pass
+
+    def check(self, url: str) -> None:
+        from google.api_core.exceptions import Forbidden, NotFound, RetryError, Unauthorized
+        from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError, TransportError
+        from requests.exceptions import ConnectionError as RequestsConnectionError
+
+        try:
+            self.list(limit=1)
+        except DefaultCredentialsError:
+            raise StoreError(url, "no Google Cloud credentials") from None
+        except NotFound:
+            raise StoreError(url, f"bucket '{self.bucket}' does not exist") from None
+        except (Forbidden, Unauthorized) as err:
+            raise StoreError(url, f"access refused ({err.code})") from None
+        except (TransportError, RequestsConnectionError) as err:
+            raise StoreError(url, f"cannot reach the endpoint ({type(err).__name__})", endpoint=True) from None
+        except RetryError as err:  # retried until the policy's time ran out
+            if isinstance(err.cause, (TransportError, RequestsConnectionError)):
+                reason = f"cannot reach the endpoint ({type(err.cause).__name__})"
+                raise StoreError(url, reason, endpoint=True) from None
+        except GoogleAuthError as err:
+            raise StoreError(url, f"credentials refused ({str(err).splitlines()[0][:200]})") from None
+        # Other API errors (an outage past the retries): the operation that meets it reports it.
+
+
+# ---------------------------------------------------------------------------------------- Azure
+class AzureStore(Store):
+    """``azure://<container>/<key>`` (Streaming's form): the account comes from the environment."""
+
+    scheme = "azure"
+
+    def _make_client(self) -> Any:
+        from azure.storage.blob import BlobServiceClient
+
+        policy = dict(retry_total=max_attempts() - 1, connection_timeout=CONNECT_TIMEOUT, read_timeout=read_timeout())
+        connection = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+        if connection:
+            service = BlobServiceClient.from_connection_string(connection, **policy)
+        else:
+            account = os.environ.get("AZURE_ACCOUNT_NAME")
+            if not account:
+                raise StoreError(self.url(), "no Azure account named")
+            service = BlobServiceClient(account_url=f"https://{account}.blob.core.windows.net",
+                                        credential=os.environ.get("AZURE_ACCOUNT_ACCESS_KEY"), **policy)
+        return service.get_container_client(self.bucket)
+
+    def read_bytes(self, key: str) -> bytes | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return self.client.download_blob(key).readall()
+        except ResourceNotFoundError:
+            return None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self.client.upload_blob(key, data, overwrite=True)
+
+    def upload_file(self, local: str, key: str) -> None:
+        with open(local, "rb") as fh:
+            self.client.upload_blob(key, fh, overwrite=True)
+
+    def download_file(self, key: str, local: str) -> None:
+        data = self.read_bytes(key)
+        if data is None:
+            raise FileNotFoundError(self.url(key))
+        Path(local).write_bytes(data)
+
+    def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        keys = []
+        for blob in self.client.list_blobs(name_starts_with=prefix or None):  # follows every page
+            keys.append(blob.name)
+            if limit and len(keys) >= limit:
+                break
+        return keys
+
+    def delete(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), 256):  # a batch request holds at most 256
+            self.client.delete_blobs(*keys[i: i + 256])
+
+    def check(self, url: str) -> None:
+        from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceNotFoundError,
+                                           ServiceRequestError)
+
+        try:
+            self.list(limit=1)
+        except ResourceNotFoundError:
+            raise StoreError(url, f"container '{self.bucket}' does not exist") from None
+        except ClientAuthenticationError:
+            raise StoreError(url, "access refused (the account key does not match)") from None
+        except ServiceRequestError as err:
+            raise StoreError(url, f"cannot reach the endpoint ({type(err).__name__})", endpoint=True) from None
+        except HttpResponseError as err:
+            if err.status_code in (401, 403):
+                raise StoreError(url, f"access refused ({err.error_code or err.status_code})") from None
+        except ValueError as err:  # a malformed connection string or key
+            raise StoreError(url, f"bad credentials ({err})") from None
+
+
+STORES = {"s3": S3Store, "gs": GCSStore, "azure": AzureStore}
+
+
+def open_store(url: str) -> tuple[Store, str]:
+    """``(store, key)`` of ``scheme://bucket/key``."""
+    scheme, bucket, key = split_url(url)
+    if scheme not in STORES:
+        supported = ", ".join(s + "://" for s in SCHEMES)
+        raise ValueError(f"{url}: unsupported store; use one of {supported} or a local path")
+    return STORES[scheme](bucket), key
+
+
+def check_access(url: str) -> None:
+    """Raise :class:`StoreError` unless ``url``'s bucket exists and the credentials reach it."""
+    store, _ = open_store(url)
+    try:
+        store.client  # noqa: B018 - built here: no credentials at all fails now
+    except StoreError:
+        raise
+    except Exception as err:
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise StoreError(url, f"no usable credentials ({reason})") from None
+    store.check(url)
+
+
+@contextmanager
+def named_errors(url: str) -> Iterator[None]:
+    """A store failure inside the block becomes a one-line :class:`StoreError` when :func:`check_access`
+    can name why (missing bucket, credentials, endpoint); other errors pass unchanged."""
+    try:
+        yield
+    except (StoreError, FileNotFoundError):
+        raise
+    except Exception:
+        check_access(url)
+        raise
+
+
+def fetch(url: str, destination: str | None = None) -> str:
+    """A local copy of an object or a folder (every object under the prefix) at ``url``.
+
+    A missing ``X`` with an ``X.symlink`` (Composer's remote ``latest`` pointer) is the object that
+    pointer names. Raises FileNotFoundError when neither exists.
+    """
+    store, key = open_store(url)
+    key = key.rstrip("/")
+    target = Path(destination or tempfile.mkdtemp(prefix="vlmo_fetch_"))
+    with named_errors(url):
+        keys = store.list(key)
+        if key in keys:  # one file
+            local = target / os.path.basename(key)
+            store.download_file(key, str(local))
+            return str(local)
+        if key + SYMLINK_SUFFIX in keys:
+            pointed = (store.read_bytes(key + SYMLINK_SUFFIX) or b"").decode().strip()
+            local = target / os.path.basename(key)
+            store.download_file(pointed, str(local))
+            return str(local)
+        inside = [k for k in keys if k.startswith(key + "/")] if key else keys
+        if not inside:
+            if destination is None:
+                shutil.rmtree(target, ignore_errors=True)
+            raise FileNotFoundError(f"{url} not found (no object and no folder of that name)")
+        for name in inside:
+            local = target / name[len(key) + 1 if key else 0:]
+            local.parent.mkdir(parents=True, exist_ok=True)
+            store.download_file(name, str(local))
+        return str(target)
