@@ -12,13 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev,download,spark]"
 	@test -n "$$JAVA_HOME" || command -v java >/dev/null || echo "note: no Java found; data_prep --engine spark \
 	(and its tests) need Java 17+: sudo apt-get install -y openjdk-17-jre-headless (macOS: brew install openjdk@17)"
-	$(MAKE) azurite
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# Azurite, the local Azure Blob server of tests/stores (npm). Without npm the Azure tests skip,
-# saying so; nothing else needs it.
+# Azurite, the local Azure Blob server of tests/stores (npm), installed by `make test` only.
+# Without npm the Azure tests skip, saying so; nothing else needs it.
 AZURITE := .tools/node_modules/azurite/dist/src/blob/main.js
 azurite:
 	@if [ -f $(AZURITE) ]; then :; \
@@ -34,7 +33,7 @@ quickstart: install
 	$(BIN)/python eval.py yamls/quickstart.yaml --rerank-k 8 --output runs/quickstart/metrics.json
 	$(BIN)/python -m vlmo_composer.training.curves runs/quickstart/checkpoints/metrics.jsonl runs/quickstart/curves.png
 
-test: install
+test: install azurite
 	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 clean-runs:
