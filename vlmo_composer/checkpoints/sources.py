@@ -25,6 +25,7 @@ pointer) is the object that pointer names. A pretrained name
 (``vlmo-base-patch16-coco-retrieval``, an ``official`` file whose size the registry
 knows) and an ``https://`` file are downloaded once into the cache of
 :mod:`vlmo_composer.checkpoints.pretrained`; a local path of the same name wins.
+``hf-hub:org/name`` is an exported folder on the Hugging Face Hub (:mod:`~.hub`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any, Iterable, Optional, Union
 
 import torch
 
-from vlmo_composer.checkpoints import pretrained
+from vlmo_composer.checkpoints import hub, pretrained
 from vlmo_composer.checkpoints.beit import load_beit
 from vlmo_composer.checkpoints.io import LoadReport, check_and_load, read_state_dict
 from vlmo_composer.checkpoints.official import adapt_official_state_dict, check_same_size, config_from_official
@@ -86,8 +87,11 @@ def local_copy(path: Union[str, os.PathLike]) -> str:
         return _download_s3(path)
     if pretrained.is_url(path):
         return str(pretrained.download_url(path))
+    if hub.is_hub_name(path):  # hf-hub:org/name: an exported folder, through huggingface_hub's cache
+        return hub.hub_snapshot(path)
     if "://" in path:
-        raise ValueError(f"{path}: weights are read from local paths, pretrained names, https:// or s3:// only")
+        raise ValueError(f"{path}: weights are read from local paths, pretrained names, https://, s3:// "
+                         "or hf-hub: only")
     if os.path.exists(path):
         return path
     if pretrained.find_pretrained(path) is not None:
