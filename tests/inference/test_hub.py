@@ -64,9 +64,10 @@ train_loader:
 eval_loaders:
   - label: test
     name: image_text
-    dataset: {{local: {root}/mds/test, train: false}}
+    dataset: {{local: {root}/mds/test, train: false, captions: all, mlm_prob: 0.0}}
+    num_workers: 0
 optimizer: {{name: adamw, lr: 1.0e-4}}
-scheduler: {{name: constant}}
+scheduler: {{name: constant_with_warmup, t_warmup: 0ba}}
 max_duration: 1ep
 global_train_batch_size: 2
 save_folder: {root}/runs/{{run_name}}/checkpoints
@@ -185,3 +186,23 @@ def test_push_to_hub_without_a_hub_fails_in_one_line_and_keeps_the_folder(export
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"export error: pushing {out} to vlmo-org/tiny-vlmo failed:") and "\n" not in err
     assert (out / "README.md").is_file() and (out / "model.safetensors").is_file()
+
+
+def test_eval_output_records_where_each_split_came_from(exported, tmp_path, capsys):
+    from vlmo_composer import VLMo
+    from vlmo_composer.evaluation.cli import main as eval_main
+    from vlmo_composer.training.builders import resolve_config
+    from vlmo_composer.training.config import load_config
+
+    _, yaml = exported
+    torch.manual_seed(0)
+    weights = export_model(VLMo(resolve_config(load_config(str(yaml))).model), tmp_path / "w", bert_tokenizer())
+    out = tmp_path / "eval.json"
+    assert eval_main([str(yaml), "--weights", str(weights), "--device", "cpu", "--output", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["checkpoint"] == {"path": str(weights), "kind": "safetensors"}
+    assert results["provenance"] == {"test": [{
+        "stream": "dataset", "location": f"{yaml.parent}/mds/test",
+        "report": {"split": "test", "schema": "image_text", "written_to": f"{yaml.parent}/mds/test", "records": 1,
+                   "samples_written": 1, "skipped": {}, "dropped": {}}}]}
+    assert "provenance" not in capsys.readouterr().out  # the table shows splits, not this record
