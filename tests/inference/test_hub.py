@@ -67,7 +67,7 @@ eval_loaders:
     dataset: {{local: {root}/mds/test, train: false, captions: all, mlm_prob: 0.0}}
     num_workers: 0
 optimizer: {{name: adamw, lr: 1.0e-4}}
-scheduler: {{name: constant_with_warmup, t_warmup: 0ba}}
+scheduler: {{name: constant_with_warmup, t_warmup: 1ba}}
 max_duration: 1ep
 global_train_batch_size: 2
 save_folder: {root}/runs/{{run_name}}/checkpoints
@@ -206,3 +206,19 @@ def test_eval_output_records_where_each_split_came_from(exported, tmp_path, caps
         "report": {"split": "test", "schema": "image_text", "written_to": f"{yaml.parent}/mds/test", "records": 1,
                    "samples_written": 1, "skipped": {}, "dropped": {}}}]}
     assert "provenance" not in capsys.readouterr().out  # the table shows splits, not this record
+
+
+def test_a_checkpoint_records_the_data_it_was_trained_on(exported, tmp_path):
+    from vlmo_composer.training.train import main as train_main
+
+    _, yaml = exported
+    folder = tmp_path / "ckpt"
+    assert train_main([str(yaml), "max_duration=1ba", "eval_interval=1ba", f"save_folder={folder}",
+                       "save_interval=1ba", "train_loader.num_workers=0", "train_loader.dataset.shuffle=false"]) == 0
+    state = torch.load(folder / "latest-rank0.pt", map_location="cpu", weights_only=False)["state"]
+    record = state["callbacks"]["DataProvenance"]
+    train = record["train"][0]["report"]
+    assert record["train"][0]["location"] == f"{yaml.parent}/mds/train"
+    assert (train["samples_written"], train["skipped"], train["dropped"]) == (2, {"corrupt_image": 1},
+                                                                               {"empty_caption": 1})
+    assert record["eval"]["test"][0]["report"]["samples_written"] == 1
