@@ -16,13 +16,14 @@ from inference_helpers import ANSWERS, CAPTIONS, TINY_SHAPE
 from PIL import Image
 
 from data_prep import convert_karpathy
-from vlmo_composer import VLMoInference, create_model_and_transforms, get_tokenizer
-from vlmo_composer.checkpoints.sources import fetch_source
+from vlmo_composer import VLMo, VLMoInference, create_model_and_transforms, get_tokenizer
+from vlmo_composer.checkpoints.sources import fetch_source, load_weights_into
 from vlmo_composer.data.provenance import data_provenance
 from vlmo_composer.data.tokenizer import get_tokenizer as bert_tokenizer
 from vlmo_composer.inference.export_cli import main as export_main
 from vlmo_composer.inference.factory import export_model
 from vlmo_composer.inference.model_card import RunSource
+from vlmo_composer.training.dry_run import check_checkpoint_to_load
 
 
 def jpeg(seed: int) -> bytes:
@@ -168,6 +169,11 @@ def test_hf_hub_name_loads_the_export_from_the_hub_cache(exported, full_model, i
         assert torch.equal(model.encode_text(tokenizer(CAPTIONS)), reference.encode_text(tokenizer(CAPTIONS)))
     tasks = VLMoInference.from_pretrained("hf-hub:vlmo-org/tiny-vlmo")
     assert torch.equal(tasks.encode_images(images[:3]), VLMoInference(full_model).encode_images(images[:3]))
+    # init_from (and eval.py --weights) read weights through the same sources: a training run starts from it.
+    start = VLMo(full_model.config)
+    assert str(load_weights_into(start, "safetensors", "hf-hub:vlmo-org/tiny-vlmo")) == "exact match"
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), full_model.state_dict().values()))
+    assert check_checkpoint_to_load("hf-hub:vlmo-org/tiny-vlmo", "task.init_from.path", None, ()) == []
 
 
 def test_a_hub_name_not_in_the_cache_fails_in_one_line(offline_hub):
@@ -189,7 +195,6 @@ def test_push_to_hub_without_a_hub_fails_in_one_line_and_keeps_the_folder(export
 
 
 def test_eval_output_records_where_each_split_came_from(exported, tmp_path, capsys):
-    from vlmo_composer import VLMo
     from vlmo_composer.evaluation.cli import main as eval_main
     from vlmo_composer.training.builders import resolve_config
     from vlmo_composer.training.config import load_config
