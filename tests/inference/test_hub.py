@@ -213,7 +213,7 @@ def test_eval_output_records_where_each_split_came_from(exported, tmp_path, caps
     assert "provenance" not in capsys.readouterr().out  # the table shows splits, not this record
 
 
-def test_a_checkpoint_records_the_data_it_was_trained_on(exported, tmp_path):
+def test_a_checkpoint_records_its_data_and_the_export_command_writes_the_runs_card(exported, tmp_path):
     from vlmo_composer.training.train import main as train_main
 
     _, yaml = exported
@@ -227,3 +227,11 @@ def test_a_checkpoint_records_the_data_it_was_trained_on(exported, tmp_path):
     assert (train["samples_written"], train["skipped"], train["dropped"]) == (2, {"corrupt_image": 1},
                                                                                {"empty_caption": 1})
     assert record["eval"]["test"][0]["report"]["samples_written"] == 1
+    # The export command on that run: its real metrics.jsonl gives the card's evaluation.
+    out = tmp_path / "card"
+    assert export_main([str(yaml), str(out), f"save_folder={folder}"]) == 0
+    card = (out / "README.md").read_text()
+    assert f"checkpoint `{folder}/latest-rank0.pt`" in card and f"overrides: save_folder={folder}" in card
+    assert "| train | dataset |" in card and "1 corrupt_image" in card
+    assert "The last evaluation in the run's `metrics.jsonl` (batch 1)" in card
+    assert "| metrics/test/RetrievalRecall/tr_r1 |" in card

@@ -117,7 +117,8 @@ def _run_sections(run: Optional[dict[str, Any]]) -> list[str]:
              "```", "", "## Data", "",
              "Each stream as the run read it, with its `conversion_report.json` (written by data_prep next to the "
              "split's `index.json`) where it could be read.", "",
-             "| loader | stream | location | split | samples written | skipped | dropped |", "|---|---|---|---|---|---|---|"]
+             "| loader | stream | location | split | samples written | skipped | dropped |",
+             "|---|---|---|---|---|---|---|"]
     for loader, streams in run["data"].items():
         for s in streams:
             r = s["report"]
