@@ -235,3 +235,18 @@ def test_a_checkpoint_records_its_data_and_the_export_command_writes_the_runs_ca
     assert "| train | dataset |" in card and "1 corrupt_image" in card
     assert "The last evaluation in the run's `metrics.jsonl` (batch 1)" in card
     assert "| metrics/test/RetrievalRecall/tr_r1 |" in card
+
+
+@pytest.mark.s3
+def test_provenance_reads_a_report_on_s3_and_says_unknown_where_there_is_none(exported, s3_bucket):
+    import boto3
+
+    _, yaml = exported
+    client = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"])
+    client.put_object(Bucket=s3_bucket, Key="mds/train/conversion_report.json",
+                      Body=(yaml.parent / "mds/train/conversion_report.json").read_bytes())
+    found, missing = data_provenance({"streams": {"coco": {"remote": f"s3://{s3_bucket}/mds", "split": "train"},
+                                                  "vg": {"remote": f"s3://{s3_bucket}/vg"}}})
+    assert found["stream"] == "coco" and found["location"] == f"s3://{s3_bucket}/mds/train"
+    assert (found["report"]["samples_written"], found["report"]["skipped"]) == (2, {"corrupt_image": 1})
+    assert missing == {"stream": "vg", "location": f"s3://{s3_bucket}/vg", "report": None}
