@@ -2,10 +2,18 @@
 
 from vlmo_composer import registry
 from vlmo_composer.callbacks.metric_dicts import FlattenMetricDicts
+from vlmo_composer.callbacks.provenance import DataProvenance
 from vlmo_composer.callbacks.preemption import Preempted, PreemptionCheckpoint
 from vlmo_composer.callbacks.resume import MidEpochRngRestore
 from vlmo_composer.callbacks.sample_order import SampleOrderLogger
 
 registry.callbacks.register("sample_order_logger", SampleOrderLogger)
 
-__all__ = ["FlattenMetricDicts", "MidEpochRngRestore", "Preempted", "PreemptionCheckpoint", "SampleOrderLogger"]
+__all__ = [
+    "DataProvenance",
+    "FlattenMetricDicts",
+    "MidEpochRngRestore",
+    "Preempted",
+    "PreemptionCheckpoint",
+    "SampleOrderLogger",
+]

@@ -25,6 +25,7 @@ pointer) is the object that pointer names. A pretrained name
 (``vlmo-base-patch16-coco-retrieval``, an ``official`` file whose size the registry
 knows) and an ``https://`` file are downloaded once into the cache of
 :mod:`vlmo_composer.checkpoints.pretrained`; a local path of the same name wins.
+``hf-hub:org/name`` is an exported folder on the Hugging Face Hub (:mod:`~.hub`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any, Iterable, Optional, Union
 import torch
 
 from vlmo_composer import stores
-from vlmo_composer.checkpoints import pretrained
+from vlmo_composer.checkpoints import hub, pretrained
 from vlmo_composer.checkpoints.beit import load_beit
 from vlmo_composer.checkpoints.io import LoadReport, check_and_load, read_state_dict
 from vlmo_composer.checkpoints.official import adapt_official_state_dict, check_same_size, config_from_official
@@ -84,6 +85,8 @@ def local_copy(path: Union[str, os.PathLike]) -> str:
         return stores.fetch(path)
     if pretrained.is_url(path):
         return str(pretrained.download_url(path))
+    if hub.is_hub_name(path):  # hf-hub:org/name: an exported folder, through huggingface_hub's cache
+        return hub.hub_snapshot(path)
     if "://" in path:
         raise ValueError(f"{path}: weights are read from local paths, pretrained names, https://, "
                          f"{', '.join(s + '://' for s in stores.SCHEMES)} only")

@@ -25,11 +25,13 @@ from typing import Any, Optional
 import torch
 from composer.utils import dist
 
+from vlmo_composer.checkpoints.hub import is_hub_name
 from vlmo_composer.checkpoints.io import LoadReport
 from vlmo_composer.checkpoints.sources import check_weight_set, fetch_source
 from vlmo_composer.common.errors import ConfigError
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.data.local_cache import cache_namespace
+from vlmo_composer.data.provenance import data_provenance
 from vlmo_composer.evaluation.evaluators import EvalRun, evaluator_for
 from vlmo_composer.evaluation.ranks import join_ranks
 from vlmo_composer.evaluation.vqa_submission import SubmissionError, find_split, write_split_submission
@@ -72,6 +74,8 @@ def describe_weights(path: str, kind: str) -> str:
 
     if described := describe_source(path):  # a pretrained name or https:// file: its URL and cache state
         return f"{kind} {described}"
+    if is_hub_name(path):
+        return f"{kind} {path} (Hugging Face Hub, through its cache)"
     found = "" if "://" in path else " (found)" if os.path.exists(path) else " (NOT FOUND yet)"
     return f"{kind} {path}{found}"
 
@@ -79,9 +83,12 @@ def describe_weights(path: str, kind: str) -> str:
 def evaluate(cfg: TrainConfig, weights_from: str, task, device: torch.device, rerank_k: int = 0) -> dict[str, Any]:
     """Every eval loader of ``cfg`` through the evaluator registered for the task's name.
 
-    Each split's record gets its wall time (``wall_s``) next to its distinct ``samples``.
+    Each split's record gets its wall time (``wall_s``) next to its distinct ``samples``;
+    ``provenance`` says per split where its data came from (each stream's conversion report
+    summary: :func:`~vlmo_composer.data.provenance.data_provenance`).
     """
-    results: dict[str, Any] = {"weights": weights_from}
+    results: dict[str, Any] = {"weights": weights_from,
+                               "provenance": {c.label: data_provenance(c.dataset) for c in cfg.eval_loaders}}
     task.to(device).eval()
     batch = cfg.device_eval_batch_size or 32
 
@@ -98,7 +105,7 @@ def evaluate(cfg: TrainConfig, weights_from: str, task, device: torch.device, re
     return results
 
 
-REPORT_KEYS = ("weights", "world_size", "checkpoint", "load_s")  # results' entries that are no split
+REPORT_KEYS = ("weights", "world_size", "checkpoint", "load_s", "provenance")  # results' entries that are no split
 TIMING_KEYS = ("samples", "wall_s", "seconds")
 
 

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from vlmo_composer.checkpoints.sources import local_copy
 from vlmo_composer.common.errors import ConfigError
 from vlmo_composer.data.local_cache import cache_namespace, free_locals
+from vlmo_composer.data.provenance import data_provenance
 from vlmo_composer.evaluation.args import add_weights_args
 from vlmo_composer.evaluation.ranks import gather_by_id, join_ranks
 from vlmo_composer.evaluation.weights import chosen_weights
@@ -106,7 +107,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"eval zeroshot error: {err}", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    results = {"data": args.data, **evaluate_zero_shot(model, classifier, loader)}
+    results = {"data": args.data, **evaluate_zero_shot(model, classifier, loader),
+               "provenance": {"data": data_provenance({"remote": args.data})}}
     seconds["images_s"] = time.perf_counter() - start
     results.update({"weights": args.weights or args.config, "world_size": dist.get_world_size(),
                     **{k: round(v, 3) for k, v in seconds.items()}})

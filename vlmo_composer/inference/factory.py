@@ -10,7 +10,8 @@
   kind (official, composer with ``kind="composer"``, a pretrained name, ``https://``,
   ``s3://``), or ``None`` for a randomly initialised model (open_clip's ``create_model(name)``);
 * a source that names its own architecture: a pretrained name (``list_pretrained()``), an
-  exported (safetensors) folder, local or ``s3://``; ``pretrained`` stays ``None``.
+  exported (safetensors) folder, local, ``s3://`` or on the Hugging Face Hub
+  (``hf-hub:org/name``); ``pretrained`` stays ``None``.
 
 A local path wins over a size or pretrained name of the same spelling.
 """
@@ -34,6 +35,7 @@ from vlmo_composer.data.tokenizer import get_tokenizer as hf_tokenizer
 from vlmo_composer.data.transforms import ImageTransform, build_image_transform
 from vlmo_composer.data.vqa_answers import answer_vocab_from_json, answer_vocab_to_json
 from vlmo_composer.inference.model import VLMoCLIP
+from vlmo_composer.inference.model_card import README_NAME, RunSource, model_card, run_facts
 from vlmo_composer.inference.tokenizer import VLMoTokenizer
 from vlmo_composer.model import VLMo, VLMoConfig
 from vlmo_composer.model.config import NAMED_CONFIGS
@@ -181,21 +183,27 @@ def export_model(
     answers: Optional[Sequence[str]] = None,
     overwrite: bool = False,
     timm: bool = False,
+    run: Optional[RunSource] = None,
 ) -> Path:
     """Write a folder :func:`create_model_and_transforms` loads to bit-identical outputs.
 
     ``model.safetensors`` + ``config.json`` (no pickle anywhere), the tokenizer
-    (``vocab.txt`` and its settings) and ``answer_vocab.json`` when known. ``timm``
-    adds the vision tower as a timm BEiT (``timm_model.safetensors`` +
-    ``timm_config.json``, see :mod:`vlmo_composer.checkpoints.timm_export`).
+    (``vocab.txt`` and its settings), ``answer_vocab.json`` when known and a ``README.md``
+    model card (:mod:`~vlmo_composer.inference.model_card`; ``run``: the training run the
+    weights came from, whose config, data and last evaluation it records): a Hugging Face
+    Hub repository as it is. ``timm`` adds the vision tower as a timm BEiT
+    (``timm_model.safetensors`` + ``timm_config.json``, see
+    :mod:`vlmo_composer.checkpoints.timm_export`).
     """
     folder = Path(folder)
-    ours = (WEIGHTS_NAME, CONFIG_NAME, TOKENIZER_CONFIG_NAME, ANSWER_VOCAB_NAME, TIMM_WEIGHTS_NAME, TIMM_CONFIG_NAME)
+    ours = (WEIGHTS_NAME, CONFIG_NAME, TOKENIZER_CONFIG_NAME, ANSWER_VOCAB_NAME, TIMM_WEIGHTS_NAME, TIMM_CONFIG_NAME,
+            README_NAME)
     existing = [name for name in ours if (folder / name).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{folder} already holds {existing}; pass overwrite=True to replace them")
     if timm:
         timm_beit_kwargs(vlmo.config)  # a model timm cannot express fails before anything is written
+    card = model_card(vlmo.config, answers, run_facts(run) if run is not None else None, timm)
     save_safetensors(vlmo, folder)
     if timm:
         save_timm_beit(vlmo, folder)
@@ -208,6 +216,7 @@ def export_model(
         answers_path.write_text(answer_vocab_to_json(list(answers)) + "\n")
     elif answers_path.exists():
         answers_path.unlink()  # a stale vocabulary would be loaded with the new weights
+    (folder / README_NAME).write_text(card)
     return folder
 
 

@@ -32,6 +32,7 @@ from vlmo_composer.evaluation.zeroshot_classifier import (
 from vlmo_composer.inference.factory import LoadedModel, PathOrList, export_model, load_model
 from vlmo_composer.inference.inputs import Images, Texts, image_list, pixel_tensor, tokenize
 from vlmo_composer.inference.model import VLMoCLIP
+from vlmo_composer.inference.model_card import RunSource
 from vlmo_composer.inference.tokenizer import VLMoTokenizer
 from vlmo_composer.model import VLMo, VLMoConfig
 
@@ -85,6 +86,7 @@ class VLMoInference:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {self.device} requested but CUDA is not available")
         self.dtype = dtype
+        self.run: Optional[RunSource] = None  # the training run the weights came from (the model card says)
         if isinstance(tokenizer, VLMoTokenizer):
             tokenizer = tokenizer.tokenizer
         self.tokenizer: PreTrainedTokenizerBase = tokenizer if tokenizer is not None else get_tokenizer()
@@ -151,7 +153,9 @@ class VLMoInference:
         the run had EMA) or ``"raw"``; :meth:`export` writes the set loaded here.
         """
         loaded = load_model(yaml_path, checkpoint, weights=weights, overrides=overrides)
-        return cls._from_loaded(loaded, None, device, dtype)
+        inference = cls._from_loaded(loaded, None, device, dtype)
+        inference.run = RunSource(str(yaml_path), tuple(overrides), checkpoint and str(checkpoint))
+        return inference
 
     @classmethod
     def _from_loaded(
@@ -363,9 +367,10 @@ class VLMoInference:
 
     # ------------------------------------------------------------------ export
     def export(self, folder: Union[str, os.PathLike], overwrite: bool = False, timm: bool = False) -> Path:
-        """Write a folder that loads back to bit-identical outputs (see
-        :func:`~vlmo_composer.inference.factory.export_model`)."""
-        return export_model(self.model, folder, self.tokenizer, self.answers, overwrite, timm)
+        """Write a folder that loads back to bit-identical outputs, a Hub repository as it is (see
+        :func:`~vlmo_composer.inference.factory.export_model`); loaded by :meth:`from_training_config`,
+        its model card records the run's config, data and last evaluation."""
+        return export_model(self.model, folder, self.tokenizer, self.answers, overwrite, timm, self.run)
 
 
 # ---------------------------------------------------------------------- helpers

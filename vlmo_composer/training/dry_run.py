@@ -32,6 +32,7 @@ from vlmo_composer.common.run_paths import latest_checkpoint, run_folder
 from vlmo_composer.loggers.metrics_file import FILENAME as METRICS_FILENAME
 from vlmo_composer.model import VLMoConfig
 from vlmo_composer.checkpoints.io import check_checkpoint_file
+from vlmo_composer.checkpoints.hub import is_hub_name
 from vlmo_composer.checkpoints.pretrained import describe_source, is_pretrained_name
 from vlmo_composer.training.run_checks import (
     check_s3_credentials,
@@ -210,6 +211,8 @@ def producing_yaml(path: str, yaml_path: str, overrides: Sequence[str] = ()) -> 
 
 def check_checkpoint_to_load(path: str, key: str, yaml_path: Optional[str], overrides: Sequence[str]) -> list[str]:
     """Nothing, or a warning line for a local checkpoint that does not exist yet (an unreadable one fails)."""
+    if is_hub_name(path):  # hf-hub:org/name: fetched through huggingface_hub when the run starts
+        return []
     if "://" in path or is_pretrained_name(path) or os.path.exists(path):
         check_checkpoint_file(path, key)
         return []

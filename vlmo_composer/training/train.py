@@ -28,7 +28,13 @@ from vlmo_composer.training.builders import (
     resolve_config,
 )
 from vlmo_composer import registry
-from vlmo_composer.callbacks import FlattenMetricDicts, MidEpochRngRestore, Preempted, PreemptionCheckpoint
+from vlmo_composer.callbacks import (
+    DataProvenance,
+    FlattenMetricDicts,
+    MidEpochRngRestore,
+    Preempted,
+    PreemptionCheckpoint,
+)
 from vlmo_composer.training.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.training.dry_run import train_summary
@@ -138,7 +144,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     algorithms = build_named(registry.algorithms, cfg.algorithms, "algorithms")
     rng_restore = MidEpochRngRestore()
     callbacks = build_named(registry.callbacks, {**run_report.DEFAULT_CALLBACKS, **cfg.callbacks}, "callbacks")
-    callbacks += [FlattenMetricDicts(), rng_restore]
+    callbacks += [FlattenMetricDicts(), rng_restore,  # the data each checkpoint was trained on, in it
+                  DataProvenance(cfg.train_loader.dataset, [(c.label, c.dataset) for c in cfg.eval_loaders])]
     loggers = build_named(registry.loggers, cfg.loggers, "loggers") + run_report.console_and_file_loggers(cfg)
     checkpoint_store = remote_uploader_downloader(cfg.save_folder or "", cfg.object_store)
     if checkpoint_store is not None:  # Composer would make one with its defaults; it warns that ours exists
