@@ -14,11 +14,16 @@ def gcs_server(tmp_path_factory) -> Iterator[dict[str, str]]:
         yield env
 
 
+def _use(server_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's variables for this test; they reach every process the test starts."""
+    for key, value in server_env.items():
+        monkeypatch.setenv(key, value)
+
+
 @pytest.fixture
 def gcs_bucket(gcs_server, monkeypatch: pytest.MonkeyPatch) -> str:
-    """``test-bucket`` on the session's emulator; the variables reach every process the test starts."""
-    for key, value in gcs_server.items():
-        monkeypatch.setenv(key, value)
+    """``test-bucket`` on the session's emulator."""
+    _use(gcs_server, monkeypatch)
     return "test-bucket"
 
 
@@ -33,6 +38,5 @@ def azurite_server(tmp_path_factory) -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def azure_container(azurite_server, monkeypatch: pytest.MonkeyPatch) -> str:
-    for key, value in azurite_server.items():
-        monkeypatch.setenv(key, value)
+    _use(azurite_server, monkeypatch)
     return "test-container"
