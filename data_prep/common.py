@@ -19,6 +19,9 @@ from typing import Any, Protocol
 
 from data_prep.report import SkipLog
 
+SPARK_RUN_MARKER = "_spark_job"
+"""At a split's root while ``--engine spark`` writes it (see ``spark_engine.run_groups``)."""
+
 
 class SkipRecord(Exception):
     """This record produces no sample; ``reason`` is the report's key.

@@ -27,14 +27,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from tqdm import tqdm
 
+from data_prep.common import SPARK_RUN_MARKER as RUN_MARKER  # the job's token, or "stopped"
 from data_prep.common import ConversionError
-from data_prep.writer import SPARK_RUN_MARKER as RUN_MARKER  # the job's token, or "stopped"
 
 MIN_JAVA = 17
 INSTALL_PYSPARK = "pip install -e '.[spark]' (or pip install 'pyspark>=4')"
@@ -176,10 +176,11 @@ def _error_line(error: BaseException) -> str:
     return (text.strip().splitlines()[0] if text.strip() else type(error).__name__)[:300]
 
 
-def run_groups(tasks: list[Any], num_workers: int, master: str | None, bar: tqdm) -> list[Any]:
-    """Write every group as one Spark task; the results in the order of ``tasks``."""
-    from data_prep.writer import _GroupResult, _write_group
-
+def run_groups(tasks: list[Any], write_group: Callable[[Any, Callable[[int], None]], Any], read_result: Callable[[str], Any],
+               num_workers: int, master: str | None, bar: tqdm) -> list[Any]:
+    """Write every group as one Spark task (``write_group(task, progress)``, the local workers'
+    function; its result travels back as JSON text for ``read_result``); the results in the order
+    of ``tasks``."""
     if not tasks:
         return []
     require_spark(check_java=False)
@@ -209,7 +210,7 @@ def run_groups(tasks: list[Any], num_workers: int, master: str | None, bar: tqdm
                 if task.dest.read_text(RUN_MARKER) != token:
                     raise JobStopped(f"group {task.group}: its Spark job was stopped")
 
-        result = _write_group(task, check_job)
+        result = write_group(task, check_job)
         records_done.add(result.records)
         groups_done.add(1)
         return result.to_json_text()
@@ -257,4 +258,4 @@ def run_groups(tasks: list[Any], num_workers: int, master: str | None, bar: tqdm
             f"the Spark job stopped ({_error_line(outcome['error'])}); finished groups are kept: "
             "run the same command again to resume")
     dest.delete(RUN_MARKER)
-    return [_GroupResult.from_json_text(text) for text in outcome["texts"]]
+    return [read_result(text) for text in outcome["texts"]]

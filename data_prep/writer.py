@@ -33,7 +33,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from data_prep.common import ConversionError, SkipRecord
+from data_prep.common import SPARK_RUN_MARKER, ConversionError, SkipRecord
 from data_prep.report import SkipLog, SplitReport, format_summary
 from data_prep.storage import Destination, open_destination
 from vlmo_composer.data.schema import Schema
@@ -42,8 +42,6 @@ MANIFEST_NAME = "conversion_manifest.json"
 REPORT_NAME = "conversion_report.json"
 GROUP_DONE_NAME = "_SUCCESS"
 MANIFEST_VERSION = 1
-SPARK_RUN_MARKER = "_spark_job"
-"""At a split's root while ``--engine spark`` writes it (see ``spark_engine.run_groups``)."""
 
 RECORD_DELAY_ENV = "DATA_PREP_TEST_RECORD_DELAY_S"
 """Testing aid: seconds each worker sleeps per record, so a test can kill a run midway."""
@@ -265,7 +263,8 @@ def _run_engine(tasks: list[_GroupTask], options: WriterOptions, bar: tqdm) -> l
     if options.engine == "spark":
         from data_prep.spark_engine import run_groups
 
-        return run_groups(tasks, options.num_workers, options.spark_master, bar)
+        return run_groups(tasks, _write_group, _GroupResult.from_json_text, options.num_workers,
+                          options.spark_master, bar)
     if options.engine != "local":
         raise ConversionError(f"unknown engine {options.engine!r}: use local or spark")
     return _run_groups(tasks, options.num_workers, bar)
