@@ -15,6 +15,10 @@ entry ``r`` on rank ``r`` when it exists and leaves the others unrestored (with
 a warning). :func:`fit_rng_states` makes that rule explicit: rank ``r`` takes
 entry ``r``; a rank the checkpoint has no entry for gets a state seeded from
 ``(seed, rank, batch)``; entries beyond the new world size are dropped.
+
+:class:`KeyedDrawStep` gives a task the (seed, global step) of the step in
+progress, so its per-sample draws (ITM hard negatives) are keyed by seed, step and
+sample id rather than by a rank's generator: the same on any number of ranks.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from composer.core import Callback
+from composer.core import Callback, State
+from composer.loggers import Logger
+from torch.nn.parallel import DistributedDataParallel
 
 from vlmo_composer.common.errors import ConfigError
 
@@ -102,6 +108,15 @@ class RunShape(Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.saved = dict(state)
+
+
+class KeyedDrawStep(Callback):
+    """Sets ``draw_key = (seed, global step)`` on a task that has one, before each batch."""
+
+    def batch_start(self, state: State, logger: Logger) -> None:
+        model = state.model.module if isinstance(state.model, DistributedDataParallel) else state.model
+        if hasattr(model, "draw_key"):
+            model.draw_key = (int(state.rank_zero_seed), int(state.timestamp.batch))
 
 
 def seeded_rng_state(seed: int) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from vlmo_composer.training.builders import (
 )
 from vlmo_composer import registry
 from vlmo_composer.callbacks import FlattenMetricDicts, MidEpochRngRestore, Preempted, PreemptionCheckpoint
-from vlmo_composer.callbacks.elastic import RunShape, check_resume, fit_rng_states, run_shape
+from vlmo_composer.callbacks.elastic import KeyedDrawStep, RunShape, check_resume, fit_rng_states, run_shape
 from vlmo_composer.training.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.training.dry_run import train_summary
@@ -140,7 +140,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     rng_restore = MidEpochRngRestore()
     shape = RunShape(run_shape(cfg, world, max(1, world // dist.get_local_world_size())))
     callbacks = build_named(registry.callbacks, {**run_report.DEFAULT_CALLBACKS, **cfg.callbacks}, "callbacks")
-    callbacks += [FlattenMetricDicts(), rng_restore, shape]
+    callbacks += [FlattenMetricDicts(), rng_restore, shape, KeyedDrawStep()]
     loggers = build_named(registry.loggers, cfg.loggers, "loggers") + run_report.console_and_file_loggers(cfg)
     checkpoint_store = remote_uploader_downloader(cfg.save_folder or "", cfg.object_store)
     if checkpoint_store is not None:  # Composer would make one with its defaults; it warns that ours exists
