@@ -11,6 +11,7 @@ from vlmo_composer import VLMo, VLMoConfig
 from vlmo_composer.objectives import build_itm_batch, contrastive_loss, sample_hard_negatives
 from vlmo_composer.objectives.distributed import gather_no_grad
 from vlmo_composer.objectives.itm import KeyedDraw
+from vlmo_composer.objectives.mlm import mlm_loss
 
 pytestmark = pytest.mark.distributed
 
@@ -69,7 +70,31 @@ def _ranked(rank, world):
         own = torch.arange(local) + rank * local
         pulled_ok &= not (neg.image_for_text == own).any() and not (neg.text_for_image == own).any()
     return {"loss": loss, "grads": grads, "draws": torch.cat(draws), "pulled_ok": pulled_ok,
-            "keyed": keyed_negatives(itc, SAMPLE_IDS[rank * local:(rank + 1) * local])}
+            "keyed": keyed_negatives(itc, SAMPLE_IDS[rank * local:(rank + 1) * local]),
+            "mlm_grad": mlm_grad(slice(rank * local, (rank + 1) * local), world)}
+
+
+def mlm_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """MLM logits and labels with unevenly many masked tokens per half of the batch (7 and 2)."""
+    logits = torch.randn(GLOBAL_BATCH, 3, 11, generator=torch.Generator().manual_seed(3))
+    labels = torch.full((GLOBAL_BATCH, 3), -100)
+    labels[:3, :] = 4
+    labels[3, 0] = 2
+    labels[5, 1], labels[6, 2] = 7, 1
+    return logits, labels
+
+
+def mlm_grad(rows: slice, world: int) -> torch.Tensor:
+    """The gradient of the MLM loss on the logits of ``rows``, averaged over ranks as DDP does."""
+    logits, labels = mlm_inputs()
+    logits = logits[rows].clone().requires_grad_(True)
+    mlm_loss(logits, labels[rows]).backward()
+    grad = torch.zeros(GLOBAL_BATCH, *logits.shape[1:])
+    grad[rows] = logits.grad
+    if world > 1:
+        dist.all_reduce(grad)
+        grad /= world
+    return grad
 
 
 def keyed_negatives(itc, row_ids: torch.Tensor) -> dict[int, list[tuple[int, int]]]:
@@ -124,3 +149,10 @@ def test_keyed_hard_negatives_are_the_same_on_one_process_and_on_two_ranks(ranke
     draws = [pair for pairs in single.values() for pair in pairs]
     assert all(image != row and text != row for row, pairs in single.items() for image, text in pairs)
     assert len({image for image, _ in draws}) == GLOBAL_BATCH  # varied: every sample drawn at some step
+
+
+def test_mlm_gradient_is_the_global_mean_over_masked_tokens_on_any_number_of_ranks(ranked):
+    """7 masked tokens on rank 0, 2 on rank 1: a per-rank mean would weight rank 1's 3.5 times more."""
+    single = mlm_grad(slice(0, GLOBAL_BATCH), world=1)
+    assert torch.allclose(ranked[0]["mlm_grad"], single, atol=1e-7, rtol=0)
+    assert single.abs().max() > 1e-3

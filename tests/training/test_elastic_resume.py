@@ -30,6 +30,7 @@ from vlmo_composer.training.train import main
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "yamls/quickstart.yaml"
 STEPS, SAVED_AT = 16, 8
+WEIGHT_TOLERANCE = 1e-5
 CHECKPOINT = f"ep1-ba{SAVED_AT}-rank0.pt"  # 6 steps per epoch: mid-epoch 2
 
 
@@ -44,6 +45,14 @@ def run(command: list[str], cwd: Path) -> str:
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout + done.stderr
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["state"]["model"]
+
+
+def max_abs_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return max((x.double() - b[k].double()).abs().max().item() for k, x in a.items())
 
 
 def order(folder: Path, rank: int = 0) -> dict[int, list[int]]:
@@ -76,6 +85,14 @@ def test_run_saved_at_two_ranks_resumes_at_one_with_the_one_rank_sample_order(sy
     after = order(resumed)
     assert sorted(after) == list(range(SAVED_AT + 1, STEPS + 1))
     assert all(after[step] == single[step] for step in after)
+
+    # Weights: the draws of a step are keyed by sample id (ITM negatives), so the three runs agree
+    # up to floating-point reduction order (each rank sums its half of the batch).
+    final = {name: weights(folder / "latest-rank0.pt") for name, folder in
+             (("one", one), ("two", two), ("resumed", resumed))}
+    differences = {name: max_abs_difference(final["one"], final[name]) for name in ("two", "resumed")}
+    print("max abs weight difference from the 1-rank run:", differences)
+    assert all(d <= WEIGHT_TOLERANCE for d in differences.values()), differences
 
     # The dry run says where it would resume and at which world size, reading the record cheaply.
     summary = train_summary(load_config(str(QUICKSTART), resume_args), str(QUICKSTART))
