@@ -10,7 +10,7 @@ from distributed import run_distributed
 from vlmo_composer import VLMo, VLMoConfig
 from vlmo_composer.objectives import build_itm_batch, contrastive_loss, sample_hard_negatives
 from vlmo_composer.objectives.distributed import gather_no_grad
-from vlmo_composer.objectives.itm import KeyedDraw
+from vlmo_composer.objectives.itm import KeyedDraw, step_key
 from vlmo_composer.objectives.mlm import mlm_loss
 
 pytestmark = pytest.mark.distributed
@@ -102,7 +102,7 @@ def keyed_negatives(itc, row_ids: torch.Tensor) -> dict[int, list[tuple[int, int
     column_ids = gather_no_grad(row_ids)
     out = {int(i): [] for i in row_ids}
     for step in range(KEYED_STEPS):
-        keyed = KeyedDraw(seed=17, step=step, row_ids=row_ids, column_ids=column_ids)
+        keyed = KeyedDraw(step_key(17, step), row_ids=row_ids, column_ids=column_ids)
         neg = sample_hard_negatives(itc.logits_per_image, itc.logits_per_text, itc.targets, 0.5, keyed)
         for i, image, text in zip(row_ids.tolist(), neg.image_for_text, neg.text_for_image):
             out[i].append((int(column_ids[image]), int(column_ids[text])))

@@ -111,12 +111,15 @@ class RunShape(Callback):
 
 
 class KeyedDrawStep(Callback):
-    """Sets ``draw_key = (seed, global step)`` on a task that has one, before each batch."""
+    """Sets ``draw_key``, the key of (seed, global step), on a task that has one, before each batch."""
 
     def batch_start(self, state: State, logger: Logger) -> None:
+        from vlmo_composer.objectives.itm import step_key
+
         model = state.model.module if isinstance(state.model, DistributedDataParallel) else state.model
         if hasattr(model, "draw_key"):
-            model.draw_key = (int(state.rank_zero_seed), int(state.timestamp.batch))
+            device = next(model.parameters()).device
+            model.draw_key = step_key(int(state.rank_zero_seed), int(state.timestamp.batch), device)
 
 
 def seeded_rng_state(seed: int) -> dict[str, Any]:

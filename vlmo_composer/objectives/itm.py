@@ -41,10 +41,9 @@ class HardNegatives:
 
 @dataclass
 class KeyedDraw:
-    """What keys a step's draws: the run's seed, the global step, and global sample ids."""
+    """What keys a step's draws: the step's key (:func:`step_key`) and global sample ids."""
 
-    seed: int
-    step: int
+    step_key: torch.Tensor  # [1] int64, from (seed, global step)
     row_ids: torch.Tensor  # [B] sample ids of the local rows
     column_ids: torch.Tensor  # [N] sample ids of the gathered global batch, in its order
 
@@ -73,10 +72,15 @@ def splitmix64(x: torch.Tensor) -> torch.Tensor:
     return x ^ _shift_right(x, 31)
 
 
-def keyed_uniforms(seed: int, step: int, ids: torch.Tensor, side: int) -> torch.Tensor:
-    """One float64 in [0, 1) per id, a function of (seed, step, id, side) only."""
-    key = splitmix64(torch.tensor([_signed(seed)], dtype=torch.int64, device=ids.device))
-    key = splitmix64(key ^ _signed(step))
+def step_key(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The [1] int64 key of (seed, step): a tensor, so a compiled step neither guards on
+    the step number nor recompiles when it changes."""
+    key = splitmix64(torch.tensor([_signed(seed)], dtype=torch.int64))
+    return splitmix64(key ^ _signed(step)).to(device)
+
+
+def keyed_uniforms(key: torch.Tensor, ids: torch.Tensor, side: int) -> torch.Tensor:
+    """One float64 in [0, 1) per id, a function of (the step's ``key``, id, side) only."""
     key = splitmix64(splitmix64(key ^ ids.long()) ^ side)
     return _shift_right(key, 11).double() * 2.0**-53
 
@@ -115,9 +119,9 @@ def sample_hard_negatives(
         image_for_text = torch.multinomial(weights_t2i, 1).squeeze(1)
         text_for_image = torch.multinomial(weights_i2t, 1).squeeze(1)
     else:
-        draw = keyed_uniforms(keyed.seed, keyed.step, keyed.row_ids, side=0)
+        draw = keyed_uniforms(keyed.step_key, keyed.row_ids, side=0)
         image_for_text = inverse_cdf_draw(weights_t2i, draw, keyed.column_ids)
-        draw = keyed_uniforms(keyed.seed, keyed.step, keyed.row_ids, side=1)
+        draw = keyed_uniforms(keyed.step_key, keyed.row_ids, side=1)
         text_for_image = inverse_cdf_draw(weights_i2t, draw, keyed.column_ids)
     return HardNegatives(image_for_text, text_for_image)
 

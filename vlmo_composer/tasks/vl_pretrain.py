@@ -108,9 +108,10 @@ class VLPretrainTask(RetrievalEvalMixin, VLMoTask):
 
     def __init__(self, cfg: VLPretrainConfig, model_config: Optional[VLMoConfig] = None) -> None:
         super().__init__(cfg, model_config)
-        # (seed, global step) of the step in progress, set by callbacks.elastic.KeyedDrawStep:
-        # hard negatives are then keyed by it and the sample ids, whatever the rank count.
-        self.draw_key: Optional[tuple[int, int]] = None
+        # The key of (seed, global step) of the step in progress (objectives.itm.step_key), set by
+        # callbacks.elastic.KeyedDrawStep: hard negatives are then keyed by it and the sample
+        # ids, whatever the rank count.
+        self.draw_key: Optional[torch.Tensor] = None
         if cfg.vl_ffn_init != "scratch":
             self.copy_expert_into_vl_ffn(cfg.vl_ffn_init)
 
@@ -127,7 +128,7 @@ class VLPretrainTask(RetrievalEvalMixin, VLMoTask):
         keyed = None
         if self.draw_key is not None and "sample_index" in batch:
             ids = batch["sample_index"]
-            keyed = KeyedDraw(*self.draw_key, row_ids=ids, column_ids=gather_no_grad(ids))
+            keyed = KeyedDraw(self.draw_key, row_ids=ids, column_ids=gather_no_grad(ids))
         losses = vl_pretrain_losses(
             self.model, batch, self.cfg.mlm_weight, mlm_slots=self.cfg.mlm_slots,
             itm_uniform_negatives=self.cfg.itm_uniform_negatives, keyed=keyed,
