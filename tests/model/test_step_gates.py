@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from vlmo_composer import VLMo, VLMoConfig
 from vlmo_composer.model.attention import AttentionBias, attend, padded_length
+from vlmo_composer.objectives.itm import step_key
 from vlmo_composer.objectives.mlm import IGNORE_INDEX, masked_logits, mlm_loss
 from vlmo_composer.training.profiling import HostSyncCounter, graph_breaks, synthetic_vl_batch
 from vlmo_composer.tasks.vl_pretrain import VLPretrainConfig, VLPretrainTask
@@ -133,10 +134,11 @@ def test_the_compiled_step_does_not_recompile_after_the_first_step():
     torch.manual_seed(0)
     task = VLPretrainTask(VLPretrainConfig(model={"size": "tiny", "drop_path_rate": 0.0}))
     task.train()
-    batch = synthetic_vl_batch(task.config, 4)
+    batch = {**synthetic_vl_batch(task.config, 4), "sample_index": torch.tensor([9, 2, 5, 0])}
     step = torch.compile(task, fullgraph=True, backend="aot_eager")
     before, graphs = compiled_graphs(), []  # the counter is per process
-    for _ in range(2):
+    for number in range(2):
+        task.draw_key = step_key(17, number)  # keyed hard negatives: a new step, the same graph
         step(batch)["losses"]["total"].backward()
         graphs.append(compiled_graphs() - before)
     assert graphs == [1, 1], graphs

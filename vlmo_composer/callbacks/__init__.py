@@ -1,6 +1,7 @@
 """Callbacks of this package (registered for YAML use)."""
 
 from vlmo_composer import registry
+from vlmo_composer.callbacks.elastic import RunShape
 from vlmo_composer.callbacks.metric_dicts import FlattenMetricDicts
 from vlmo_composer.callbacks.provenance import DataProvenance
 from vlmo_composer.callbacks.preemption import Preempted, PreemptionCheckpoint
@@ -15,5 +16,6 @@ __all__ = [
     "MidEpochRngRestore",
     "Preempted",
     "PreemptionCheckpoint",
+    "RunShape",
     "SampleOrderLogger",
 ]

@@ -60,3 +60,14 @@ def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(world)]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def sum_no_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over all ranks (no autograd)."""
+    rank, world = rank_and_world()
+    if world == 1:
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total)
+    return total

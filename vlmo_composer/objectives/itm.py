@@ -11,11 +11,19 @@ from scratch needs it: while ITC tells pairs apart only by their coarsest attrib
 every similarity-drawn negative shares it, and the fusion head never sees the easy
 contrast it first learns from (measured on the quick-start: ITM stays at the
 class-prior loss 0.637 with 0, and falls with uniform negatives).
+
+Keyed draws. Given a :class:`KeyedDraw`, every row draws with its own uniform number,
+a hash of (seed, step, the row's global sample id, image or text side), by inverse
+CDF over its weights with the columns in sample-id order: a row picks the same
+negative however the global batch is split over ranks (so also after a resume at
+another world size). Without one, ``torch.multinomial`` draws from each rank's
+generator, and the draws depend on the rank count.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,21 +39,90 @@ class HardNegatives:
     text_for_image: torch.Tensor  # [B] negative text for each local image
 
 
+@dataclass
+class KeyedDraw:
+    """What keys a step's draws: the step's key (:func:`step_key`) and global sample ids."""
+
+    step_key: torch.Tensor  # [1] int64, from (seed, global step)
+    row_ids: torch.Tensor  # [B] sample ids of the local rows
+    column_ids: torch.Tensor  # [N] sample ids of the gathered global batch, in its order
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(value: int) -> int:
+    value &= _MASK64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+_GOLDEN, _MIX1, _MIX2 = (_signed(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 bit patterns (torch's ``>>`` keeps the sign)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def splitmix64(x: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser on int64 tensors (wrapping arithmetic): a counter-based hash."""
+    x = x + _GOLDEN
+    x = (x ^ _shift_right(x, 30)) * _MIX1
+    x = (x ^ _shift_right(x, 27)) * _MIX2
+    return x ^ _shift_right(x, 31)
+
+
+def step_key(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The [1] int64 key of (seed, step): a tensor, so a compiled step neither guards on
+    the step number nor recompiles when it changes."""
+    key = splitmix64(torch.tensor([_signed(seed)], dtype=torch.int64))
+    return splitmix64(key ^ _signed(step)).to(device)
+
+
+def keyed_uniforms(key: torch.Tensor, ids: torch.Tensor, side: int) -> torch.Tensor:
+    """One float64 in [0, 1) per id, a function of (the step's ``key``, id, side) only."""
+    key = splitmix64(splitmix64(key ^ ids.long()) ^ side)
+    return _shift_right(key, 11).double() * 2.0**-53
+
+
+def inverse_cdf_draw(weights: torch.Tensor, uniforms: torch.Tensor, column_ids: torch.Tensor) -> torch.Tensor:
+    """Column drawn per row with probability proportional to ``weights`` [B, N], using
+    ``uniforms`` [B]; columns are taken in ``column_ids`` order, so the draw does not
+    depend on where each sample sits in the batch. A zero-weight column is never drawn."""
+    order = torch.argsort(column_ids, stable=True)
+    ordered = weights.double()[:, order]
+    cdf = ordered.cumsum(1)
+    target = (uniforms * cdf[:, -1]).unsqueeze(1)
+    pos = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=weights.shape[1] - 1)
+    # Rounding can put the target on the total: take the last column with weight instead.
+    last = weights.shape[1] - 1 - (ordered > 0).flip(1).int().argmax(1)
+    pos = torch.where(ordered.gather(1, pos.unsqueeze(1)).squeeze(1) > 0, pos, last)
+    return order[pos]
+
+
 @torch.no_grad()
 def sample_hard_negatives(
     logits_per_image: torch.Tensor,
     logits_per_text: torch.Tensor,
     targets: torch.Tensor,
     uniform_mix: float = 0.0,
+    keyed: Optional[KeyedDraw] = None,
 ) -> HardNegatives:
     """Draw one negative per local row from ``softmax(row)`` with the positive excluded
-    (mixed with ``uniform_mix`` of a uniform draw over the other pairs)."""
+    (mixed with ``uniform_mix`` of a uniform draw over the other pairs); with ``keyed``,
+    by the row's keyed number (see the module doc), else from the global generator."""
     if logits_per_image.shape[1] < 2:
         raise ValueError("hard-negative ITM needs a global batch of at least 2 pairs")
     weights_i2t = negative_weights(logits_per_image, targets, uniform_mix)
     weights_t2i = negative_weights(logits_per_text, targets, uniform_mix)
-    image_for_text = torch.multinomial(weights_t2i, 1).squeeze(1)
-    text_for_image = torch.multinomial(weights_i2t, 1).squeeze(1)
+    if keyed is None:
+        image_for_text = torch.multinomial(weights_t2i, 1).squeeze(1)
+        text_for_image = torch.multinomial(weights_i2t, 1).squeeze(1)
+    else:
+        draw = keyed_uniforms(keyed.step_key, keyed.row_ids, side=0)
+        image_for_text = inverse_cdf_draw(weights_t2i, draw, keyed.column_ids)
+        draw = keyed_uniforms(keyed.step_key, keyed.row_ids, side=1)
+        text_for_image = inverse_cdf_draw(weights_i2t, draw, keyed.column_ids)
     return HardNegatives(image_for_text, text_for_image)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vlmo_composer.objectives.distributed import rank_and_world, sum_no_grad
+
 IGNORE_INDEX = -100
 DEFAULT_MLM_PROB = 0.15
 
@@ -27,11 +29,21 @@ def default_mlm_slots(text_len: int) -> int:
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over masked tokens; 0 (with gradient) when none is masked, branch-free."""
+    """Mean cross-entropy over masked tokens; 0 (with gradient) when none is masked, branch-free.
+
+    In training on several ranks the mean is over the masked tokens of the global
+    batch: each rank divides its sum by the global count (times the rank count, as
+    DDP averages the ranks' gradients), so the gradient does not depend on how the
+    batch is split (a per-rank mean would weight a rank's few masked tokens more).
+    """
     logits = logits.reshape(-1, logits.shape[-1]).float()
     labels = labels.reshape(-1)
     total = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
+    count = (labels != IGNORE_INDEX).sum()
+    _, world = rank_and_world()
+    if world > 1 and torch.is_grad_enabled():  # evaluation may run on one rank: no collective there
+        return total * world / sum_no_grad(count).clamp(min=1)
+    return total / count.clamp(min=1)
 
 
 def masked_slots(labels: torch.Tensor, num_slots: int) -> torch.Tensor:

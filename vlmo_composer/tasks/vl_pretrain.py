@@ -19,6 +19,8 @@ from vlmo_composer.objectives import (
     mlm_loss,
     sample_hard_negatives,
 )
+from vlmo_composer.objectives.distributed import gather_no_grad
+from vlmo_composer.objectives.itm import KeyedDraw
 from vlmo_composer.objectives.mlm import default_mlm_slots
 from vlmo_composer.tasks.base import TaskConfig, VLMoTask
 from vlmo_composer.tasks.retrieval_eval import RetrievalEvalMixin
@@ -51,8 +53,10 @@ def vl_pretrain_losses(
     negatives: Optional[HardNegatives] = None,
     mlm_slots: Optional[int] = None,
     itm_uniform_negatives: float = 0.0,
+    keyed: Optional[KeyedDraw] = None,
 ) -> dict[str, torch.Tensor]:
-    """The stage-3 objective on one device batch (``negatives`` fixed only in tests).
+    """The stage-3 objective on one device batch (``negatives`` fixed only in tests;
+    ``keyed``: draw them by sample id, the same on any number of ranks).
 
     ITC = mean of the V/L-FFN pair and the VL-branch pair, each over the global
     batch; hard negatives are drawn from the gathered global batch by the first
@@ -68,7 +72,7 @@ def vl_pretrain_losses(
 
     if negatives is None:
         negatives = sample_hard_negatives(
-            itc.logits_per_image, itc.logits_per_text, itc.targets, itm_uniform_negatives
+            itc.logits_per_image, itc.logits_per_text, itc.targets, itm_uniform_negatives, keyed
         )
     itm = build_itm_batch(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], negatives)
     fused = model.fuse(
@@ -104,6 +108,10 @@ class VLPretrainTask(RetrievalEvalMixin, VLMoTask):
 
     def __init__(self, cfg: VLPretrainConfig, model_config: Optional[VLMoConfig] = None) -> None:
         super().__init__(cfg, model_config)
+        # The key of (seed, global step) of the step in progress (objectives.itm.step_key), set by
+        # callbacks.elastic.KeyedDrawStep: hard negatives are then keyed by it and the sample
+        # ids, whatever the rank count.
+        self.draw_key: Optional[torch.Tensor] = None
         if cfg.vl_ffn_init != "scratch":
             self.copy_expert_into_vl_ffn(cfg.vl_ffn_init)
 
@@ -117,9 +125,13 @@ class VLPretrainTask(RetrievalEvalMixin, VLMoTask):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         batch = self.prepare(batch)
+        keyed = None
+        if self.draw_key is not None and "sample_index" in batch:
+            ids = batch["sample_index"]
+            keyed = KeyedDraw(self.draw_key, row_ids=ids, column_ids=gather_no_grad(ids))
         losses = vl_pretrain_losses(
             self.model, batch, self.cfg.mlm_weight, mlm_slots=self.cfg.mlm_slots,
-            itm_uniform_negatives=self.cfg.itm_uniform_negatives,
+            itm_uniform_negatives=self.cfg.itm_uniform_negatives, keyed=keyed,
         )
         return {"losses": losses}
 

@@ -25,6 +25,7 @@ import torch
 
 from vlmo_composer import registry
 from vlmo_composer.training.builders import ResolvedTask, build_task, resolve_config
+from vlmo_composer.callbacks.elastic import describe_resume, run_shape
 from vlmo_composer.checkpoints.official import describe_size
 from vlmo_composer.training.config import ConfigError, LoaderConfig, TrainConfig, load_config
 from vlmo_composer.data.streams import _named_entries
@@ -234,6 +235,8 @@ def describe_checkpoints(cfg: TrainConfig, yaml_path: Optional[str] = None, over
             latest = latest_checkpoint(cfg.save_folder, cfg.run_name)
             found = "" if "://" in latest else " (found)" if os.path.exists(latest) else " (none yet: starts fresh)"
             lines.append(f"autoresume: resumes from {latest} when it exists{found}")
+            if found == " (found)":
+                lines.append(describe_resume(latest, current_shape(cfg)))
     else:
         lines.append("checkpoints: none (no save_folder)")
     init_from = cfg.task.get("init_from")
@@ -252,7 +255,15 @@ def describe_checkpoints(cfg: TrainConfig, yaml_path: Optional[str] = None, over
         else:
             how = "full state: continues its step count, optimizer, schedule and data position"
         lines.append(f"load_path: {cfg.load_path} ({how})")
+        if not cfg.load_weights_only and ("://" in cfg.load_path or os.path.exists(cfg.load_path)):
+            lines.append(describe_resume(cfg.load_path, current_shape(cfg)))
     return lines
+
+
+def current_shape(cfg: TrainConfig) -> dict[str, Any]:
+    """The run's record as this launch would save it (ranks and nodes from the launcher's environment)."""
+    world = world_size()
+    return run_shape(cfg, world, max(1, world // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
 
 
 def train_summary(cfg: TrainConfig, yaml_path: str, overrides: Sequence[str] = ()) -> str:

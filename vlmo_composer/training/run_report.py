@@ -15,6 +15,7 @@ import torch
 from composer import Trainer
 from composer.loggers import LoggerDestination
 
+from vlmo_composer.callbacks.elastic import RunShape
 from vlmo_composer.common.run_paths import latest_checkpoint
 from vlmo_composer.training.config import TrainConfig
 from vlmo_composer.loggers import MetricsFile, ReadableConsoleLogger, ReadableProgressBar
@@ -79,7 +80,9 @@ def resume_line(cfg: TrainConfig, trainer: Trainer) -> str:
 def start_lines(cfg: TrainConfig, trainer: Trainer) -> list[str]:
     """What the run starts from, when it does not start from scratch."""
     if int(trainer.state.timestamp.batch) > 0:
-        return [resume_line(cfg, trainer)]
+        shape = next((c for c in trainer.state.callbacks if isinstance(c, RunShape)), None)
+        elastic = shape.elastic_line if shape else None  # the world size changed
+        return [resume_line(cfg, trainer)] + ([elastic] if elastic else [])
     if cfg.load_path and cfg.load_weights_only:
         return [load_line(cfg, trainer)]
     return []

@@ -35,6 +35,7 @@ from vlmo_composer.callbacks import (
     Preempted,
     PreemptionCheckpoint,
 )
+from vlmo_composer.callbacks.elastic import KeyedDrawStep, RunShape, check_resume, fit_rng_states, run_shape
 from vlmo_composer.training.config import ConfigError, TrainConfig, load_config
 from vlmo_composer.data.loaders import build_dataloader
 from vlmo_composer.training.dry_run import train_summary
@@ -143,8 +144,10 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     scheduler = build_scheduler(cfg.scheduler)
     algorithms = build_named(registry.algorithms, cfg.algorithms, "algorithms")
     rng_restore = MidEpochRngRestore()
+    shape = RunShape(run_shape(cfg, world, max(1, world // dist.get_local_world_size())))
     callbacks = build_named(registry.callbacks, {**run_report.DEFAULT_CALLBACKS, **cfg.callbacks}, "callbacks")
-    callbacks += [FlattenMetricDicts(), rng_restore,  # the data each checkpoint was trained on, in it
+    callbacks += [FlattenMetricDicts(), rng_restore, shape, KeyedDrawStep(),
+                  # the data each checkpoint was trained on, in it
                   DataProvenance(cfg.train_loader.dataset, [(c.label, c.dataset) for c in cfg.eval_loaders])]
     loggers = build_named(registry.loggers, cfg.loggers, "loggers") + run_report.console_and_file_loggers(cfg)
     checkpoint_store = remote_uploader_downloader(cfg.save_folder or "", cfg.object_store)
@@ -192,6 +195,11 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     )
     configure_checkpoint_uploads(trainer._checkpoint_saver, cfg.object_store)
     trainer.state.callbacks.append(preemption)  # after Composer's CheckpointSaver: sees its save first
+    if shape.saved is not None:  # resumed from a full checkpoint: the rules of callbacks/elastic.py
+        shape.elastic_line = check_resume(shape.saved, shape.current)
+    if trainer._rng_state is not None and len(trainer._rng_state) != world:
+        trainer._rng_state = fit_rng_states(trainer._rng_state, world, trainer.state.rank_zero_seed,
+                                            int(trainer.state.timestamp.batch))
     if trainer._rng_state is not None and int(trainer.state.timestamp.batch_in_epoch) > 0:
         rng_restore.rng_state, trainer._rng_state = trainer._rng_state, None
     return trainer
