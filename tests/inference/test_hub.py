@@ -227,6 +227,14 @@ def test_a_checkpoint_records_its_data_and_the_export_command_writes_the_runs_ca
     assert (train["samples_written"], train["skipped"], train["dropped"]) == (2, {"corrupt_image": 1},
                                                                                {"empty_caption": 1})
     assert record["eval"]["test"][0]["report"]["samples_written"] == 1
+    # eval.py on that checkpoint: its --output names the checkpoint, its step and that record.
+    from vlmo_composer.evaluation.cli import main as eval_main
+
+    weights, out = folder / "latest-rank0.pt", tmp_path / "eval.json"
+    assert eval_main([str(yaml), "--weights", str(weights), "--kind", "composer", "--device", "cpu",
+                      "--output", str(out)]) == 0
+    evaluated = json.loads(out.read_text())["checkpoint"]
+    assert evaluated == {"path": str(weights), "kind": "composer", "batch": 1, "trained_on": record}
     # The export command on that run: its real metrics.jsonl gives the card's evaluation.
     out = tmp_path / "card"
     assert export_main([str(yaml), str(out), f"save_folder={folder}"]) == 0

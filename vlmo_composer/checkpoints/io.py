@@ -68,6 +68,7 @@ class LoadReport:
     allowed_unexpected: list[str] = field(default_factory=list)
     weights: str = ""  # which set of a Composer checkpoint was read (EMA or raw); not part of the match
     batch: Optional[int] = None  # a Composer checkpoint's step: batches trained (its state's timestamp)
+    trained_on: Optional[dict] = None  # a Composer checkpoint's data record (callbacks.DataProvenance), if any
 
     def __str__(self) -> str:
         lines = [f"adapted: {a}" for a in self.adapted]

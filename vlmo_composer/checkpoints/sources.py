@@ -197,13 +197,14 @@ def select_composer_weights(
 
 def read_composer_weights(
     path: str, weights: Optional[str] = None, announce: bool = True
-) -> tuple[dict[str, torch.Tensor], str, Optional[int]]:
-    """``(VLMo weights, which set, step)`` of one of our Composer checkpoints (``state/model/model.*``).
+) -> tuple[dict[str, torch.Tensor], str, Optional[int], Optional[dict]]:
+    """``(VLMo weights, which set, step, data record)`` of one of our Composer checkpoints (``state/model/model.*``).
 
     Composer checkpoints are pickles, so this runs only on a path the user named as
     ``composer``. ``weights`` picks the EMA or raw set (:func:`select_composer_weights`),
     and the choice is printed (unless the caller reports it: ``announce=False``): the two
-    can differ a lot. The step is the batches trained, from the state's timestamp.
+    can differ a lot. The step is the batches trained, from the state's timestamp; the data
+    record is what :class:`~vlmo_composer.callbacks.provenance.DataProvenance` saved (None before it).
     """
     weight_set(weights)  # a bad choice fails before the (large) file is read
     if not os.path.exists(path):
@@ -220,7 +221,8 @@ def read_composer_weights(
         print(f"{line}, from {path}", file=sys.stderr)
     stamp = inner.get("timestamp") or {}  # Composer writes {"Timestamp": Timestamp.state_dict()}
     batch = stamp.get("Timestamp", stamp).get("batch")
-    return {k[len("model."):]: v for k, v in model.items() if k.startswith("model.")}, line, batch
+    trained_on = (inner.get("callbacks") or {}).get("DataProvenance")
+    return {k[len("model."):]: v for k, v in model.items() if k.startswith("model.")}, line, batch, trained_on
 
 
 def composer_model_weights(path: str, weights: Optional[str] = None) -> dict[str, torch.Tensor]:
@@ -278,7 +280,7 @@ def load_weights_into(
         return load_beit(local, model)
     report = LoadReport()
     if kind == "composer":
-        source, report.weights, report.batch = read_composer_weights(local, weights, announce)
+        source, report.weights, report.batch, report.trained_on = read_composer_weights(local, weights, announce)
     else:
         source = read_weights(kind, local, weights)
     check_same_size(source, model.config, str(path))

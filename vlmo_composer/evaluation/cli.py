@@ -64,8 +64,10 @@ def load_weights(task, path: str, kind: str, weights: Optional[str] = None) -> t
 
 def checkpoint_record(path: str, kind: str, report: LoadReport) -> dict[str, Any]:
     """What ``--output`` says was evaluated: the weights' path and kind, and a Composer
-    checkpoint's step (batches trained, from its state's timestamp)."""
-    return {"path": path, "kind": kind, **({"batch": report.batch} if report.batch is not None else {})}
+    checkpoint's step (batches trained, from its state's timestamp) and the data it was
+    trained on (its ``DataProvenance`` record), so a number traces back to its data."""
+    return {"path": path, "kind": kind, **({"batch": report.batch} if report.batch is not None else {}),
+            **({"trained_on": report.trained_on} if report.trained_on is not None else {})}
 
 
 def describe_weights(path: str, kind: str) -> str:
