@@ -31,7 +31,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from tqdm import tqdm
 
 from data_prep.common import ConversionError
 from data_prep.writer import SPARK_RUN_MARKER as RUN_MARKER  # the job's token, or "stopped"
@@ -176,7 +175,7 @@ def _error_line(error: BaseException) -> str:
     return (text.strip().splitlines()[0] if text.strip() else type(error).__name__)[:300]
 
 
-def run_groups(tasks: list[Any], num_workers: int, master: str | None, bar: tqdm) -> list[Any]:
+def run_groups(tasks: list[Any], num_workers: int, master: str | None, bar: Any) -> list[Any]:
     """Write every group as one Spark task; the results in the order of ``tasks``."""
     from data_prep.writer import _GroupResult, _write_group
 
@@ -232,7 +231,7 @@ def run_groups(tasks: list[Any], num_workers: int, master: str | None, bar: tqdm
         nonlocal shown
         bar.update(records_done.value - shown)
         shown = records_done.value
-        bar.set_postfix_str(f"groups {groups_done.value}/{len(tasks)}", refresh=False)
+        bar.set_groups(groups_done.value)
 
     def stop_stragglers() -> None:
         dest.write_text(RUN_MARKER, "stopped")
