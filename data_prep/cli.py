@@ -49,7 +49,7 @@ def add_common_args(parser: argparse.ArgumentParser, image_args: bool = True) ->
                    help="shard compression, e.g. zstd, zstd:7, gz, none (default zstd)")
     g.add_argument("--shard-size", default="64mb", help="shard size limit (default 64mb)")
     g.add_argument("--group-size", type=positive_int, default=1000,
-                   help="records per resumable group written by one worker (default 1000)")
+                   help="records per resumable group written by one worker (default 1000; tars: one group per tar)")
     if image_args:
         g.add_argument("--max-image-side", type=positive_int, default=None,
                        help="downscale larger images to this longest side and store them as "

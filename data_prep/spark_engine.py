@@ -31,8 +31,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from tqdm import tqdm
-
 from data_prep.common import SPARK_RUN_MARKER as RUN_MARKER  # the job's token, or "stopped"
 from data_prep.common import ConversionError
 
@@ -176,11 +174,11 @@ def _error_line(error: BaseException) -> str:
     return (text.strip().splitlines()[0] if text.strip() else type(error).__name__)[:300]
 
 
-def run_groups(tasks: list[Any], write_group: Callable[[Any, Callable[[int], None]], Any], read_result: Callable[[str], Any],
-               num_workers: int, master: str | None, bar: tqdm) -> list[Any]:
+def run_groups(tasks: list[Any], write_group: Callable[[Any, Callable[[int], None]], Any],
+               read_result: Callable[[str], Any], num_workers: int, master: str | None, bar: Any) -> list[Any]:
     """Write every group as one Spark task (``write_group(task, progress)``, the local workers'
     function; its result travels back as JSON text for ``read_result``); the results in the order
-    of ``tasks``."""
+    of ``tasks``. ``bar`` is the writer's progress display."""
     if not tasks:
         return []
     require_spark(check_java=False)
@@ -233,7 +231,7 @@ def run_groups(tasks: list[Any], write_group: Callable[[Any, Callable[[int], Non
         nonlocal shown
         bar.update(records_done.value - shown)
         shown = records_done.value
-        bar.set_postfix_str(f"groups {groups_done.value}/{len(tasks)}", refresh=False)
+        bar.set_groups(groups_done.value)
 
     def stop_stragglers() -> None:
         dest.write_text(RUN_MARKER, "stopped")

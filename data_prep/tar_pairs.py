@@ -1,7 +1,9 @@
 """Image-text pairs from img2dataset's webdataset tars (``{key}.jpg/.txt/.json``).
 
-The main process only indexes the tars (member offsets, no data), so the
-records are tiny and the workers read each image straight from its offset.
+The plan is one group per tar, made from file names, sizes and mtimes only:
+each worker indexes its own tar (member offsets, no data) and reads each image
+straight from its offset, so the driver's memory and time to the first shard do
+not grow with the number of pairs (issue 17).
 Samples whose json ``status`` is not ``success`` are skipped and counted, and
 so are the rows img2dataset lists as failed in each shard's ``.parquet``
 (``_stats.json`` when pyarrow is not installed), with its error messages.
@@ -9,6 +11,7 @@ so are the rows img2dataset lists as failed in each shard's ``.parquet``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import json
@@ -79,6 +82,35 @@ def index_tar(path: str, source: str, skipped: SkipLog) -> list[TarPairRecord]:
     return [TarPairRecord(f"{tar_name}/{key}", path, tuple(m), source) for key, m in members.items()]
 
 
+@dataclass(frozen=True)
+class TarSource:
+    """One input tar, planned by the worker that writes its group."""
+
+    name: str
+    source: str
+    fingerprint: str
+    """Size and mtime of the tar and of its img2dataset sidecars: a change redoes its group."""
+
+    def plan(self, skipped: SkipLog) -> list[TarPairRecord]:
+        records = index_tar(self.name, self.source, skipped)
+        count_shard_failures(os.path.splitext(self.name)[0], skipped)
+        return records
+
+
+def _fingerprint(path: str) -> str:
+    parts = []
+    for p in (path, *(os.path.splitext(path)[0] + s for s in (".parquet", "_stats.json"))):
+        with contextlib.suppress(OSError):
+            st = os.stat(p)
+            parts.append(f"{os.path.basename(p)}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(parts)
+
+
+def tar_sources(inputs: list[str], source: str) -> list[TarSource]:
+    """The plan: one source per tar, from a directory listing and a stat, no tar contents."""
+    return [TarSource(path, source, _fingerprint(path)) for path in expand_tar_inputs(inputs)]
+
+
 def plan_tar_pairs(inputs: list[str], source: str) -> tuple[list[TarPairRecord], SkipLog]:
     """The tars' samples, and the rows img2dataset could not download (from each shard's
     ``.parquet`` / ``_stats.json``: failures never reach the tar)."""
@@ -137,6 +169,5 @@ def build_tar_pair(record: TarPairRecord, context: SampleContext,
 
 def tar_pairs_job(inputs: list[str], source: str, split: str, max_image_side: int | None) -> SplitJob:
     """The image-text job for a set of img2dataset tars."""
-    records, skipped = plan_tar_pairs(inputs, source)
     build = functools.partial(build_tar_pair, max_image_side=max_image_side)
-    return SplitJob(split, IMAGE_TEXT, records, build, skipped=skipped)
+    return SplitJob(split, IMAGE_TEXT, [], build, sources=tar_sources(inputs, source))

@@ -1,6 +1,9 @@
 """The one parallel, resumable MDS writer every converter goes through.
 
-A split's records are cut into contiguous groups of ``group_size`` records.
+A split's records are cut into contiguous groups of ``group_size`` records;
+a job planned per input file (``SplitJob.sources``: the web-pair converters)
+has one group per input file instead, whose records the worker reads itself,
+so the driver's plan grows with the input files, not with the records.
 Each group is written by one worker process with its own ``MDSWriter`` into
 ``<split>/<group>/`` and, once finished (and uploaded, for ``s3://``), marked
 by ``<group>/_SUCCESS`` holding its counts. Streaming's ``merge_index`` then
@@ -116,6 +119,28 @@ class SplitJob:
     skipped: SkipLog = field(default_factory=SkipLog)
     dropped: SkipLog = field(default_factory=SkipLog)
     extra_files: dict[str, str] = field(default_factory=dict)
+    sources: list[Any] | None = None
+    """Planned per input file instead of per record: one group per source, and ``records``
+    stays empty. A source is a small picklable object with ``name`` (its input, as the
+    manifest lists it), ``fingerprint`` (what changes when its content does: size and
+    mtime) and ``plan(skipped)``, which the worker calls to get the source's records in
+    input order (adding what it leaves out to ``skipped``)."""
+
+    def with_records_planned(self, limit: int | None) -> SplitJob:
+        """A per-record job of the first ``limit`` records (``--limit`` on a per-source job:
+        the driver reads only the sources it needs)."""
+        if self.sources is None:
+            return SplitJob(self.split, self.schema, self.records[:limit], self.build, self.skipped,
+                            self.dropped, self.extra_files)
+        skipped = SkipLog()
+        skipped.merge(self.skipped)
+        records: list[Any] = []
+        for source in self.sources:
+            if limit is not None and len(records) >= limit:
+                break
+            records += source.plan(skipped)
+        return SplitJob(self.split, self.schema, records[:limit], self.build, skipped, self.dropped,
+                        self.extra_files)
 
 
 @dataclass
@@ -125,16 +150,21 @@ class _GroupResult:
     samples: int
     skipped: SkipLog
     dropped: SkipLog
+    input: str | None = None
+    """A per-source group: its source's fingerprint, so a changed input redoes only its group."""
 
     def to_json_text(self) -> str:
-        return json.dumps({"group": self.group, "records": self.records, "samples": self.samples,
-                           "skipped": self.skipped.to_json(), "dropped": self.dropped.to_json()})
+        obj = {"group": self.group, "records": self.records, "samples": self.samples,
+               "skipped": self.skipped.to_json(), "dropped": self.dropped.to_json()}
+        if self.input is not None:
+            obj["input"] = self.input
+        return json.dumps(obj)
 
     @classmethod
     def from_json_text(cls, text: str) -> _GroupResult:
         obj = json.loads(text)
         return cls(obj["group"], obj["records"], obj["samples"],
-                   SkipLog.from_json(obj["skipped"]), SkipLog.from_json(obj["dropped"]))
+                   SkipLog.from_json(obj["skipped"]), SkipLog.from_json(obj["dropped"]), obj.get("input"))
 
 
 @dataclass
@@ -146,6 +176,8 @@ class _GroupTask:
     schema: Schema
     compression: str | None
     shard_size: int | str
+    source: Any = None
+    """A per-source group: the worker plans its records from this (``records`` is empty)."""
 
 
 def group_names(num_records: int, group_size: int) -> list[str]:
@@ -169,9 +201,13 @@ def _write_group(task: _GroupTask, progress: Callable[[int], None]) -> _GroupRes
     context = SampleContext()
     skipped = SkipLog()
     samples = 0
+    records = task.records
+    if task.source is not None:
+        records = task.source.plan(skipped)  # read here, in the worker, never in the driver
+    left_out = skipped.total
     with MDSWriter(out=local, columns=dict(task.schema.columns), compression=task.compression,
                    hashes=["xxh64"], size_limit=task.shard_size) as writer:
-        for record in task.records:
+        for record in records:
             if delay:
                 time.sleep(delay)
             try:
@@ -191,9 +227,35 @@ def _write_group(task: _GroupTask, progress: Callable[[int], None]) -> _GroupRes
             progress(1)
     task.dest.publish_dir(task.group)
     skipped.merge(context.skipped)
-    result = _GroupResult(task.group, len(task.records), samples, skipped, context.dropped)
+    result = _GroupResult(task.group, len(records) + left_out, samples, skipped, context.dropped,
+                          task.source.fingerprint if task.source is not None else None)
     task.dest.write_text(f"{task.group}/{GROUP_DONE_NAME}", result.to_json_text())
     return result
+
+
+class Progress:
+    """The split's bar: in records (with groups done as a postfix), or, for a per-source job
+    whose records are not known up front, in groups (with the records written so far)."""
+
+    def __init__(self, bar: tqdm, per_group: bool, groups: int, groups_before: int) -> None:
+        self.bar, self.per_group, self.groups = bar, per_group, groups
+        self.groups_before, self.groups_now, self.records_now = groups_before, 0, 0
+
+    def update(self, n: int) -> None:
+        """``n`` more records done."""
+        self.records_now += n
+        if self.per_group:
+            self.bar.set_postfix_str(f"{self.records_now} records", refresh=False)
+        else:
+            self.bar.update(n)
+
+    def set_groups(self, done: int) -> None:
+        """``done`` groups finished in this run."""
+        if self.per_group:
+            self.bar.update(done - self.groups_now)
+        else:
+            self.bar.set_postfix_str(f"groups {self.groups_before + done}/{self.groups}", refresh=False)
+        self.groups_now = done
 
 
 _progress_queue: Any = None
@@ -226,9 +288,13 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def _run_groups(tasks: list[_GroupTask], num_workers: int, bar: tqdm) -> list[_GroupResult]:
+def _run_groups(tasks: list[_GroupTask], num_workers: int, bar: Progress) -> list[_GroupResult]:
     if num_workers <= 1 or len(tasks) <= 1:
-        return [_write_group(t, bar.update) for t in tasks]
+        serial = []
+        for t in tasks:
+            serial.append(_write_group(t, bar.update))
+            bar.set_groups(len(serial))
+        return serial
     ctx = _mp_context()
     queue = ctx.Queue()
     results: dict[str, _GroupResult] = {}
@@ -244,6 +310,7 @@ def _run_groups(tasks: list[_GroupTask], num_workers: int, bar: tqdm) -> list[_G
                     waiting, timeout=0.2, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
                     results[futures[future]] = future.result()
+                bar.set_groups(len(results))
                 while not queue.empty():
                     bar.update(queue.get())
         except BrokenProcessPool as e:
@@ -258,7 +325,7 @@ def _run_groups(tasks: list[_GroupTask], num_workers: int, bar: tqdm) -> list[_G
     return [results[t.group] for t in tasks]
 
 
-def _run_engine(tasks: list[_GroupTask], options: WriterOptions, bar: tqdm) -> list[_GroupResult]:
+def _run_engine(tasks: list[_GroupTask], options: WriterOptions, bar: Progress) -> list[_GroupResult]:
     """The same groups on either engine; the results in the order of ``tasks``."""
     if options.engine == "spark":
         from data_prep.spark_engine import run_groups
@@ -280,9 +347,14 @@ def _records_digest(records: Sequence[Any]) -> str:
 
 
 def _manifest(tool: str, args: Mapping[str, Any], job: SplitJob, options: WriterOptions) -> dict[str, Any]:
-    return {"version": MANIFEST_VERSION, "tool": tool, "split": job.split, "schema": job.schema.name,
-            "args": dict(args), "writer": options.settings(), "records": len(job.records),
-            "records_sha1": _records_digest(job.records)}
+    manifest = {"version": MANIFEST_VERSION, "tool": tool, "split": job.split, "schema": job.schema.name,
+                "args": dict(args), "writer": options.settings()}
+    if job.sources is None:
+        manifest.update({"records": len(job.records), "records_sha1": _records_digest(job.records)})
+    else:
+        # Which inputs, in which order; their contents are checked per group (``_GroupResult.input``).
+        manifest.update({"inputs": len(job.sources), "inputs_sha1": _records_digest([s.name for s in job.sources])})
+    return manifest
 
 
 def _manifest_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -292,7 +364,8 @@ def _manifest_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> lis
         if isinstance(a, dict) and isinstance(b, dict):
             diffs += [f"{key}.{d}" for d in _manifest_differences(a, b)]
         elif a != b:
-            diffs.append(f"{key} ({a!r} -> {b!r})" if key != "records_sha1" else "input records")
+            diffs.append(f"{key} ({a!r} -> {b!r})" if not key.endswith("_sha1")
+                         else "input records" if key == "records_sha1" else "input files")
     return diffs
 
 
@@ -331,41 +404,69 @@ def _merge_index(dest: Destination, groups: list[str]) -> None:
         logging.disable(previous)
 
 
+def _groups_of(job: SplitJob, options: WriterOptions) -> list[str]:
+    if job.sources is not None:
+        return [f"{i:05d}" for i in range(len(job.sources))]
+    return group_names(len(job.records), options.group_size)
+
+
+def _changed_groups(dest: Destination, job: SplitJob) -> list[str]:
+    """The groups of a finished per-source split whose input file changed since."""
+    changed = []
+    for g, source in zip(_groups_of(job, WriterOptions()), job.sources or []):
+        text = dest.read_text(f"{g}/{GROUP_DONE_NAME}")
+        if text is None or _GroupResult.from_json_text(text).input != source.fingerprint:
+            changed.append(g)
+    return changed
+
+
 def _write_split(dest: Destination, job: SplitJob, manifest: dict[str, Any], state: str,
                  options: WriterOptions) -> SplitReport:
     start = time.monotonic()
+    if state == "complete" and job.sources is not None and _changed_groups(dest, job):
+        state = "resume"  # an input file changed since: its group is written again
+        dest.delete(REPORT_NAME)  # the split no longer looks complete while it is rewritten
+        dest.delete("index.json")
     if state == "complete":
         report = SplitReport.from_json(json.loads(dest.read_text(REPORT_NAME) or "{}"))
         report.already_complete = True
         return report
     dest.write_text(MANIFEST_NAME, json.dumps(manifest, indent=1))
-    groups = group_names(len(job.records), options.group_size)
+    per_source = job.sources is not None
+    groups = _groups_of(job, options)
     finished: dict[str, _GroupResult] = {}
     if state == "resume":
         dest.delete(SPARK_RUN_MARKER)  # left by a Spark driver that was killed
-        for g in groups:
+        for i, g in enumerate(groups):
             text = dest.read_text(f"{g}/{GROUP_DONE_NAME}")
-            if text is not None:
-                finished[g] = _GroupResult.from_json_text(text)
+            result = _GroupResult.from_json_text(text) if text is not None else None
+            if result is not None and (not per_source or result.input == job.sources[i].fingerprint):
+                finished[g] = result
             else:
                 dest.delete(g)
     size = options.group_size
     tasks = [
+        _GroupTask(dest, g, [], job.build, job.schema, options.compression, options.shard_size, job.sources[i])
+        if job.sources is not None else
         _GroupTask(dest, g, job.records[i * size:(i + 1) * size], job.build, job.schema,
                    options.compression, options.shard_size)
         for i, g in enumerate(groups) if g not in finished
     ]
     done_records = sum(r.records for r in finished.values())
-    with tqdm(total=len(job.records), initial=done_records, desc=job.split or "dataset",
-              unit="rec", disable=not options.show_progress, file=sys.stderr) as bar:
-        for result in _run_engine(tasks, options, bar):
+    total, initial, unit = (len(groups), len(finished), "group") if per_source else \
+        (len(job.records), done_records, "rec")
+    with tqdm(total=total, initial=initial, desc=job.split or "dataset",
+              unit=unit, disable=not options.show_progress, file=sys.stderr) as bar:
+        progress = Progress(bar, per_source, len(groups), len(finished))
+        for result in _run_engine(tasks, options, progress):
             finished[result.group] = result
     _merge_index(dest, groups)
     for name, text in job.extra_files.items():
         dest.write_text(name, text)
 
     report = SplitReport(split=job.split, schema=job.schema.name, location=dest.url,
-                         records=len(job.records) + job.skipped.total, groups=len(groups),
+                         records=sum(r.records for r in finished.values()) + job.skipped.total,
+                         groups=len(groups),
                          groups_resumed=len(groups) - len(tasks) if state == "resume" else 0)
     report.skipped.merge(job.skipped)
     report.dropped.merge(job.dropped)
@@ -405,8 +506,7 @@ def write_dataset(
 
     root = open_destination(out, options.staging_dir)
     if options.limit is not None:
-        jobs = [SplitJob(j.split, j.schema, j.records[: options.limit], j.build, j.skipped,
-                         j.dropped, j.extra_files) for j in jobs]
+        jobs = [j.with_records_planned(options.limit) for j in jobs]
     plan = []
     for job in jobs:
         dest = root.child(job.split) if job.split else root

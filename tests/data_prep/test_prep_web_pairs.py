@@ -129,3 +129,43 @@ def test_sbu_json_with_unequal_lists_is_fatal(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     with pytest.raises(ConversionError, match="2 image_urls but 1 captions"):
         convert_sbu.main(["--json", str(sbu), "--images", str(tmp_path / "images"), "--out", str(tmp_path / "o")])
+
+
+def small_tars(root: Path, count: int, caption: bytes = b"a caption") -> None:
+    for t in range(count):
+        write_tar(root / f"{t:05d}.tar", [(f"{t}{k}.jpg", image_bytes(8, 8, t * 10 + k)) for k in range(2)]
+                  + [(f"{t}{k}.txt", caption) for k in range(2)])
+
+
+def test_webdataset_plan_is_per_tar_and_reads_no_tar(tmp_path: Path, monkeypatch) -> None:
+    small_tars(tmp_path / "tars", 4)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the driver opened a tar while planning")
+
+    monkeypatch.setattr(tarfile, "open", no_reading)
+    args = convert_webdataset.build_parser().parse_args(["--tars", str(tmp_path / "tars"), "--out", "unused"])
+    (job,) = convert_webdataset.plan(args)
+    assert job.records == [] and [Path(s.name).name for s in job.sources] == [f"{t:05d}.tar" for t in range(4)]
+
+
+def test_webdataset_changed_tar_redoes_only_its_group(tmp_path: Path, read_mds) -> None:
+    import os
+
+    small_tars(tmp_path / "tars", 3)
+    out = tmp_path / "out"
+    argv = ["--tars", str(tmp_path / "tars"), "--out", str(out), "--no-progress", "--num-workers", "1"]
+    (first,) = convert_webdataset.main(argv)
+    assert first.groups == 3 and first.samples_written == 6 and first.records == 6
+    stamps = {g: (out / g / "_SUCCESS").stat().st_mtime_ns for g in ("00000", "00001", "00002")}
+    write_tar(tmp_path / "tars" / "00001.tar", [("10.jpg", image_bytes(8, 8, 99)), ("10.txt", b"changed")])
+    (again,) = convert_webdataset.main(argv)
+    assert not again.already_complete and again.groups_resumed == 2
+    assert again.records == again.samples_written == 5
+    assert {g: (out / g / "_SUCCESS").stat().st_mtime_ns for g in stamps} == {
+        **stamps, "00001": (out / "00001" / "_SUCCESS").stat().st_mtime_ns}
+    assert (out / "00001" / "_SUCCESS").stat().st_mtime_ns != stamps["00001"]
+    assert [r["captions"] for r in read_mds(out)] == [["a caption"]] * 2 + [["changed"]] + [["a caption"]] * 2
+    assert os.path.exists(out / "conversion_report.json")
+    (third,) = convert_webdataset.main(argv)
+    assert third.already_complete
