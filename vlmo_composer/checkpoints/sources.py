@@ -88,8 +88,8 @@ def local_copy(path: Union[str, os.PathLike]) -> str:
     if hub.is_hub_name(path):  # hf-hub:org/name: an exported folder, through huggingface_hub's cache
         return hub.hub_snapshot(path)
     if "://" in path:
-        raise ValueError(f"{path}: weights are read from local paths, pretrained names, https://, "
-                         f"{', '.join(s + '://' for s in stores.SCHEMES)} only")
+        raise ValueError(f"{path}: weights are read from local paths, pretrained names, hf-hub:ORG/NAME, "
+                         f"https://, {', '.join(s + '://' for s in stores.SCHEMES)} only")
     if os.path.exists(path):
         return path
     if pretrained.find_pretrained(path) is not None:
