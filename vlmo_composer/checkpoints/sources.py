@@ -30,6 +30,7 @@ knows) and an ``https://`` file are downloaded once into the cache of
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -56,6 +57,13 @@ EMA_ALGORITHM = "EMA"  # the name Composer serialises the EMA algorithm's state 
 WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 DEPRECATED_KINDS = {"exported": "safetensors"}
 POSITIONS_KEY = "text_embeddings.position_embeddings.weight"
+
+
+def add_weight_source_options(parser: argparse.ArgumentParser, size_help: str) -> None:
+    """``--kind``, ``--size`` and ``--weights-set``: how every command that reads a weights source names it."""
+    parser.add_argument("--kind", default="auto", help="official | safetensors | composer (default: guessed)")
+    parser.add_argument("--size", help=size_help)
+    parser.add_argument("--weights-set", choices=WEIGHT_SETS, help="a Composer checkpoint's ema or raw weights")
 
 
 def weight_kind(kind: str, where: str = "kind") -> str:

@@ -183,16 +183,14 @@ def load_timm_beit(folder: Union[str, os.PathLike]) -> torch.nn.Module:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """``SOURCE OUT``: load weights as ``from_pretrained`` does, write the timm files into OUT."""
-    from vlmo_composer.checkpoints.sources import WEIGHT_SETS, build_model
+    from vlmo_composer.checkpoints.sources import add_weight_source_options, build_model
 
     parser = argparse.ArgumentParser(prog="python -m vlmo_composer.checkpoints.timm_export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="exported folder, official file, pretrained name or URL (local or s3://)")
     parser.add_argument("out", help="folder to write timm_model.safetensors and timm_config.json into")
-    parser.add_argument("--kind", default="auto", help="official | safetensors | composer (default: guessed)")
-    parser.add_argument("--size", help="named size for a file (base, large, ...); folders carry theirs")
+    add_weight_source_options(parser, size_help="named size for a file (base, large, ...); folders carry theirs")
     parser.add_argument("--image-size", type=int, help="export at another resolution (relative table resized)")
-    parser.add_argument("--weights-set", choices=WEIGHT_SETS, help="a Composer checkpoint's ema or raw weights")
     args = parser.parse_args(argv)
     model = build_model(args.source, args.kind, args.size, args.image_size, weights=args.weights_set)
     folder = save_timm_beit(model, args.out)

@@ -16,7 +16,7 @@ import sys
 from typing import Optional
 
 from vlmo_composer.checkpoints.hub import push_folder
-from vlmo_composer.checkpoints.sources import WEIGHT_SETS
+from vlmo_composer.checkpoints.sources import add_weight_source_options
 from vlmo_composer.inference.helpers import VLMoInference
 
 
@@ -27,9 +27,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("out", help="the folder to write (a Hub model repository)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides of a training YAML (key=value)")
     parser.add_argument("--checkpoint", help="a training YAML's Composer checkpoint (default: its latest)")
-    parser.add_argument("--kind", default="auto", help="official | safetensors | composer (default: guessed)")
-    parser.add_argument("--size", help="named size for a weights file (base, large, ...)")
-    parser.add_argument("--weights-set", choices=WEIGHT_SETS, help="a Composer checkpoint's ema or raw weights")
+    add_weight_source_options(parser, size_help="named size for a weights file (base, large, ...)")
     parser.add_argument("--timm", action="store_true", help="also write the vision tower as a timm BEiT")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", help="upload OUT to this Hub model repository")
