@@ -37,7 +37,21 @@ TINY = ["task.model.size=small", "task.model.hidden_size=64", "task.model.num_la
         "task.model.ffn_size=128", "task.model.vl_ffn_start=1", "task.model.max_text_len=40",
         "variables.image_size=32", "device_eval_batch_size=3"]
 CHECKPOINT_BATCH = 5
-COMMANDS = ("vqa", "nlvr2", "submission", "zeroshot")
+EXIT_CODES = {"vqa": 0, "nlvr2": 0, "submission": 0, "zeroshot": 0, "refused": 2}
+
+
+def _one_answered(test_dev: Path, val: Path, out: Path) -> Path:
+    """test-dev with its 4th question carrying val's annotator answers: a split only one rank's
+    share of which has answers (the submission must be refused on every rank, not hang)."""
+    from streaming import MDSWriter
+
+    columns = json.loads((test_dev / "index.json").read_text())["shards"][0]
+    with MDSWriter(out=str(out), columns=dict(zip(columns["column_names"], columns["column_encodings"]))) as writer:
+        for i, row in enumerate(rows(test_dev)):
+            if i == 3:
+                row = {**row, **{k: rows(val)[0][k] for k in ("answers", "labels", "scores")}}
+            writer.write(row)
+    return out
 
 
 def _tiny_task(recipe: str, overrides: list[str]):
@@ -80,6 +94,7 @@ def commands(tmp_path_factory) -> dict[str, list[str]]:
     nlvr2 = save_safetensors(_tiny_task(NLVR2, data).model, root / "nlvr2")
     zero_shot = root / "zero_shot_model"
     VLMoInference(randomised(VLMo(tiny_config(vocab_size=30522, max_text_len=40)), seed=3)).export(zero_shot)
+    mixed = _one_answered(root / "mds/vqa/test-dev", root / "mds/vqa/val", root / "mixed")
     (root / "templates.txt").write_text("a photo of a {}.\na drawing of a {}.\n")
     # No loader worker processes: each would import the stack again (seconds on a busy box).
     vqa = [VQA, *data, "eval_loaders.0.num_workers=0", "predict_loaders.0.num_workers=0",
@@ -90,6 +105,9 @@ def commands(tmp_path_factory) -> dict[str, list[str]]:
         "vqa": [*vqa, "--output", "{out}/vqa.json"],
         "nlvr2": [*nlvr2_args, "--output", "{out}/nlvr2.json"],
         "submission": [*vqa, "--vqa-submission", "{out}/test-dev.json", "--split", "test-dev"],
+        "refused": [VQA, *data, "eval_loaders.0.num_workers=0", "predict_loaders.1.num_workers=0",
+                    f"predict_loaders.1.dataset.remote={mixed}", "--weights", str(checkpoint), "--kind", "composer",
+                    "--device", "cpu", "--vqa-submission", "{out}/refused.json", "--split", "test"],
         "zeroshot": ["zeroshot", "--data", str(_zero_shot_split(root)), "--weights", str(zero_shot),
                      "--templates", str(root / "templates.txt"), "--batch-size", "3", "--device", "cpu",
                      "--output", "{out}/zeroshot.json"],
@@ -103,10 +121,11 @@ def _run_all(rank: int, world: int, commands: dict[str, list[str]], out: str) ->
 
 @pytest.fixture(scope="module")
 def outputs(commands, tmp_path_factory) -> tuple[Path, Path]:
-    """The output folders of one process and of two ranks (every command exited 0)."""
+    """The output folders of one process and of two ranks (every command exited as expected)."""
     one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
-    assert _run_all(0, 1, commands, str(one)) == dict.fromkeys(COMMANDS, 0)
-    assert run_distributed(_run_all, world=2, args=(commands, str(two))) == [dict.fromkeys(COMMANDS, 0)] * 2
+    assert _run_all(0, 1, commands, str(one)) == EXIT_CODES
+    assert run_distributed(_run_all, world=2, args=(commands, str(two))) == [EXIT_CODES] * 2
+    assert not any((folder / "refused.json").exists() for folder in (one, two))
     return one, two
 
 

@@ -203,3 +203,10 @@ def test_zero_shot_classification_beats_chance(checkpoint, tmp_path):
     # 0.6 on 90 images is more than 5 standard errors above chance.
     assert results["top1"] >= 0.6 and results["mean_per_class_recall"] >= 0.6, results
     assert results["top5"] == 1.0  # three classes: always in the top 5
+    # --output names the weights it evaluated and their step, as eval.py's does.
+    from vlmo_composer.checkpoints.sources import read_composer_weights
+
+    _, _, batch, trained_on = read_composer_weights(str(checkpoint), announce=False)
+    assert batch is not None and trained_on is not None
+    assert results["checkpoint"] == {"path": str(checkpoint), "kind": "composer", "batch": batch,
+                                     "trained_on": trained_on}

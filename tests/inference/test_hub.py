@@ -239,7 +239,7 @@ def test_a_checkpoint_records_its_data_and_the_export_command_writes_the_runs_ca
     out = tmp_path / "card"
     assert export_main([str(yaml), str(out), f"save_folder={folder}"]) == 0
     card = (out / "README.md").read_text()
-    assert f"checkpoint `{folder}/latest-rank0.pt`" in card and f"overrides: save_folder={folder}" in card
+    assert f"checkpoint `{folder}/latest-rank0.pt` (batch 1)" in card and f"overrides: save_folder={folder}" in card
     assert "| train | dataset |" in card and "1 corrupt_image" in card
     assert "The last evaluation in the run's `metrics.jsonl` (batch 1)" in card
     assert "| metrics/test/RetrievalRecall/tr_r1 |" in card

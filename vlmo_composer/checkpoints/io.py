@@ -6,7 +6,7 @@ import fnmatch
 import os
 import zipfile
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
 
@@ -69,6 +69,13 @@ class LoadReport:
     weights: str = ""  # which set of a Composer checkpoint was read (EMA or raw); not part of the match
     batch: Optional[int] = None  # a Composer checkpoint's step: batches trained (its state's timestamp)
     trained_on: Optional[dict] = None  # a Composer checkpoint's data record (callbacks.DataProvenance), if any
+
+    def record(self, path: str, kind: str) -> dict[str, Any]:
+        """What an evaluation or a model card says was loaded: the weights' path and kind, and a
+        Composer checkpoint's step (batches trained, from its state's timestamp) and the data it
+        was trained on (its ``DataProvenance`` record), so a number traces back to its data."""
+        return {"path": path, "kind": kind, **({"batch": self.batch} if self.batch is not None else {}),
+                **({"trained_on": self.trained_on} if self.trained_on is not None else {})}
 
     def __str__(self) -> str:
         lines = [f"adapted: {a}" for a in self.adapted]

@@ -238,10 +238,13 @@ def composer_model_weights(path: str, weights: Optional[str] = None) -> dict[str
     return read_composer_weights(path, weights)[0]
 
 
-def read_weights(kind: str, path: str, weights: Optional[str] = None) -> dict[str, torch.Tensor]:
+def read_weights(
+    kind: str, path: str, weights: Optional[str] = None, report: Optional[LoadReport] = None
+) -> dict[str, torch.Tensor]:
     """The state dict of an ``official``, ``safetensors`` or ``composer`` source (already local).
 
-    ``weights`` (``ema``/``raw``) applies to ``composer`` checkpoints only.
+    ``weights`` (``ema``/``raw``) applies to ``composer`` checkpoints only; their set, step and
+    data record go into ``report`` when one is given.
     """
     check_weight_set(kind, weights)
     if kind == "safetensors":
@@ -252,7 +255,10 @@ def read_weights(kind: str, path: str, weights: Optional[str] = None) -> dict[st
             raise FileNotFoundError(f"{file} not found (a safetensors source is a folder written by export)")
         return load_file(str(file))
     if kind == "composer":
-        return composer_model_weights(path, weights)
+        if report is None:
+            return composer_model_weights(path, weights)
+        state, report.weights, report.batch, report.trained_on = read_composer_weights(path, weights)
+        return state
     if kind == "official":
         try:
             return read_state_dict(path)
@@ -303,6 +309,7 @@ def build_model(
     size: Union[str, VLMoConfig, None] = None,
     image_size: Optional[int] = None,
     weights: Optional[str] = None,
+    report: Optional[LoadReport] = None,
     **overrides: Any,
 ) -> VLMo:
     """A :class:`VLMo` from a source, strictly loaded.
@@ -311,9 +318,11 @@ def build_model(
     fields may be changed, e.g. ``image_size``). Files record no shape: ``size``
     names it, heads follow the keys, and the resolution (and for ``composer`` the
     text length) is read from the weights unless given. ``weights``: a Composer
-    checkpoint's EMA or raw set (default EMA when the run had it).
+    checkpoint's EMA or raw set (default EMA when the run had it). ``report`` (optional)
+    receives what was adapted and a Composer checkpoint's step and data record.
     """
     path = os.fspath(path)
+    report = report if report is not None else LoadReport()
     check_weight_set(kind, weights)
     size = size if size is not None else pretrained.pretrained_size(path)  # a name knows its architecture
     local, kind = fetch_source(path, kind)
@@ -330,15 +339,14 @@ def build_model(
             return model
         state, model = model.state_dict(), VLMo(model.config.replace(**changes))
     else:
-        state = read_weights(kind, local, weights)
+        state = read_weights(kind, local, weights, report)
         if size is None:
             raise ValueError(
                 f"{path}: a {kind} checkpoint does not record the model's shape; pass size= (a named size or a "
                 "VLMoConfig) and the training's model overrides, or use from_training_config"
             )
         model = VLMo(_file_config(state, size, image_size, overrides, kind))
-    report = LoadReport()
-    check_and_load(model, adapt_official_state_dict(state, model.config, report), source=path)
+    check_and_load(model, adapt_official_state_dict(state, model.config, report), report=report, source=path)
     return model
 
 

@@ -62,14 +62,6 @@ def load_weights(task, path: str, kind: str, weights: Optional[str] = None) -> t
     return f"{kind} weights {path}{step}{which}" + ("" if str(report) == "exact match" else f" ({report})"), report
 
 
-def checkpoint_record(path: str, kind: str, report: LoadReport) -> dict[str, Any]:
-    """What ``--output`` says was evaluated: the weights' path and kind, and a Composer
-    checkpoint's step (batches trained, from its state's timestamp) and the data it was
-    trained on (its ``DataProvenance`` record), so a number traces back to its data."""
-    return {"path": path, "kind": kind, **({"batch": report.batch} if report.batch is not None else {}),
-            **({"trained_on": report.trained_on} if report.trained_on is not None else {})}
-
-
 def describe_weights(path: str, kind: str) -> str:
     """What ``load_weights`` would read, for ``--dry-run`` (local files are checked)."""
     from vlmo_composer.checkpoints.pretrained import describe_source
@@ -224,7 +216,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 args.split: {"samples": written["questions"], "wall_s": predict_s}}))
         return 0
     results = evaluate(cfg, weights, task, device, args.rerank_k)
-    results.update(world_size=dist.get_world_size(), checkpoint=checkpoint_record(named, kind, report),
+    results.update(world_size=dist.get_world_size(), checkpoint=report.record(named, kind),
                    load_s=round(load_s, 3))
     if dist.get_global_rank() > 0:  # every rank computed the same numbers: rank 0 reports them
         return 0

@@ -40,18 +40,32 @@ def find_split(cfg: TrainConfig, split: str) -> tuple[str, EvalLoaderConfig]:
 
 @torch.no_grad()
 def predict_answers(task, loader, device: torch.device, split: str, allow_answers: bool) -> dict[int, str]:
-    """question_id -> predicted answer string for every question of ``loader``."""
+    """question_id -> predicted answer string for every question of ``loader``.
+
+    A split with annotator answers is refused (unless ``allow_answers``) on every rank
+    together: ranks agree after predicting their shares, so a rank whose share happens
+    to hold no answered question does not wait alone in the gather that follows.
+    """
     predictions: dict[int, str] = {}
+    answered: list[int] = []
+    single = dist.get_world_size() == 1
     for batch in loader:
         ids = batch["question_id"].tolist()
-        answered = [q for q, answers in zip(ids, batch["answers_json"], strict=True) if answers != "[]"]
-        if answered and not allow_answers:
-            raise SubmissionError(
-                f"split {split!r} has annotator answers (question {answered[0]}, ...): a submission is made "
-                "from an unlabelled split (test-dev or test); pass --allow-answers to write one from it anyway"
-            )
+        if not (allow_answers or answered):
+            answered = [q for q, answers in zip(ids, batch["answers_json"], strict=True) if answers != "[]"][:1]
+        if answered:  # refused: one process stops here, a rank tells the others once through its share
+            if single:
+                break
+            continue
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         predictions.update(zip(ids, task.predict_answers(task.eval_forward(batch)["logits"]), strict=True))
+    found = [answered] if single else dist.all_gather_object(answered)
+    first = next((ids[0] for ids in found if ids), None)
+    if first is not None:
+        raise SubmissionError(
+            f"split {split!r} has annotator answers (question {first}, ...): a submission is made "
+            "from an unlabelled split (test-dev or test); pass --allow-answers to write one from it anyway"
+        )
     return predictions
 
 

@@ -27,9 +27,9 @@ def default_checkpoint(cfg: TrainConfig) -> Optional[str]:
 
 def trained_model(
     yaml_path: str, checkpoint: Optional[str] = None, overrides=(), weights: Optional[str] = None
-) -> tuple[Any, Optional[list[str]]]:
-    """The exact model a training YAML built, strictly loaded from a Composer checkpoint of it, and
-    its VQA answers (if any). ``checkpoint`` defaults to the run's ``latest-rank0.pt``; ``weights``
+) -> tuple[Any, Optional[list[str]], dict[str, Any]]:
+    """The exact model a training YAML built, strictly loaded from a Composer checkpoint of it, its
+    VQA answers (if any) and what was loaded (:meth:`LoadReport.record`: path, step, data). ``checkpoint`` defaults to the run's ``latest-rank0.pt``; ``weights``
     picks its EMA or raw set (default: EMA when the run had it)."""
     weight_set(weights)
     cfg = load_config(yaml_path, list(overrides))
@@ -38,10 +38,10 @@ def trained_model(
         raise ConfigError(f"{yaml_path} has no save_folder: pass checkpoint=")
     # The task builds the model exactly as training did (e.g. VQA sizes its head from
     # the answer vocabulary); its own init_from is skipped: the checkpoint replaces it.
-    checkpoint = local_copy(checkpoint)  # a missing file fails first, naming it
+    local = local_copy(checkpoint)  # a missing file fails first, naming it
     task = build_task(resolve_config(cfg).without_init().on_device("cpu"))
-    load_weights_into(task.model, "composer", checkpoint, weights=weights)  # strict: every key
-    return task.model, getattr(task, "answers", None)
+    report = load_weights_into(task.model, "composer", local, weights=weights)  # strict: every key
+    return task.model, getattr(task, "answers", None), report.record(str(checkpoint), "composer")
 
 
 def chosen_weights(args: argparse.Namespace, default: Optional[str]) -> tuple[str, str]:

@@ -77,6 +77,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def load_model(args: argparse.Namespace, device: str):
+    """The model as a :class:`VLMoInference`; its ``checkpoint`` says what was evaluated (path,
+    kind and a Composer checkpoint's step and data), recorded by ``--output`` as ``eval.py``'s."""
     from vlmo_composer.inference import VLMoInference
 
     if args.config:
@@ -110,7 +112,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     results = {"data": args.data, **evaluate_zero_shot(model, classifier, loader),
                "provenance": {"data": data_provenance({"remote": args.data})}}
     seconds["images_s"] = time.perf_counter() - start
-    results.update({"weights": args.weights or args.config, "world_size": dist.get_world_size(),
+    results.update({"weights": args.weights or args.config, "checkpoint": model.checkpoint,
+                    "world_size": dist.get_world_size(),
                     **{k: round(v, 3) for k, v in seconds.items()}})
     if dist.get_global_rank() > 0:  # every rank holds the same numbers: rank 0 reports them
         return 0

@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from vlmo_composer.checkpoints.io import LoadReport
 from vlmo_composer.checkpoints.pretrained import is_pretrained_name, is_url, pretrained_size
 from vlmo_composer.checkpoints.safetensors_io import CONFIG_NAME, WEIGHTS_NAME, save_safetensors
 from vlmo_composer.checkpoints.sources import build_model, fetch_source, local_copy
@@ -56,6 +57,7 @@ class LoadedModel:
     answers: Optional[list[str]] = None
     tokenizer: Optional[str] = None  # a folder or hub name for transformers; None: the bundled BERT
     train_transform: dict = field(default_factory=dict)  # ImageTransform options of a run's training loader
+    checkpoint: Optional[dict] = None  # the weights as loaded: path, kind and a Composer checkpoint's step and data
 
 
 def load_model(
@@ -81,17 +83,19 @@ def load_model(
         # Imported here so that inference alone never loads the training stack (Composer, Streaming).
         from vlmo_composer.evaluation.weights import trained_model
 
-        vlmo, answers = trained_model(str(name_or_path), pretrained and str(pretrained), overrides, weights)
+        vlmo, answers, checkpoint = trained_model(str(name_or_path), pretrained and str(pretrained), overrides, weights)
         _, options, tokenizer = _training_run(str(name_or_path), overrides)
-        return LoadedModel(vlmo, answers, tokenizer, options)
+        return LoadedModel(vlmo, answers, tokenizer, options, checkpoint)
     if overrides:
         raise ValueError("overrides= are dotted keys of a training YAML; pass VLMoConfig fields as keywords")
     if _is_architecture(name_or_path):
         if pretrained is None:
             config = _architecture(name_or_path, image_size, model_kwargs)
             return LoadedModel(VLMo(config), _read_answers(answer_vocab))
-        vlmo = build_model(os.fspath(pretrained), kind, name_or_path, image_size, weights=weights, **model_kwargs)
-        return LoadedModel(vlmo, _read_answers(answer_vocab))
+        report = LoadReport()
+        vlmo = build_model(os.fspath(pretrained), kind, name_or_path, image_size, weights=weights, report=report,
+                           **model_kwargs)
+        return LoadedModel(vlmo, _read_answers(answer_vocab), checkpoint=report.record(os.fspath(pretrained), kind))
     if pretrained is not None:
         raise ValueError(
             f"{name_or_path} names its own weights; pretrained= goes with a size ({', '.join(NAMED_CONFIGS)}) "
@@ -105,12 +109,14 @@ def load_model(
             f"create_model_and_transforms(SIZE, pretrained=PATH) or from_pretrained(PATH, size=SIZE) (pass size=), "
             f"SIZE one of {', '.join(NAMED_CONFIGS)} or a VLMoConfig, with the training's model overrides"
         )
-    vlmo = build_model(local, kind, size, image_size, weights=weights, **model_kwargs)
+    report = LoadReport()
+    vlmo = build_model(local, kind, size, image_size, weights=weights, report=report, **model_kwargs)
     folder = Path(local) if kind == "safetensors" else None
     if answer_vocab is None and folder is not None and (folder / ANSWER_VOCAB_NAME).exists():
         answer_vocab = str(folder / ANSWER_VOCAB_NAME)
     tokenizer = str(folder) if folder is not None and (folder / TOKENIZER_CONFIG_NAME).exists() else None
-    return LoadedModel(vlmo, _read_answers(answer_vocab), tokenizer)
+    return LoadedModel(vlmo, _read_answers(answer_vocab), tokenizer,
+                       checkpoint=report.record(os.fspath(name_or_path), kind))
 
 
 def create_model(

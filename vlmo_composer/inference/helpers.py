@@ -87,6 +87,7 @@ class VLMoInference:
             raise ValueError(f"device {self.device} requested but CUDA is not available")
         self.dtype = dtype
         self.run: Optional[RunSource] = None  # the training run the weights came from (the model card says)
+        self.checkpoint: Optional[dict] = None  # the weights as loaded: path, kind, a checkpoint's step (batch), data
         if isinstance(tokenizer, VLMoTokenizer):
             tokenizer = tokenizer.tokenizer
         self.tokenizer: PreTrainedTokenizerBase = tokenizer if tokenizer is not None else get_tokenizer()
@@ -154,7 +155,8 @@ class VLMoInference:
         """
         loaded = load_model(yaml_path, checkpoint, weights=weights, overrides=overrides)
         inference = cls._from_loaded(loaded, None, device, dtype)
-        inference.run = RunSource(str(yaml_path), tuple(overrides), checkpoint and str(checkpoint))
+        inference.run = RunSource(str(yaml_path), tuple(overrides), loaded.checkpoint["path"],
+                                  loaded.checkpoint.get("batch"))
         return inference
 
     @classmethod
@@ -165,7 +167,9 @@ class VLMoInference:
         tokenizer = loaded.tokenizer if tokenizer is None else tokenizer
         if tokenizer is None or isinstance(tokenizer, str):
             tokenizer = get_tokenizer(tokenizer)
-        return cls(loaded.vlmo, tokenizer, loaded.answers, device, dtype)
+        inference = cls(loaded.vlmo, tokenizer, loaded.answers, device, dtype)
+        inference.checkpoint = loaded.checkpoint
+        return inference
 
     # ------------------------------------------------------------------ inputs
     def tokenize(self, texts: Texts) -> dict[str, torch.Tensor]:

@@ -29,6 +29,7 @@ class RunSource:
     yaml_path: str
     overrides: tuple[str, ...] = ()
     checkpoint: Optional[str] = None
+    batch: Optional[int] = None  # the checkpoint's step (batches trained), when it was read
 
 
 def heads(config: VLMoConfig) -> list[str]:
@@ -56,7 +57,12 @@ def run_facts(run: RunSource) -> dict[str, Any]:
         checkpoint = checkpoint or latest_checkpoint(cfg.save_folder, cfg.run_name)
         metrics = last_eval_metrics(f"{run_folder(cfg.save_folder, cfg.run_name)}/metrics.jsonl")
     return {"config_yaml": OmegaConf.to_yaml(values), "data": data, "metrics": metrics,
-            "checkpoint": checkpoint, "yaml_path": run.yaml_path, "overrides": list(run.overrides)}
+            "checkpoint": checkpoint, "batch": run.batch if checkpoint == run.checkpoint else None,
+            "yaml_path": run.yaml_path, "overrides": list(run.overrides)}
+
+
+def _step(batch: Optional[int]) -> str:
+    return f" (batch {batch})" if batch is not None else " (step unknown)"
 
 
 def last_eval_metrics(path: str) -> Optional[dict[str, Any]]:
@@ -113,7 +119,8 @@ def _run_sections(run: Optional[dict[str, Any]]) -> list[str]:
                 "## Evaluation", "", f"{UNKNOWN}.", ""]
     overrides = " ".join(run["overrides"]) or "none"
     lines = ["## Training", "", f"From `{run['yaml_path']}` (overrides: {overrides}); checkpoint "
-             f"`{run['checkpoint'] or UNKNOWN}`. The resolved config:", "", "```yaml", run["config_yaml"].rstrip(),
+             f"`{run['checkpoint'] or UNKNOWN}`{_step(run.get('batch'))}. The resolved config:", "", "```yaml",
+             run["config_yaml"].rstrip(),
              "```", "", "## Data", "",
              "Each stream as the run read it, with its `conversion_report.json` (written by data_prep next to the "
              "split's `index.json`) where it could be read.", "",
