@@ -106,7 +106,9 @@ def executor_env(spark, variables: Mapping[str, str]) -> Iterator[None]:
 
 @pytest.mark.slow
 def test_url_list_on_spark_to_store_to_shards_to_training(image_server: str, spark, azure_container: str,
-                                                          tmp_path: Path, read_mds, capsys) -> None:
+                                                          tmp_path: Path, read_mds, capsys,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_ALBUMENTATIONS_UPDATE", "1")  # img2dataset imports albumentations: no update check
     pytest.importorskip("img2dataset", reason="needs the 'download' extra (pip install -e '.[download]')")
     pytest.importorskip("adlfs", reason="needs the 'download' extra's adlfs (img2dataset writes to azure through it)")
     import fsspec
@@ -123,12 +125,13 @@ def test_url_list_on_spark_to_store_to_shards_to_training(image_server: str, spa
     tsv.write_text("caption\turl\n" + "".join(f"{c}\t{image_server}{p}\n" for p, c in captions.items()),
                    encoding="utf-8")
     assert SparkSession.getActiveSession() is not None  # img2dataset joins it (and does not stop it)
-    variables = {k: os.environ[k] for k in ("AZURE_STORAGE_CONNECTION_STRING", "PYTHONPATH") if k in os.environ}
     output = f"az://{azure_container}/cc3m"
     # img2dataset removes its "_tmp" folder at the end; on a flat blob store that folder vanishes with
     # its last file (img2dataset skips the removal on s3 only), so a placeholder keeps it (README).
-    fsspec.open(f"{output}/_tmp/.keep", "wb").open().close()
-    with executor_env(spark, {**variables, "NO_ALBUMENTATIONS_UPDATE": "1"}):
+    with fsspec.open(f"{output}/_tmp/.keep", "wb"):
+        pass
+    with executor_env(spark, {k: os.environ[k] for k in ("AZURE_STORAGE_CONNECTION_STRING",
+                                                         "NO_ALBUMENTATIONS_UPDATE")}):
         download(url_list=str(tsv), input_format="tsv", url_col="url", caption_col="caption",
                  output_format="webdataset", output_folder=output, distributor="pyspark",
                  processes_count=2, thread_count=8, number_sample_per_shard=4, image_size=SIDE,
