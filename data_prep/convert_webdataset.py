@@ -3,7 +3,8 @@
     python data_prep/convert_webdataset.py --tars /data/laion/00000.tar /data/laion/00001.tar \\
         --source laion --out s3://bucket/mds/laion
 
-``--tars`` takes files, folders (every ``*.tar`` inside) or globs. Samples
+``--tars`` takes files, folders (every ``*.tar`` inside) or globs, local or on a
+store (``s3://``, ``gs://``, ``azure://``; each worker downloads its own tar). Samples
 whose json ``status`` is not ``success`` are skipped and counted, and so are the
 rows img2dataset lists as failed in each shard's ``.parquet`` / ``_stats.json``.
 """
@@ -19,7 +20,8 @@ from data_prep.writer import SplitJob
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tars", nargs="+", required=True, help="tar files, folders or globs")
+    parser.add_argument("--tars", nargs="+", required=True,
+                        help="tar files, folders or globs (local or s3://, gs://, azure://)")
     parser.add_argument("--source", default="web", help="value of the 'source' column (default web)")
     add_split_arg(parser)
     add_common_args(parser)

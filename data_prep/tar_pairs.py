@@ -7,16 +7,26 @@ not grow with the number of pairs (issue 17).
 Samples whose json ``status`` is not ``success`` are skipped and counted, and
 so are the rows img2dataset lists as failed in each shard's ``.parquet``
 (``_stats.json`` when pyarrow is not installed), with its error messages.
+
+Tars on an object store (``s3://``, ``gs://``, ``azure://``: a folder, one tar
+or a glob) are planned from one paginated listing (names, sizes, etags); each
+worker downloads its own tar and sidecars to a local temporary file, indexes
+and reads it like a local one, and removes it when its group is written.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import fnmatch
 import functools
 import glob
+import hashlib
 import json
 import os
+import shutil
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +35,13 @@ from data_prep.image_text import image_text_sample
 from data_prep.img2dataset_output import count_shard_failures
 from data_prep.report import SkipLog
 from data_prep.writer import SampleContext, SplitJob
+from vlmo_composer import stores
 from vlmo_composer.data.schema import IMAGE_TEXT
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+SIDECARS = (".parquet", "_stats.json")
+"""What img2dataset writes next to each ``<shard>.tar`` (every row's status; the shard's totals)."""
+GLOB_CHARS = "*?["
 
 
 @dataclass(frozen=True)
@@ -44,7 +58,7 @@ def expand_tar_inputs(inputs: list[str]) -> list[str]:
     for item in inputs:
         if os.path.isdir(item):
             found = sorted(glob.glob(os.path.join(item, "*.tar")))
-        elif any(c in item for c in "*?["):
+        elif any(c in item for c in GLOB_CHARS):
             found = sorted(glob.glob(item))
         else:
             found = [item]
@@ -82,33 +96,100 @@ def index_tar(path: str, source: str, skipped: SkipLog) -> list[TarPairRecord]:
     return [TarPairRecord(f"{tar_name}/{key}", path, tuple(m), source) for key, m in members.items()]
 
 
+def _download_root() -> str:
+    """This process's folder for the store tars it is reading (removed when the process exits normally)."""
+    root = os.path.join(tempfile.gettempdir(), f"data_prep_tars_{os.getpid()}")
+    if not os.path.isdir(root):
+        os.makedirs(root, exist_ok=True)
+        atexit.register(shutil.rmtree, root, True)
+    return root
+
+
 @dataclass(frozen=True)
 class TarSource:
-    """One input tar, planned by the worker that writes its group."""
+    """One input tar (a local path or a store URL), planned by the worker that writes its group."""
 
     name: str
     source: str
     fingerprint: str
-    """Size and mtime of the tar and of its img2dataset sidecars: a change redoes its group."""
+    """Size and mtime (etag on a store) of the tar and of its img2dataset sidecars: a change redoes its group."""
+    sidecars: tuple[str, ...] = ()
+    """A store tar's sidecar URLs, as listed when planning."""
+
+    def _local_copy(self) -> str:
+        return os.path.join(_download_root(), hashlib.sha1(self.name.encode()).hexdigest()[:16],
+                            os.path.basename(self.name))
+
+    def _download(self) -> str:
+        local = self._local_copy()
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        for url in (self.name, *self.sidecars):
+            store, key = stores.open_store(url)
+            with stores.named_errors(url):
+                store.download_file(key, os.path.join(os.path.dirname(local), os.path.basename(key)))
+        return local
 
     def plan(self, skipped: SkipLog) -> list[TarPairRecord]:
-        records = index_tar(self.name, self.source, skipped)
-        count_shard_failures(os.path.splitext(self.name)[0], skipped)
+        path = self._download() if stores.is_remote(self.name) else self.name
+        records = index_tar(path, self.source, skipped)
+        count_shard_failures(os.path.splitext(path)[0], skipped)
         return records
+
+    def release(self) -> None:
+        """Remove the local copy of a store tar once its group is written (the writer calls this)."""
+        if stores.is_remote(self.name):
+            shutil.rmtree(os.path.dirname(self._local_copy()), ignore_errors=True)
 
 
 def _fingerprint(path: str) -> str:
     parts = []
-    for p in (path, *(os.path.splitext(path)[0] + s for s in (".parquet", "_stats.json"))):
+    for p in (path, *(os.path.splitext(path)[0] + s for s in SIDECARS)):
         with contextlib.suppress(OSError):
             st = os.stat(p)
             parts.append(f"{os.path.basename(p)}:{st.st_size}:{st.st_mtime_ns}")
     return ";".join(parts)
 
 
+def _store_tars(url: str, source: str) -> list[TarSource]:
+    """The tars of a store folder, tar or glob, from one paginated listing (no object is read)."""
+    try:
+        store, key = stores.open_store(url)
+    except ValueError as e:
+        raise ConversionError(str(e)) from None
+    pattern = key if any(c in key for c in GLOB_CHARS) else None
+    prefix = key.split("*")[0].split("?")[0].split("[")[0] if pattern else key
+    try:
+        with stores.named_errors(url):
+            listed = {o.key: o for o in store.list_info(prefix)}
+    except stores.StoreError as e:
+        raise ConversionError(str(e)) from None
+    if pattern:
+        tars = sorted(k for k in listed if k.endswith(".tar") and fnmatch.fnmatchcase(k, pattern)
+                      and k.count("/") == pattern.count("/"))
+    elif key in listed:
+        tars = [key]
+    else:
+        folder = key.rstrip("/") + "/" if key else ""
+        tars = sorted(k for k in listed if k.startswith(folder) and k.endswith(".tar") and "/" not in k[len(folder):])
+    if not tars:
+        raise ConversionError(f"no tar files match {url}")
+    found = []
+    for tar in tars:
+        objects = [listed[k] for k in (tar, *(tar[: -len(".tar")] + s for s in SIDECARS)) if k in listed]
+        fingerprint = ";".join(f"{os.path.basename(o.key)}:{o.size}:{o.version}" for o in objects)
+        found.append(TarSource(store.url(tar), source, fingerprint, tuple(store.url(o.key) for o in objects[1:])))
+    return found
+
+
 def tar_sources(inputs: list[str], source: str) -> list[TarSource]:
-    """The plan: one source per tar, from a directory listing and a stat, no tar contents."""
-    return [TarSource(path, source, _fingerprint(path)) for path in expand_tar_inputs(inputs)]
+    """The plan: one source per tar, from a directory (or store) listing and a stat, no tar contents."""
+    found: list[TarSource] = []
+    for item in inputs:
+        if stores.is_remote(item):
+            found += _store_tars(item, source)
+        else:
+            found += [TarSource(path, source, _fingerprint(path)) for path in expand_tar_inputs([item])]
+    return found
 
 
 def plan_tar_pairs(inputs: list[str], source: str) -> tuple[list[TarPairRecord], SkipLog]:

@@ -226,6 +226,8 @@ def _write_group(task: _GroupTask, progress: Callable[[int], None]) -> _GroupRes
             context.end_record(written=bool(built))
             progress(1)
     task.dest.publish_dir(task.group)
+    if task.source is not None and hasattr(task.source, "release"):
+        task.source.release()  # e.g. the local copy of a tar read from a store
     skipped.merge(context.skipped)
     result = _GroupResult(task.group, len(records) + left_out, samples, skipped, context.dropped,
                           task.source.fingerprint if task.source is not None else None)

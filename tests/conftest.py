@@ -10,6 +10,7 @@ import torch
 
 from quickstart_run import QuickstartRun, run_quickstart
 from s3_server import moto_s3
+from stores.store_servers import azurite, azurite_missing
 from streaming_memory import open_descriptors, release_orphaned_streaming_memory
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -57,3 +58,21 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A moto S3 server with one bucket for one test (see :func:`moto_s3`)."""
     with moto_s3(monkeypatch.setenv) as bucket:
         yield bucket
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """One Azurite per session (tests/stores and the img2dataset-on-Spark test); skipped without node."""
+    why = azurite_missing()
+    if why:
+        pytest.skip(why)
+    with azurite(tmp_path_factory.mktemp("azurite")) as env:
+        yield env
+
+
+@pytest.fixture
+def azure_container(azurite_server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``test-container`` on the session's Azurite; its variables reach every process the test starts."""
+    for key, value in azurite_server.items():
+        monkeypatch.setenv(key, value)
+    return "test-container"

@@ -36,6 +36,7 @@ import tempfile
 import urllib.parse
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -102,6 +103,16 @@ def s3_client_config() -> Any:
                   connect_timeout=CONNECT_TIMEOUT, read_timeout=read_timeout())
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: enough to tell, without reading it, that its content changed."""
+
+    key: str
+    size: int
+    version: str
+    """The store's entity tag (changes whenever the object is rewritten)."""
+
+
 class Store(ABC):
     """One bucket (container) of one store; keys are relative to it. Safe to pickle: clients are
     made again in each process."""
@@ -147,6 +158,10 @@ class Store(ABC):
     @abstractmethod
     def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
         """Every key starting with ``prefix`` (all pages; at most ``limit``)."""
+
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object under ``prefix`` with its size and version (all pages)."""
+        raise ValueError(f"{self.url(prefix)}: listing with sizes is not supported on {self.scheme}://")
 
     @abstractmethod
     def delete(self, keys: list[str]) -> None:
@@ -199,6 +214,11 @@ class S3Store(Store):
         for page in pages:
             keys += [obj["Key"] for obj in page.get("Contents", [])]
         return keys[:limit] if limit else keys
+
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [ObjectInfo(o["Key"], int(o["Size"]), str(o.get("ETag", "")).strip('"'))
+                for page in pages for o in page.get("Contents", [])]
 
     def delete(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):
@@ -281,6 +301,10 @@ class GCSStore(Store):
         blobs = self.client.list_blobs(self.bucket, prefix=prefix or None, max_results=limit,
                                        retry=self._retry, timeout=self._timeout)
         return [b.name for b in blobs]  # the iterator follows every page token
+
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        blobs = self.client.list_blobs(self.bucket, prefix=prefix or None, retry=self._retry, timeout=self._timeout)
+        return [ObjectInfo(b.name, int(b.size or 0), str(b.etag or b.generation)) for b in blobs]
 
     def delete(self, keys: list[str]) -> None:
         from google.api_core.exceptions import NotFound
@@ -365,6 +389,10 @@ class AzureStore(Store):
             if limit and len(keys) >= limit:
                 break
         return keys
+
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        return [ObjectInfo(b.name, int(b.size), str(b.etag).strip('"'))
+                for b in self.client.list_blobs(name_starts_with=prefix or None)]
 
     def delete(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 256):  # a batch request holds at most 256

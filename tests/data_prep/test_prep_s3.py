@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import boto3
 import pytest
-from prep_helpers import make_coco_like
+from prep_helpers import image_bytes, make_coco_like, report_counts, write_tar
+from test_prep_web_pairs import make_tars
 
-from data_prep import convert_karpathy, make_synthetic
+from data_prep import convert_karpathy, convert_webdataset, make_synthetic
 from data_prep.common import ConversionError
+from vlmo_composer import stores
 
 pytestmark = pytest.mark.s3
 
@@ -65,3 +68,26 @@ def test_synthetic_to_s3(tmp_path: Path, s3_bucket: str, read_mds) -> None:
     assert len(rows) == 2 * 4 and {r["image_id"] for r in rows} == {"val-000000", "val-000001"}
     assert "synthetic/vqa/answer_vocab.json" in keys(s3_bucket, "synthetic/vqa/")
     assert len(read_mds(f"{remote}/nlvr2/train")) == 6
+
+
+def test_webdataset_tars_read_from_s3(tmp_path: Path, s3_bucket: str, read_mds) -> None:
+    """``--tars s3://...``: the same shards and report as from local tars; a rewritten tar (new etag)
+    redoes only its group; the worker's downloaded copies are removed."""
+    make_tars(tmp_path / "tars")
+    store, _ = stores.open_store(f"s3://{s3_bucket}")
+    for path in sorted((tmp_path / "tars").iterdir()):
+        store.upload_file(str(path), f"web/{path.name}")
+    common = ["--source", "laion", "--no-progress", "--num-workers", "1"]
+    (local,) = convert_webdataset.main(["--tars", str(tmp_path / "tars"), *common, "--out", str(tmp_path / "local")])
+    remote_argv = ["--tars", f"s3://{s3_bucket}/web", *common, "--out", str(tmp_path / "remote")]
+    (remote,) = convert_webdataset.main(remote_argv)
+    assert read_mds(tmp_path / "remote") == read_mds(tmp_path / "local")
+    assert report_counts(remote) == report_counts(local) and (remote.records, remote.groups) == (12, 3)
+    assert not list(Path(tempfile.gettempdir(), f"data_prep_tars_{os.getpid()}").iterdir())
+
+    write_tar(tmp_path / "00001.tar", [("10.jpg", image_bytes(8, 8, 99)), ("10.txt", b"changed")])
+    store.upload_file(str(tmp_path / "00001.tar"), "web/00001.tar")
+    (again,) = convert_webdataset.main(remote_argv)
+    assert again.groups_resumed == 2 and "changed" in [r["captions"][0] for r in read_mds(tmp_path / "remote")]
+    glob_argv = ["--tars", f"s3://{s3_bucket}/web/0000[01].tar", *common, "--out", str(tmp_path / "two")]
+    assert convert_webdataset.main(glob_argv)[0].groups == 2

@@ -1,11 +1,11 @@
-"""One GCS emulator and one Azurite per pytest session; each test gets their variables."""
+"""One GCS emulator per pytest session; each test gets its variables (Azurite: tests/conftest.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from store_servers import azurite, azurite_missing, gcs_emulator
+from store_servers import gcs_emulator
 
 
 @pytest.fixture(scope="session")
@@ -25,18 +25,3 @@ def gcs_bucket(gcs_server, monkeypatch: pytest.MonkeyPatch) -> str:
     """``test-bucket`` on the session's emulator."""
     _use(gcs_server, monkeypatch)
     return "test-bucket"
-
-
-@pytest.fixture(scope="session")
-def azurite_server(tmp_path_factory) -> Iterator[dict[str, str]]:
-    why = azurite_missing()
-    if why:
-        pytest.skip(why)
-    with azurite(tmp_path_factory.mktemp("azurite")) as env:
-        yield env
-
-
-@pytest.fixture
-def azure_container(azurite_server, monkeypatch: pytest.MonkeyPatch) -> str:
-    _use(azurite_server, monkeypatch)
-    return "test-container"
