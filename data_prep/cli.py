@@ -70,6 +70,25 @@ def add_common_args(parser: argparse.ArgumentParser, image_args: bool = True) ->
                         "(outputs must then be on shared or object storage)")
 
 
+def byte_size(text: str) -> int:
+    from data_prep.line_ranges import parse_size
+
+    try:
+        value = parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive size, got {text}")
+    return value
+
+
+def add_range_arg(parser: argparse.ArgumentParser, default: str, what: str) -> None:
+    """``--range-size``: how the driver cuts a line-based input into groups (see line_ranges.py)."""
+    parser.add_argument("--range-size", type=byte_size, default=byte_size(default),
+                        help=f"cut each input file into resumable groups of about this many bytes, at line "
+                             f"ends ({what}; default {default}); replaces --group-size for these inputs")
+
+
 def add_split_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="",
                         help="write to <out>/<split>/ (default: this dataset has no splits, write to <out>/)")

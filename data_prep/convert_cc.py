@@ -17,16 +17,21 @@ Google's CC3M tsv is ``caption<TAB>url`` without a header, CC12M's
 ``url<TAB>caption`` first line (the header img2dataset's recipes add) is read
 as a header and gives the column order. A download whose img2dataset ``.json``
 names another url or caption than its row is not used (see ``downloaded.py``).
+The tsv is planned in byte ranges of ``--range-size`` (one group each, whose
+worker reads only its lines and indexes only its rows' downloads), so the
+driver does not hold the rows (``line_ranges.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import dataclass
 
-from data_prep.cli import Converter, add_common_args, add_split_arg
+from data_prep.cli import Converter, add_common_args, add_range_arg, add_split_arg
 from data_prep.common import ConversionError, require_file
 from data_prep.downloaded import CaptionedRow, downloaded_job
+from data_prep.line_ranges import LineRange, plan_ranges, read_range
 from data_prep.report import SkipLog
 from data_prep.tar_pairs import tar_pairs_job
 from data_prep.writer import SplitJob
@@ -40,31 +45,50 @@ def _header_order(fields: list[str]) -> str | None:
     return order if order in COLUMN_ORDERS else None
 
 
-def read_caption_tsv(path: str, columns: str, skipped: SkipLog) -> list[CaptionedRow]:
-    """Each well-formed data line (numbered from 0 after a header); other lines are counted."""
+@dataclass(frozen=True)
+class TsvRange:
+    """One byte range of the caption tsv (``line_ranges.py``): a group's rows, read by its worker."""
+
+    range: LineRange
+    columns: str
+    header: bool
+
+    @property
+    def fingerprint(self) -> str:
+        return self.range.fingerprint
+
+    def read(self, skipped: SkipLog) -> tuple[list[CaptionedRow], range]:
+        """Each well-formed data line (numbered from 0 after a header); other lines are counted."""
+        name = os.path.basename(self.range.path)
+        rows: list[CaptionedRow] = []
+        data_row = self.range.first_row
+        for number, raw in read_range(self.range):
+            if number == 1 and self.header:
+                continue
+            fields = raw.decode("utf-8", errors="replace").rstrip("\r\n").split("\t")
+            if fields == [""]:  # a blank line is no row (CSV readers such as img2dataset's skip it)
+                skipped.add("malformed_tsv_line", f"{name}:{number}")
+                continue
+            row, data_row = data_row, data_row + 1
+            if len(fields) != 2:
+                skipped.add("malformed_tsv_line", f"{name}:{number}")
+                continue
+            caption, url = fields if self.columns == "caption,url" else fields[::-1]
+            rows.append(CaptionedRow(row, caption, url))
+        return rows, range(self.range.first_row, self.range.first_row + self.range.rows)
+
+
+def tsv_ranges(path: str, columns: str, range_bytes: int) -> list[tuple[str, TsvRange]]:
+    """The plan: the tsv's byte ranges (one pass counting lines and rows; only a header is parsed)."""
     require_file(path, "caption tsv")
-    name = os.path.basename(path)
-    rows: list[CaptionedRow] = []
-    data_row = 0
     try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as f:
-            for number, line in enumerate(f, start=1):
-                fields = line.rstrip("\r\n").split("\t")
-                if number == 1 and _header_order(fields):
-                    columns = _header_order(fields) or columns
-                    continue
-                if fields == [""]:  # a blank line is no row (CSV readers such as img2dataset's skip it)
-                    skipped.add("malformed_tsv_line", f"{name}:{number}")
-                    continue
-                row, data_row = data_row, data_row + 1
-                if len(fields) != 2:
-                    skipped.add("malformed_tsv_line", f"{name}:{number}")
-                    continue
-                caption, url = fields if columns == "caption,url" else fields[::-1]
-                rows.append(CaptionedRow(row, caption, url))
+        with open(path, "rb") as f:
+            first = f.readline().decode("utf-8", errors="replace")
     except OSError as e:
         raise ConversionError(f"cannot read caption tsv {path}: {e}") from None
-    return rows
+    header = _header_order(first.rstrip("\r\n").split("\t"))
+    ranges = plan_ranges(path, range_bytes, header_lines=1 if header else 0)
+    return [(f"{path}#{i}", TsvRange(r, header or columns, header is not None)) for i, r in enumerate(ranges)]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", help="folder of downloaded images named by tsv row")
     parser.add_argument("--tsv-columns", choices=COLUMN_ORDERS, default="caption,url",
                         help="column order of a tsv without a header (CC3M caption,url; CC12M url,caption)")
+    add_range_arg(parser, "1mb", "--tsv: ~10,000 CC rows, img2dataset's shard")
     add_split_arg(parser)
     add_common_args(parser)
     return parser
@@ -87,9 +112,8 @@ def plan(args: argparse.Namespace) -> list[SplitJob]:
         return [tar_pairs_job(args.tars, args.variant, args.split, args.max_image_side)]
     if not args.images:
         raise ConversionError("--tsv needs --images (the folder of downloaded images)")
-    skipped = SkipLog()
-    rows = read_caption_tsv(args.tsv, args.tsv_columns, skipped)
-    return [downloaded_job(rows, args.images, args.variant, args.split, args.max_image_side, skipped)]
+    return [downloaded_job(tsv_ranges(args.tsv, args.tsv_columns, args.range_size), args.images, args.variant,
+                           args.split, args.max_image_side)]
 
 
 CONVERTER = Converter("convert_cc", build_parser, plan)

@@ -14,13 +14,21 @@ files (one url / one caption per line, in the same order):
         --out s3://bucket/mds/sbu
     python data_prep/convert_sbu.py --urls-txt SBU_captioned_photo_dataset_urls.txt \\
         --captions-txt SBU_captioned_photo_dataset_captions.txt --images /data/sbu/images --out ...
+
+The driver plans from the inputs' sizes only: one group per ``--range-size``
+of input, whose worker parses the (fixed, ~1M-row) input and keeps its
+contiguous share of the rows. The json holds urls and captions in separate
+arrays, so no byte range of it is a set of rows; parsing it per group costs a
+second or so per group and keeps the driver's memory flat.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+from dataclasses import dataclass
 
-from data_prep.cli import Converter, add_common_args, add_split_arg
+from data_prep.cli import Converter, add_common_args, add_range_arg, add_split_arg
 from data_prep.common import ConversionError, load_json, require_file
 from data_prep.downloaded import CaptionedRow, downloaded_job
 from data_prep.report import SkipLog
@@ -58,6 +66,45 @@ def read_sbu_txt(urls_path: str, captions_path: str) -> list[CaptionedRow]:
     return _pair_up([u.strip() for u in urls], captions, f"{urls_path} and {captions_path}")
 
 
+def _stamp(path: str) -> str:
+    st = os.stat(require_file(path, "SBU input"))
+    return f"{os.path.basename(path)}:{st.st_size}:{st.st_mtime_ns}"
+
+
+@dataclass(frozen=True)
+class SbuSlice:
+    """Group ``index`` of ``count``: a contiguous share of the rows, read by its worker.
+
+    The json keeps urls and captions in two separate arrays, so no byte range of it holds whole
+    rows: each worker parses the file and keeps its share (rows ``[n*index//count, n*(index+1)//count)``).
+    """
+
+    paths: tuple[str, ...]
+    """The json, or the url list and the caption list."""
+    stamps: str
+    index: int
+    count: int
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.stamps}:{self.index}/{self.count}"
+
+    def read(self, skipped: SkipLog) -> tuple[list[CaptionedRow], range]:
+        if ";".join(_stamp(p) for p in self.paths) != self.stamps:
+            raise ConversionError(f"{self.paths[0]} changed while it was being converted; run the same "
+                                  "command again to convert it as it is now")
+        rows = read_sbu_json(self.paths[0]) if len(self.paths) == 1 else read_sbu_txt(*self.paths)
+        lo, hi = len(rows) * self.index // self.count, len(rows) * (self.index + 1) // self.count
+        return rows[lo:hi], range(lo, hi)
+
+
+def sbu_slices(paths: tuple[str, ...], range_bytes: int) -> list[tuple[str, SbuSlice]]:
+    """The plan, from a stat: one group per ``range_bytes`` of input (the driver parses nothing)."""
+    stamps = ";".join(_stamp(p) for p in paths)
+    count = max(1, -(-sum(os.path.getsize(p) for p in paths) // range_bytes))
+    return [(f"{paths[0]}#{i}", SbuSlice(paths, stamps, i, count)) for i in range(count)]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     inputs = parser.add_mutually_exclusive_group(required=True)
@@ -66,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--urls-txt", help="SBU_captioned_photo_dataset_urls.txt (needs --captions-txt, --images)")
     parser.add_argument("--captions-txt", help="SBU_captioned_photo_dataset_captions.txt")
     parser.add_argument("--images", help="folder of downloaded images named by row")
+    add_range_arg(parser, "16mb", "--json / --urls-txt: about 100,000 SBU rows; each group's worker parses the "
+                  "whole input and keeps its share")
     add_split_arg(parser)
     add_common_args(parser)
     return parser
@@ -78,8 +127,8 @@ def plan(args: argparse.Namespace) -> list[SplitJob]:
         raise ConversionError("--json / --urls-txt need --images (the folder of downloaded images)")
     if args.urls_txt and not args.captions_txt:
         raise ConversionError("--urls-txt needs --captions-txt")
-    rows = read_sbu_json(args.json) if args.json else read_sbu_txt(args.urls_txt, args.captions_txt)
-    return [downloaded_job(rows, args.images, "sbu", args.split, args.max_image_side, SkipLog())]
+    paths = (args.json,) if args.json else (args.urls_txt, args.captions_txt)
+    return [downloaded_job(sbu_slices(paths, args.range_size), args.images, "sbu", args.split, args.max_image_side)]
 
 
 CONVERTER = Converter("convert_sbu", build_parser, plan)

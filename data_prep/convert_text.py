@@ -9,6 +9,12 @@ under ``--text-key``); any other file is plain text. ``--unit`` picks a row:
 blank lines) or ``line``. A unit longer than ``--max-chars`` is split on
 sentence boundaries into pieces of at most that length (a single longer
 sentence is split between words).
+
+The plan is each file's byte ranges of about ``--range-size`` (default 64mb),
+cut only where a unit ends (``line_ranges.py``): one resumable group per
+range, whose worker reads only its range, so the driver holds a few numbers
+per range whatever the corpus size. Reported lines (``file:line``) are
+numbered as in the whole file.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from data_prep.cli import Converter, add_common_args, add_split_arg, positive_int
+from data_prep.cli import Converter, add_common_args, add_range_arg, add_split_arg, positive_int
 from data_prep.common import ConversionError
+from data_prep.line_ranges import CutRule, LineRange, plan_ranges
+from data_prep.report import SkipLog
 from data_prep.writer import SampleContext, SplitJob
 from vlmo_composer.data.schema import TEXT
 
@@ -148,29 +156,46 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return paths
 
 
-def plan_file(path: str, unit: str) -> list[TextRangeRecord]:
-    """Cut a file into line ranges that never split a unit (a whole text file for 'document')."""
-    jsonl = path.endswith((".jsonl", ".json"))
-    name = os.path.basename(path)
-    size = os.path.getsize(path)
-    if not jsonl and unit == "document":
-        return [TextRangeRecord(f"{name}:1", path, 0, size, 1, False)] if size else []
-    records = []
-    start, first_line, offset = 0, 1, 0
-    try:
-        with open(path, "rb") as f:
-            for number, line in enumerate(f, start=1):
-                offset += len(line)
-                boundary = jsonl or unit == "line" or not line.strip()
-                if boundary and offset - start >= RECORD_BYTES:
-                    records.append(TextRangeRecord(f"{name}:{first_line}-{number}", path, start, offset,
-                                                   first_line, jsonl))
-                    start, first_line = offset, number + 1
-    except OSError as e:
-        raise ConversionError(f"cannot read {path}: {e}") from None
-    if offset > start:
-        records.append(TextRangeRecord(f"{name}:{first_line}-", path, start, offset, first_line, jsonl))
-    return records
+def _cut_rule(unit: str, jsonl: bool) -> CutRule:
+    """Where a range or record may end: after any line, except inside a paragraph of plain text,
+    and never inside a plain text file read as one document."""
+    if jsonl or unit == "line":
+        return lambda line: True
+    if unit == "paragraph":
+        return lambda line: not line.strip()
+    return lambda line: False
+
+
+@dataclass(frozen=True)
+class TextRangeSource:
+    """One byte range of one input file: a group, whose worker cuts it into records."""
+
+    name: str
+    range: LineRange
+    unit: str
+    jsonl: bool
+
+    @property
+    def fingerprint(self) -> str:
+        return self.range.fingerprint
+
+    def plan(self, skipped: SkipLog) -> list[TextRangeRecord]:
+        self.range.check_unchanged()
+        name = os.path.basename(self.range.path)
+        cut = _cut_rule(self.unit, self.jsonl)
+        return [TextRangeRecord(f"{name}:{r.first_line}", r.path, r.start,
+                                r.end, r.first_line, self.jsonl)
+                for r in plan_ranges(self.range.path, RECORD_BYTES, cut, within=self.range) if r.end > r.start]
+
+
+def plan_sources(paths: list[str], unit: str, range_bytes: int) -> list[TextRangeSource]:
+    """The plan: each file's byte ranges (one pass counting lines, nothing kept but the ranges)."""
+    sources = []
+    for path in paths:
+        jsonl = path.endswith((".jsonl", ".json"))
+        for i, r in enumerate(plan_ranges(path, range_bytes, _cut_rule(unit, jsonl))):
+            sources.append(TextRangeSource(f"{path}#{i}", r, unit, jsonl))
+    return sources
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,15 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-chars", type=positive_int, default=1000,
                         help="split longer units on sentence boundaries (default 1000)")
     parser.add_argument("--text-key", default="text", help="json field holding the text (default text)")
+    add_range_arg(parser, "64mb", "a group is at least this much text, up to the end of a line, paragraph or "
+                  "text file per --unit")
     add_split_arg(parser)
     add_common_args(parser, image_args=False)
     return parser
 
 
 def plan(args: argparse.Namespace) -> list[SplitJob]:
-    records = [r for path in expand_inputs(args.inputs) for r in plan_file(path, args.unit)]
     build = functools.partial(build_text_rows, unit=args.unit, max_chars=args.max_chars, text_key=args.text_key)
-    return [SplitJob(args.split, TEXT, records, build)]
+    return [SplitJob(args.split, TEXT, [], build,
+                     sources=plan_sources(expand_inputs(args.inputs), args.unit, args.range_size))]
 
 
 CONVERTER = Converter("convert_text", build_parser, plan)

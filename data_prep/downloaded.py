@@ -19,9 +19,9 @@ import functools
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from data_prep.common import SkipRecord, clean_text, list_image_files, require_dir
+from data_prep.common import SkipRecord, clean_text, is_image_file, require_dir
 from data_prep.image_text import image_text_sample
 from data_prep.images import read_file_bytes
 from data_prep.img2dataset_output import FailedRow, failed_rows_in_folder
@@ -49,15 +49,17 @@ class DownloadedRecord:
     failure: str = ""  # img2dataset's error message for this row
 
 
-def index_downloads(root: str) -> dict[int, list[str]]:
-    """Image files named by a row number (``123.jpg``, ``00000/000000123.jpg``), by row."""
+def index_downloads(root: str, wanted: range | None = None) -> dict[int, list[str]]:
+    """Image files named by a row number (``123.jpg``, ``00000/000000123.jpg``), by row; only the
+    rows in ``wanted`` (a group's), so a worker holds its group's files, not the folder's."""
     require_dir(root, "image folder")
     by_row: dict[int, list[str]] = {}
-    for rel in list_image_files(root):
-        stem = os.path.splitext(os.path.basename(rel))[0]
-        if stem.isdigit():
-            by_row.setdefault(int(stem), []).append(os.path.join(root, rel))
-    return by_row
+    for folder, _, files in os.walk(root):
+        for name in files:
+            stem = os.path.splitext(name)[0]
+            if is_image_file(name) and stem.isdigit() and (wanted is None or int(stem) in wanted):
+                by_row.setdefault(int(stem), []).append(os.path.relpath(os.path.join(folder, name), root))
+    return {row: [os.path.join(root, rel) for rel in sorted(rels)] for row, rels in by_row.items()}
 
 
 def _failure(row: CaptionedRow, failed: dict[int, FailedRow]) -> str:
@@ -65,10 +67,12 @@ def _failure(row: CaptionedRow, failed: dict[int, FailedRow]) -> str:
     return entry.message if entry is not None and entry.url in (None, row.url) else ""
 
 
-def match_rows(rows: list[CaptionedRow], images: str, source: str) -> list[DownloadedRecord]:
-    """One record per row, with the files its key names and img2dataset's failure if any."""
-    downloads = index_downloads(images)
-    failed = failed_rows_in_folder(images)
+def match_rows(rows: list[CaptionedRow], images: str, source: str,
+               wanted: range | None = None) -> list[DownloadedRecord]:
+    """One record per row, with the files its key names and img2dataset's failure if any
+    (``wanted``: the rows' span, to index only those downloads)."""
+    downloads = index_downloads(images, wanted)
+    failed = {k: v for k, v in failed_rows_in_folder(images).items() if wanted is None or k in wanted}
     return [DownloadedRecord(str(r.row), tuple(downloads.get(r.row, ())), r.caption, r.url, source,
                              _failure(r, failed)) for r in rows]
 
@@ -114,8 +118,38 @@ def build_downloaded_row(record: DownloadedRecord, context: SampleContext,
     return image_text_sample(record.record_id, data, [record.caption], record.source, context, max_image_side)
 
 
-def downloaded_job(rows: list[CaptionedRow], images: str, source: str, split: str,
-                   max_image_side: int | None, skipped: SkipLog) -> SplitJob:
-    """The image-text job for captioned rows next to a folder of downloads."""
+class RowReader(Protocol):
+    """A group's share of a url list: its rows (what it cannot read counted in ``skipped``) and
+    the span of row numbers they lie in."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def read(self, skipped: SkipLog) -> tuple[list[CaptionedRow], range]: ...
+
+
+@dataclass(frozen=True)
+class DownloadedSource:
+    """One group of a url list next to a folder of downloads: planned by the worker that writes it."""
+
+    name: str
+    rows: RowReader
+    images: str
+    source: str
+
+    @property
+    def fingerprint(self) -> str:
+        return self.rows.fingerprint
+
+    def plan(self, skipped: SkipLog) -> list[DownloadedRecord]:
+        rows, span = self.rows.read(skipped)
+        return match_rows(rows, self.images, self.source, span)
+
+
+def downloaded_job(readers: list[tuple[str, RowReader]], images: str, source: str, split: str,
+                   max_image_side: int | None) -> SplitJob:
+    """The image-text job for a url list, one group per (name, reader), next to a folder of downloads."""
+    require_dir(images, "image folder")
     build = functools.partial(build_downloaded_row, max_image_side=max_image_side)
-    return SplitJob(split, IMAGE_TEXT, match_rows(rows, images, source), build, skipped=skipped)
+    return SplitJob(split, IMAGE_TEXT, [], build,
+                    sources=[DownloadedSource(name, reader, images, source) for name, reader in readers])

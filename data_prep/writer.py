@@ -1,9 +1,10 @@
 """The one parallel, resumable MDS writer every converter goes through.
 
 A split's records are cut into contiguous groups of ``group_size`` records;
-a job planned per input file (``SplitJob.sources``: the web-pair converters)
-has one group per input file instead, whose records the worker reads itself,
-so the driver's plan grows with the input files, not with the records.
+a job planned per input (``SplitJob.sources``: the web-pair and text converters)
+has one group per input file, byte range of a file or share of a list instead,
+whose records the worker reads itself, so the driver's plan grows with the
+inputs, not with the records.
 Each group is written by one worker process with its own ``MDSWriter`` into
 ``<split>/<group>/`` and, once finished (and uploaded, for ``s3://``), marked
 by ``<group>/_SUCCESS`` holding its counts. Streaming's ``merge_index`` then
@@ -120,10 +121,10 @@ class SplitJob:
     dropped: SkipLog = field(default_factory=SkipLog)
     extra_files: dict[str, str] = field(default_factory=dict)
     sources: list[Any] | None = None
-    """Planned per input file instead of per record: one group per source, and ``records``
+    """Planned per input instead of per record: one group per source, and ``records``
     stays empty. A source is a small picklable object with ``name`` (its input, as the
     manifest lists it), ``fingerprint`` (what changes when its content does: size and
-    mtime) and ``plan(skipped)``, which the worker calls to get the source's records in
+    mtime, or a range's hash) and ``plan(skipped)``, which the worker calls to get the source's records in
     input order (adding what it leaves out to ``skipped``)."""
 
     def with_records_planned(self, limit: int | None) -> SplitJob:

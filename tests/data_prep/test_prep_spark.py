@@ -19,7 +19,7 @@ import pytest
 from prep_helpers import dataset_files, make_coco_like
 from test_prep_web_pairs import make_tars
 
-from data_prep import convert_karpathy, convert_webdataset, spark_engine
+from data_prep import convert_karpathy, convert_text, convert_webdataset, spark_engine
 from data_prep.common import ConversionError
 from data_prep.spark_engine import find_java
 from data_prep.writer import GROUP_DONE_NAME, RECORD_DELAY_ENV, REPORT_NAME
@@ -43,11 +43,20 @@ def report_without_timing(folder: Path) -> dict[str, Any]:
     return report
 
 
-@pytest.mark.parametrize("converter", ["webdataset", "karpathy"])
+def text_args(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["--inputs", str(root / "corpus.jsonl"), "--unit", "paragraph", "--range-size", "64",
+            "--out", str(out), "--shard-size", "2kb", "--num-workers", "2", *extra]
+
+
+@pytest.mark.parametrize("converter", ["webdataset", "karpathy", "text"])
 def test_spark_writes_the_local_engines_bytes(converter: str, spark, tmp_path: Path, capsys) -> None:
     if converter == "webdataset":
         make_tars(tmp_path / "tars")
         main, args, split = convert_webdataset.main, webdataset_args, ""
+    elif converter == "text":  # byte ranges of a json-lines file, one with a malformed line
+        lines = [json.dumps({"text": f"Document {i}. " * (i % 4 + 1)}) for i in range(12)]
+        (tmp_path / "corpus.jsonl").write_text("\n".join(lines[:5] + ["{broken"] + lines[5:]) + "\n")
+        main, args, split = convert_text.main, text_args, ""
     else:
         make_coco_like(tmp_path, COCO_COUNT)
         main, args, split = convert_karpathy.main, karpathy_args, "train"
@@ -64,9 +73,9 @@ def test_spark_writes_the_local_engines_bytes(converter: str, spark, tmp_path: P
     assert any(".mds" in name for name in files)
     assert report_without_timing(spark_out) == report_without_timing(local)
     # the driver's progress (records, groups) and the local engine's summary table; a job planned
-    # per tar does not know its records up front: its bar counts tars, with the records as a postfix
+    # per tar or byte range does not know its records up front: its bar counts groups, records as a postfix
     done = f"{report.groups}/{report.groups}"
-    assert (f"| {done} [" in printed.err and " records]" in printed.err if converter == "webdataset"
+    assert (f"| {done} [" in printed.err and " records]" in printed.err if converter != "karpathy"
             else f"groups {done}" in printed.err)
     assert "split" in printed.out and "skipped" in printed.out and f"-> {out}" in printed.out
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prep_helpers import corrupt_jpeg, image_bytes, report_counts, truncated_png, write
+from prep_helpers import corrupt_jpeg, dataset_files, image_bytes, report_counts, truncated_png, write
 
 from data_prep import convert_images, convert_text
 from data_prep.convert_text import chunk_text
+from data_prep.line_ranges import plan_ranges, read_range
 
 
 def test_chunk_text_keeps_sentences_whole() -> None:
@@ -17,6 +18,23 @@ def test_chunk_text_keeps_sentences_whole() -> None:
     assert chunk_text(text, 30) == ["One two three. Four five six!", "Seven eight nine? Ten."]
     assert chunk_text(text, 15) == ["One two three.", "Four five six!", "Seven eight", "nine? Ten."]
     assert all(len(p) <= 8 for p in chunk_text("abcdefghijklmnop qr. st", 8))
+
+
+def test_ranges_give_every_line_to_exactly_one_range(tmp_path: Path) -> None:
+    lines = [b"caption\turl\n", b"short\n", b"\n", b"a line much longer than any range here\r\n", b"x\n",
+             b"  \n", b"\n", b"no newline at the end"]
+    path = write(tmp_path / "f.tsv", b"".join(lines))
+    whole = list(enumerate(lines, start=1))
+    for size in (1, 3, 7, 12, 40, 1000):
+        ranges = plan_ranges(str(path), size, header_lines=1)
+        assert [r.start for r in ranges[1:]] == [r.end for r in ranges[:-1]]  # contiguous, cut at line ends
+        assert ranges[0].start == 0 and ranges[-1].end == path.stat().st_size
+        assert [x for r in ranges for x in read_range(r)] == whole  # numbered as in the whole file
+        assert [r.first_row for r in ranges] == [sum(r.rows for r in ranges[:i]) for i in range(len(ranges))]
+        assert sum(r.rows for r in ranges) == 5  # lines after the header, but for the empty ones
+    assert len(plan_ranges(str(path), 1)) == len(lines)
+    paragraphs = plan_ranges(str(path), 1, cut_after=lambda line: not line.strip())
+    assert [r.first_line for r in paragraphs] == [1, 4, 7, 8]  # cut only after blank lines
 
 
 def test_text_paragraphs_jsonl_and_bad_lines(tmp_path: Path, read_mds) -> None:
@@ -37,6 +55,17 @@ def test_text_paragraphs_jsonl_and_bad_lines(tmp_path: Path, read_mds) -> None:
                     "Yes.", "Third.", "Wiki doc one.", "Wiki paragraph two.", "Last doc."]
     assert report_counts(report) == {"malformed_json_line": 1, "empty_document": 1, "non_text_document": 2}
     assert report.skipped.reasons["malformed_json_line"].first_ids == ["b_wiki.jsonl:2"]
+    assert report.groups == 2  # one range per file at the default --range-size
+
+    # a range of a few bytes: a group per paragraph / json line, numbered and ordered as before,
+    # for one worker or two (same bytes)
+    tiny = [["--range-size", "7", "--num-workers", str(n)] for n in (1, 2)]
+    for n, extra in enumerate(tiny):
+        (small,) = convert_text.main(["--inputs", str(tmp_path / "corpus"), "--unit", "paragraph", "--max-chars",
+                                      "38", "--out", str(tmp_path / f"tiny{n}"), "--no-progress", *extra])
+        assert [r["text"] for r in read_mds(tmp_path / f"tiny{n}")] == rows
+        assert small.skipped == report.skipped and small.groups == 3 + 6 and small.samples_written == len(rows)
+    assert dataset_files(tmp_path / "tiny0") == dataset_files(tmp_path / "tiny1")
 
 
 def test_text_lines_and_documents(tmp_path: Path, read_mds) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from pathlib import Path
 
 import pytest
-from prep_helpers import corrupt_jpeg, image_bytes, report_counts, truncated_png, write, write_json, write_tar
+from prep_helpers import (
+    corrupt_jpeg, dataset_files, image_bytes, report_counts, truncated_png, write, write_json, write_tar,
+)
 
 from data_prep import convert_cc, convert_sbu, convert_webdataset
 from data_prep.common import ConversionError
@@ -78,6 +81,7 @@ def test_cc_tsv_with_downloaded_folder(tmp_path: Path, read_mds) -> None:
         "a red car\thttp://x/0.jpg",
         "no tab on this line",
         "\thttp://x/2.jpg",
+        "",  # no row: the rows after it keep their numbers
         "a missing image\thttp://x/3.jpg",
         "a corrupt image\thttp://x/4.jpg",
         "a nested image\thttp://x/5.jpg",
@@ -87,16 +91,23 @@ def test_cc_tsv_with_downloaded_folder(tmp_path: Path, read_mds) -> None:
     write(images / "00000" / "000000002.jpg", image_bytes(8, 8, 2))
     write(images / "4.jpg", corrupt_jpeg())
     write(images / "00000" / "000000005.jpg", nested := image_bytes(9, 7, 5))
-    out = tmp_path / "out"
-    (report,) = convert_cc.main(["--tsv", str(tsv), "--images", str(images), "--out", str(out), "--no-progress"])
-    rows = read_mds(out)
+    argv = ["--tsv", str(tsv), "--images", str(images), "--no-progress"]
+    (report,) = convert_cc.main([*argv, "--out", str(tmp_path / "out")])
+    rows = read_mds(tmp_path / "out")
     assert [(r["image_id"], r["captions"], r["source"]) for r in rows] == [
         ("0", ["a red car"], "cc3m"), ("5", ["a nested image"], "cc3m")]
     assert rows[0]["image"] == first and rows[1]["image"] == nested
     assert (rows[1]["width"], rows[1]["height"]) == (9, 7)
-    assert report_counts(report) == {"malformed_tsv_line": 1, "empty_caption": 1, "missing_image": 1,
+    assert report_counts(report) == {"malformed_tsv_line": 2, "empty_caption": 1, "missing_image": 1,
                                      "corrupt_image": 1}
-    assert report.skipped.reasons["malformed_tsv_line"].first_ids == ["cc.tsv:2"]
+    assert report.skipped.reasons["malformed_tsv_line"].first_ids == ["cc.tsv:2", "cc.tsv:4"]
+    assert report.groups == 1 and report.records == 7
+
+    # ranges of >= 30 bytes, cut at the next line end: the same rows, ids and report from 4 groups
+    (ranged,) = convert_cc.main([*argv, "--out", str(tmp_path / "ranged"), "--range-size", "30",
+                                 "--num-workers", "2"])
+    assert read_mds(tmp_path / "ranged") == rows
+    assert ranged.groups == 4 and ranged.skipped == report.skipped and ranged.records == report.records
 
 
 def test_cc12m_column_order(tmp_path: Path, read_mds) -> None:
@@ -122,6 +133,11 @@ def test_sbu_json_with_downloaded_folder(tmp_path: Path, read_mds) -> None:
     # a url's file name never pairs a download with a row (test_prep_pairing.py says why)
     assert [(r["image_id"], r["captions"], r["source"]) for r in rows] == [("1", ["Named by row."], "sbu")]
     assert report_counts(report) == {"missing_image": 2}
+    # one group per --range-size of json, each worker keeping its share of the rows: the same output
+    (sliced,) = convert_sbu.main(["--json", str(sbu), "--images", str(tmp_path / "images"), "--range-size", "100",
+                                  "--out", str(tmp_path / "sliced"), "--no-progress", "--num-workers", "2"])
+    assert sliced.groups == 3 and report.groups == 1
+    assert read_mds(tmp_path / "sliced") == rows and sliced.skipped == report.skipped
 
 
 def test_sbu_json_with_unequal_lists_is_fatal(tmp_path: Path) -> None:
@@ -150,8 +166,6 @@ def test_webdataset_plan_is_per_tar_and_reads_no_tar(tmp_path: Path, monkeypatch
 
 
 def test_webdataset_changed_tar_redoes_only_its_group(tmp_path: Path, read_mds) -> None:
-    import os
-
     small_tars(tmp_path / "tars", 3)
     out = tmp_path / "out"
     argv = ["--tars", str(tmp_path / "tars"), "--out", str(out), "--no-progress", "--num-workers", "1"]
@@ -169,3 +183,37 @@ def test_webdataset_changed_tar_redoes_only_its_group(tmp_path: Path, read_mds) 
     assert os.path.exists(out / "conversion_report.json")
     (third,) = convert_webdataset.main(argv)
     assert third.already_complete
+
+
+def test_cc_tsv_plan_reads_no_image_and_resumes_by_range(tmp_path: Path, read_mds, monkeypatch) -> None:
+    """The driver plans byte ranges of the tsv (no row kept, no image listed); a killed run keeps its
+    finished ranges; an edited line redoes only its range's group."""
+    lines = [f"caption {i}\thttp://x/{i}.jpg" for i in range(6)]
+    tsv = write(tmp_path / "cc.tsv", "\n".join(lines) + "\n")
+    for i in range(6):
+        write(tmp_path / "images" / "00000" / f"{i:09d}.jpg", image_bytes(8, 8, i))
+    out = tmp_path / "out"
+    argv = ["--tsv", str(tsv), "--images", str(tmp_path / "images"), "--out", str(out), "--range-size", "40",
+            "--no-progress", "--num-workers", "1"]
+    with monkeypatch.context() as m:
+        m.setattr(os, "walk", lambda *a, **k: (_ for _ in ()).throw(AssertionError("the driver listed images")))
+        (job,) = convert_cc.plan(convert_cc.build_parser().parse_args(argv))
+    assert job.records == [] and [(s.rows.range.first_row, s.rows.range.rows) for s in job.sources] == [
+        (0, 2), (2, 2), (4, 2)]
+
+    (first,) = convert_cc.main(argv)
+    assert first.groups == 3 and first.samples_written == 6
+    reference = dataset_files(out)
+    # what a kill leaves: finished groups, one unfinished (no _SUCCESS), no merged index, no report
+    for name in ("00001/_SUCCESS", "index.json", "conversion_report.json"):
+        (out / name).unlink()
+    (resumed,) = convert_cc.main(argv)
+    assert resumed.groups_resumed == 2 and dataset_files(out) == reference
+
+    stamps = {g: (out / g / "_SUCCESS").stat().st_mtime_ns for g in ("00000", "00001", "00002")}
+    tsv.write_text(tsv.read_text().replace("caption 3", "edited  3"))  # same length: ranges keep their bytes
+    (edited,) = convert_cc.main(argv)
+    assert not edited.already_complete and edited.groups_resumed == 2
+    assert [g for g in stamps if (out / g / "_SUCCESS").stat().st_mtime_ns != stamps[g]] == ["00001"]
+    assert [r["captions"] for r in read_mds(out)] == [[f"caption {i}"] for i in range(3)] + [["edited 3"]] + [
+        [f"caption {i}"] for i in range(4, 6)]
