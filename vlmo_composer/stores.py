@@ -49,10 +49,17 @@ VARIABLES = {
     "s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and S3_ENDPOINT_URL for a non-AWS endpoint)",
     "gs": "GOOGLE_APPLICATION_CREDENTIALS (and STORAGE_EMULATOR_HOST for a local emulator)",
     "azure": "AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_ACCESS_KEY, or AZURE_STORAGE_CONNECTION_STRING",
+    # Reached through Composer's and huggingface_hub's objects (vlmo_composer/library_stores.py).
+    "oci": "OCI_CONFIG_FILE (default ~/.oci/config, the only file Streaming reads)",
+    "hf": "HF_TOKEN (HF_ENDPOINT for another Hub; HF_HUB_OFFLINE=1 reads the local cache only)",
+    "dbfs": "DATABRICKS_HOST and DATABRICKS_TOKEN (or a ~/.databrickscfg profile)",
 }
 SCHEMES = tuple(VARIABLES)
 ENDPOINT_VARIABLES = {"s3": "S3_ENDPOINT_URL", "gs": "STORAGE_EMULATOR_HOST",
-                      "azure": "the BlobEndpoint of AZURE_STORAGE_CONNECTION_STRING"}
+                      "azure": "the BlobEndpoint of AZURE_STORAGE_CONNECTION_STRING", "hf": "HF_ENDPOINT"}
+# How each store's URL is written (messages name these).
+URL_FORMS = {"s3": "s3://", "gs": "gs://", "azure": "azure://", "oci": "oci://", "hf": "hf://datasets/",
+             "dbfs": "dbfs:/Volumes/"}
 
 
 class StoreError(PermissionError):
@@ -67,9 +74,13 @@ class StoreError(PermissionError):
             hint = f"; set {VARIABLES[scheme]}" if scheme in VARIABLES else ""
         super().__init__(f"{url}: {reason}{hint}")
         self.url = url
+        self.reason = reason
+        self.endpoint = endpoint
 
 
 def scheme_of(url: str) -> str:
+    if str(url).startswith("dbfs:/"):  # Databricks writes dbfs:/Volumes/... (one slash)
+        return "dbfs"
     return urllib.parse.urlparse(str(url)).scheme if "://" in str(url) else ""
 
 
@@ -78,7 +89,10 @@ def is_remote(url: Any) -> bool:
 
 
 def split_url(url: str) -> tuple[str, str, str]:
-    """``(scheme, bucket, key)`` of ``scheme://bucket/key``."""
+    """``(scheme, bucket, key)`` of ``scheme://bucket/key``; the "bucket" of ``hf://datasets/ORG/NAME/key``
+    is ``datasets/ORG/NAME`` and that of ``dbfs:/Volumes/CATALOG/SCHEMA/VOLUME/key`` is the volume."""
+    if scheme_of(url) in ("hf", "dbfs"):
+        return split_path_url(url)
     parsed = urllib.parse.urlparse(url)
     if not parsed.netloc:
         raise ValueError(f"{url!r} has no bucket")
@@ -392,13 +406,37 @@ class AzureStore(Store):
 STORES = {"s3": S3Store, "gs": GCSStore, "azure": AzureStore}
 
 
+def split_path_url(url: str) -> tuple[str, str, str]:
+    """``hf://datasets/ORG/NAME/key`` and ``dbfs:/Volumes/C/S/V/key``: the bucket is the first 3 (4) parts."""
+    scheme = scheme_of(url)
+    path = url.split(":", 1)[1].lstrip("/")
+    parts = path.split("/")
+    head, first, form = (3, "datasets", "hf://datasets/ORG/NAME/path") if scheme == "hf" else \
+        (4, "Volumes", "dbfs:/Volumes/CATALOG/SCHEMA/VOLUME/path")
+    if len(parts) < head or parts[0] != first or not all(parts[:head]):
+        raise ValueError(f"{url!r}: write it as {form}")
+    return scheme, "/".join(parts[:head]), "/".join(parts[head:])
+
+
+def supported_stores() -> str:
+    """``s3://, gs://, ...`` for messages."""
+    return ", ".join(URL_FORMS.get(s, s + "://") for s in SCHEMES)
+
+
+def store_class(scheme: str) -> type[Store]:
+    if scheme in STORES:
+        return STORES[scheme]
+    from vlmo_composer.library_stores import LIBRARY_STORES  # Composer / huggingface_hub objects, imported late
+
+    return LIBRARY_STORES[scheme]
+
+
 def open_store(url: str) -> tuple[Store, str]:
     """``(store, key)`` of ``scheme://bucket/key``."""
     scheme, bucket, key = split_url(url)
-    if scheme not in STORES:
-        supported = ", ".join(s + "://" for s in SCHEMES)
-        raise ValueError(f"{url}: unsupported store; use one of {supported} or a local path")
-    return STORES[scheme](bucket), key
+    if scheme not in SCHEMES:
+        raise ValueError(f"{url}: unsupported store; use one of {supported_stores()} or a local path")
+    return store_class(scheme)(bucket), key
 
 
 def check_access(url: str) -> None:
@@ -406,8 +444,8 @@ def check_access(url: str) -> None:
     store, _ = open_store(url)
     try:
         store.client  # noqa: B018 - built here: no credentials at all fails now
-    except StoreError:
-        raise
+    except StoreError as err:
+        raise StoreError(url, err.reason, err.endpoint) from None
     except Exception as err:
         reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         raise StoreError(url, f"no usable credentials ({reason})") from None
