@@ -107,5 +107,8 @@ def test_hf_dataset_files_read_offline_from_the_hub_cache(tmp_path, monkeypatch,
     # Writing needs the Hub: offline, a conversion stops in one line before anything is uploaded.
     one_line(*convert(f"{root}/out", capsys), f"{root}/out", "HF_HUB_OFFLINE is set", "HF_TOKEN")
     assert store.list("out/") == []
+    # Training cannot read it offline: Streaming's downloader skips the cache (hf_hub_download(local_dir=...)).
+    one_line(*dry_run([f"train_loader.dataset.remote={root}/image_text/train"], tmp_path, capsys),
+             "train_loader.dataset.remote", f"{root}/image_text/train", "HF_HUB_OFFLINE is set")
     with pytest.raises(ValueError, match=r"write it as hf://datasets/ORG/NAME/path"):
         stores.open_store("hf://models/org/name/file")  # Streaming's hf:// is for dataset repositories
