@@ -7,7 +7,7 @@ checkpoint from ``gs://`` on a ``gs://`` split; ``init_from``, ``build_model`` a
 answer vocabulary read from ``gs://``. Then the chain goes on as the README chains stages: a
 next pre-training stage loads the gs:// ``latest-rank0.pt`` (``load_path``, weights only) and a
 shipped fine-tune YAML starts from that stage's gs:// ``latest-rank0.pt`` (``init_from``), two
-steps each, both saving on ``gs://``. Every client is the library's own, pointed at the
+steps each. Every client is the library's own, pointed at the
 emulator by ``STORAGE_EMULATOR_HOST`` and Google default credentials.
 """
 
@@ -90,14 +90,12 @@ def test_gs_conversion_training_checkpoint_eval_and_init_from(gcs_bucket: str, t
     stage2_latest = f"gs://{gcs_bucket}/runs/gcs-stage2/checkpoints/latest-rank0.pt"
     assert "runs/gcs-stage2/checkpoints/ep0-ba2-rank0.pt" in store.list("runs/gcs-stage2/checkpoints/")
 
-    # A shipped fine-tune YAML starting from that stage on gs:// (init_from), as the fine-tunes start from stage 3.
+    # A shipped fine-tune YAML starting from that stage on gs:// (init_from), as the fine-tunes start from stage 3
+    # (saving its own checkpoint is the same Composer upload as above: left out, one uploader process less).
     finetune = [RETRIEVAL, f"variables.root=gs://{gcs_bucket}", "variables.run=gcs-finetune", "variables.image_size=64",
                 "task.model.size=small", "task.model.max_text_len=32", "task.model.drop_path_rate=0.0",
                 f"task.init_from.path={stage2_latest}", "precision=fp32", "device=cpu",
                 "device_train_microbatch_size=4", "train_loader.dataset.randaugment=false",
-                *TINY, *train_data]
+                *TINY, *train_data, "save_folder=null", "autoresume=false"]
     out = run(train_main, finetune, tmp_path, monkeypatch, capsys)
     assert "run gcs-finetune: 2 steps in this process" in out, out
-    saved = store.list("runs/gcs-finetune/checkpoints/")
-    assert any(k.endswith("-ba2-rank0.pt") for k in saved) and \
-        "runs/gcs-finetune/checkpoints/latest-rank0.pt.symlink" in saved, saved
