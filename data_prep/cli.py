@@ -42,7 +42,8 @@ def fraction(text: str) -> float:
 def add_common_args(parser: argparse.ArgumentParser, image_args: bool = True) -> None:
     g = parser.add_argument_group("output (common to every converter)")
     g.add_argument("--out", required=True,
-                   help="output folder or s3://bucket/prefix (endpoint from S3_ENDPOINT_URL)")
+                   help="output folder or an object-store prefix: s3://, gs://, azure://, oci://, "
+                        "hf://datasets/ORG/NAME/, dbfs:/Volumes/... (data_prep/README.md, Object stores)")
     g.add_argument("--num-workers", type=positive_int, default=os.cpu_count() or 1,
                    help="worker processes (default: all cores); output is identical for any value")
     g.add_argument("--compression", default="zstd",

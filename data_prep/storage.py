@@ -6,7 +6,8 @@ destination offer exactly those. Remote groups are written to a local staging
 folder, uploaded as soon as they are finished, and the staging copy removed,
 so a conversion never needs the whole dataset on local disk.
 
-Remote destinations (``s3://``, ``gs://``, ``azure://``) go through
+Remote destinations (``s3://``, ``gs://``, ``azure://``, ``oci://``, ``hf://datasets/``,
+``dbfs:/Volumes/``) go through
 :mod:`vlmo_composer.stores`: the variables Streaming and Composer read (e.g.
 ``S3_ENDPOINT_URL``, ``STORAGE_EMULATOR_HOST``), one retry policy for every store
 (``AWS_MAX_ATTEMPTS`` attempts, default 8, backoff with jitter on connection
@@ -102,8 +103,7 @@ def open_destination(url: str, staging_dir: str | None = None) -> Destination:
         return RemoteDestination(url, tempfile.mkdtemp(prefix="data_prep_staging_", dir=staging_dir))
     if scheme in ("", "file"):
         return LocalDestination(url[len("file://"):] if scheme == "file" else url)
-    raise ValueError(f"unsupported output location {url!r}: use a local folder or "
-                     f"{', '.join(s + '://bucket/prefix' for s in stores.SCHEMES)}")
+    raise ValueError(f"unsupported output location {url!r}: use a local folder or {stores.supported_stores()}")
 
 
 class LocalDestination(Destination):

@@ -3,7 +3,6 @@ loads it through huggingface_hub's cache offline, and the push command fails in 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -12,6 +11,7 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 import torch
+from hub_cache import hub_cache, offline_cache
 from inference_helpers import ANSWERS, CAPTIONS, TINY_SHAPE
 from PIL import Image
 
@@ -124,35 +124,10 @@ def test_an_export_without_a_run_claims_nothing_about_it(full_model, tmp_path):
     assert missing == [{"stream": "dataset", "location": str(tmp_path / "nowhere"), "report": None}]
 
 
-def hub_cache(cache: Path, repo_id: str, folder: Path, revision: str = "0" * 39 + "1") -> Path:
-    """``folder`` as huggingface_hub caches a model repository (https://huggingface.co/docs/hub/local-cache,
-    huggingface_hub's guides/manage-cache): ``models--{org}--{name}/blobs/<sha256 of the file>``,
-    ``snapshots/<commit>/<file>`` a relative symlink to its blob, ``refs/main`` holding the commit."""
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / revision
-    for path in folder.iterdir():
-        data = path.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        snapshot.mkdir(parents=True, exist_ok=True)
-        (snapshot / path.name).symlink_to(os.path.relpath(blob, snapshot))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(revision)
-    return snapshot
-
-
 @pytest.fixture
 def offline_hub(monkeypatch, tmp_path) -> Path:
     """An empty huggingface_hub cache under tmp_path, with downloads off (no network in tests)."""
-    cache = tmp_path / "hf" / "hub"
-    cache.mkdir(parents=True)
-    for name, value in (("HF_HUB_CACHE", str(cache)), ("HF_HUB_OFFLINE", "1"), ("VLMO_OFFLINE", "1")):
-        monkeypatch.setenv(name, value)
-    # huggingface_hub reads its environment once, at import: set what it read.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    return cache
+    return offline_cache(monkeypatch, tmp_path)
 
 
 def test_hf_hub_name_loads_the_export_from_the_hub_cache(exported, full_model, images, offline_hub):

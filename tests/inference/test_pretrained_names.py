@@ -285,7 +285,8 @@ def test_https_urls_are_sources_cached_the_same_way(server, cache, official_byte
     with pytest.raises(DownloadError, match="https:// only"):
         local_copy("http://example.com/vlmo.pt")  # refused before any connection
     with pytest.raises(ValueError, match=r"ftp://example.com/vlmo.pt: weights are read from .*hf-hub:ORG/NAME, "
-                                         r"https://, s3://, gs://, azure:// only"):
+                                         r"https://, s3://, gs://, azure://, oci://, hf://datasets/, "
+                                         r"dbfs:/Volumes/ only"):
         local_copy("ftp://example.com/vlmo.pt")
     with pytest.raises(DownloadError, match="https:// only"):
         register_pretrained("test-plain-http", "http://example.com/vlmo.pt", "tiny", 32)

@@ -4,7 +4,10 @@ The synthetic conversion writes its shards and ``answer_vocab.json`` to ``gs://`
 shipped quick-start YAML (tiny model, two steps) trains on those shards through
 Streaming and saves its checkpoint there through Composer; ``eval.py`` evaluates the
 checkpoint from ``gs://`` on a ``gs://`` split; ``init_from``, ``build_model`` and the VQA
-answer vocabulary read from ``gs://``. Every client is the library's own, pointed at the
+answer vocabulary read from ``gs://``. Then the chain goes on as the README chains stages: a
+next pre-training stage loads the gs:// ``latest-rank0.pt`` (``load_path``, weights only) and a
+shipped fine-tune YAML starts from that stage's gs:// ``latest-rank0.pt`` (``init_from``), two
+steps each. Every client is the library's own, pointed at the
 emulator by ``STORAGE_EMULATOR_HOST`` and Google default credentials.
 """
 
@@ -19,6 +22,7 @@ from vlmo_composer import stores
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = str(ROOT / "yamls" / "quickstart.yaml")
+RETRIEVAL = str(ROOT / "yamls" / "finetune" / "retrieval_coco_base.yaml")
 TINY = ["task.model.hidden_size=32", "task.model.num_layers=2", "task.model.num_heads=2", "task.model.ffn_size=64",
         "task.model.vl_ffn_start=1", "global_train_batch_size=4", "max_duration=2ba", "train_loader.num_workers=0",
         "progress_bar=false", "callbacks={}"]
@@ -77,3 +81,21 @@ def test_gs_conversion_training_checkpoint_eval_and_init_from(gcs_bucket: str, t
                         vl_ffn_start=1)
     report = load_weights_into(model, "composer", weights)  # what init_from does with a gs:// path
     assert str(report) == "exact match", report  # every weight of the gs:// checkpoint, no key left over
+
+    # The next pre-training stage, chained as the README's stages are (load_path, weights only).
+    stage2 = [QUICKSTART, "run_name=gcs-stage2", *TINY, *train_data, f"save_folder={save_folder}", "save_interval=2ba",
+              f"load_path={weights}", "load_weights_only=true", "load_strict_model_weights=true"]
+    out = run(train_main, stage2, tmp_path, monkeypatch, capsys)
+    assert f"loaded weights from {weights}" in out and "2 steps in this process" in out, out
+    stage2_latest = f"gs://{gcs_bucket}/runs/gcs-stage2/checkpoints/latest-rank0.pt"
+    assert "runs/gcs-stage2/checkpoints/ep0-ba2-rank0.pt" in store.list("runs/gcs-stage2/checkpoints/")
+
+    # A shipped fine-tune YAML starting from that stage on gs:// (init_from), as the fine-tunes start from stage 3
+    # (saving its own checkpoint is the same Composer upload as above: left out, one uploader process less).
+    finetune = [RETRIEVAL, f"variables.root=gs://{gcs_bucket}", "variables.run=gcs-finetune", "variables.image_size=64",
+                "task.model.size=small", "task.model.max_text_len=32", "task.model.drop_path_rate=0.0",
+                f"task.init_from.path={stage2_latest}", "precision=fp32", "device=cpu",
+                "device_train_microbatch_size=4", "train_loader.dataset.randaugment=false",
+                *TINY, *train_data, "save_folder=null", "autoresume=false"]
+    out = run(train_main, finetune, tmp_path, monkeypatch, capsys)
+    assert "run gcs-finetune: 2 steps in this process" in out, out

@@ -97,7 +97,7 @@ def local_copy(path: Union[str, os.PathLike]) -> str:
         return hub.hub_snapshot(path)
     if "://" in path:
         raise ValueError(f"{path}: weights are read from local paths, pretrained names, hf-hub:ORG/NAME, "
-                         f"https://, {', '.join(s + '://' for s in stores.SCHEMES)} only")
+                         f"https://, {stores.supported_stores()} only")
     if os.path.exists(path):
         return path
     if pretrained.find_pretrained(path) is not None:

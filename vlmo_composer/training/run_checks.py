@@ -111,7 +111,17 @@ def _no_credentials(scheme: str) -> bool:
         return False
     if scheme in ("azure", "azure-dl"):
         return not (os.environ.get("AZURE_ACCOUNT_NAME") or os.environ.get("AZURE_STORAGE_CONNECTION_STRING"))
-    return False  # oci, hf, dbfs, ...: their libraries' own errors
+    if scheme == "oci":  # the config file Streaming and Composer read
+        import oci
+
+        try:
+            oci.config.from_file()
+        except oci.exceptions.ConfigFileNotFound:
+            return True
+        except oci.exceptions.ClientError:  # a config it refuses: the dry run's access check names why
+            return False
+        return False
+    return False  # hf (public datasets need no token), dbfs (the SDK's own configuration chain): the dry run asks
 
 
 def check_store_credentials(locations: Iterable[tuple[str, Any]]) -> None:
@@ -119,7 +129,7 @@ def check_store_credentials(locations: Iterable[tuple[str, Any]]) -> None:
     or given as a stream's ``local:``."""
     checked = set()
     for key, uri in locations:
-        if not isinstance(uri, str) or "://" not in uri:
+        if not isinstance(uri, str) or not stores.scheme_of(uri):  # "://" or dbfs:/
             continue
         if key.endswith(".local"):
             raise ConfigError(f"{key}: {uri} is an object-store URL; put it in "
@@ -135,7 +145,8 @@ def check_store_credentials(locations: Iterable[tuple[str, Any]]) -> None:
 
 
 check_s3_credentials = check_store_credentials  # the name before other stores
-STORE_NAMES = {"s3": "S3", "gs": "Google Cloud Storage", "azure": "Azure", "azure-dl": "Azure"}
+STORE_NAMES = {"s3": "S3", "gs": "Google Cloud Storage", "azure": "Azure", "azure-dl": "Azure",
+               "oci": "Oracle Cloud (OCI)", "hf": "Hugging Face", "dbfs": "Databricks"}
 
 
 def check_store_access(locations: Iterable[tuple[str, Any]]) -> None:
@@ -156,7 +167,10 @@ def check_store_access(locations: Iterable[tuple[str, Any]]) -> None:
 
 
 def bucket_of(uri: str) -> str:
-    return uri.split("://", 1)[1].split("/", 1)[0]
+    try:
+        return stores.split_url(uri)[1]
+    except ValueError:
+        return uri.split(":", 1)[1].lstrip("/").split("/", 1)[0]
 
 
 def short_error(err: BaseException, cfg: Optional[TrainConfig] = None) -> Optional[str]:

@@ -1,0 +1,114 @@
+"""``oci://``, ``hf://datasets/...`` and ``dbfs:/Volumes/...`` through the libraries, up to where each stops.
+
+None of the three can be pointed at a local server without faking one: OCI builds
+``https://objectstorage.<region>.oraclecloud.com`` from its config, databricks-sdk talks to a
+workspace, and there is no Hub server to run. What runs for real here: huggingface_hub reading
+a dataset repository from its own cache offline (answer vocabulary and weights, through
+``vlmo_composer.stores``), and each library refusing a missing or unusable configuration before
+any request, which a conversion and ``train.py --dry-run`` report in one line (exit 2,
+nothing written).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from hub_cache import hub_cache, offline_cache
+from test_store_errors import QUICKSTART, convert, one_line
+
+from vlmo_composer import stores
+
+HF_REPO = "vlmo-org/tiny-data"
+
+
+@pytest.fixture
+def empty_home(tmp_path, monkeypatch) -> Path:
+    """No ``~/.oci/config`` nor ``~/.databrickscfg``; the test's folder is the working directory."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("OCI_CONFIG_FILE", "DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_CONFIG_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return home
+
+
+def dry_run(argv: list[str], tmp_path: Path, capsys) -> tuple[int, str]:
+    from vlmo_composer.training.train import main as train_main
+
+    rc = train_main([QUICKSTART, "--dry-run", f"variables.data={tmp_path / 'data'}", *argv])
+    return rc, capsys.readouterr().err
+
+
+def test_oci_without_a_usable_config_fails_in_one_line(empty_home, tmp_path, monkeypatch, capsys):
+    config = tmp_path / "oci" / "config"
+    monkeypatch.setenv("OCI_CONFIG_FILE", str(config))
+    one_line(*convert("oci://my-bucket/data", capsys), "oci://my-bucket/data", "no OCI config", str(config),
+             "set OCI_CONFIG_FILE")
+    one_line(*dry_run(["save_folder=oci://my-bucket/runs/{run_name}"], tmp_path, capsys), "save_folder",
+             "oci://my-bucket/runs", "OCI_CONFIG_FILE")
+    # A config the SDK refuses before any request (its key file is missing): named, with the file.
+    config.parent.mkdir()
+    config.write_text("[DEFAULT]\nuser=ocid1.user.oc1..a\nfingerprint=11:22:33:44:55:66:77:88:99:00:aa:bb:cc:dd:ee:ff"
+                      f"\ntenancy=ocid1.tenancy.oc1..a\nregion=us-ashburn-1\nkey_file={tmp_path / 'oci' / 'key.pem'}\n")
+    one_line(*convert("oci://my-bucket/data", capsys), "oci://my-bucket/data", "unusable OCI config",
+             "InvalidKeyFilePath", "key.pem")
+    one_line(*dry_run([f"eval_loaders.0.dataset.remote=oci://my-bucket/test"], tmp_path, capsys),
+             "eval_loaders[0].dataset.remote", "unusable OCI config")
+    assert not any(Path.cwd().iterdir())  # nothing written, not even a staging folder here
+
+
+def test_dbfs_volumes_without_the_sdk_or_credentials_fails_in_one_line(empty_home, tmp_path, capsys):
+    url = "dbfs:/Volumes/main/vlmo/data/synthetic"
+    if importlib.util.find_spec("databricks") is None or importlib.util.find_spec("databricks.sdk") is None:
+        reason, dry_reason = "needs databricks-sdk (pip install 'databricks-sdk==0.58.0'", "databricks-sdk"
+    else:
+        reason, dry_reason = "no Databricks credentials", "no Databricks credentials"
+    one_line(*convert(url, capsys), url, reason, "DATABRICKS_HOST")
+    one_line(*dry_run([f"save_folder={url}/runs/{{run_name}}"], tmp_path, capsys), "save_folder", url, dry_reason)
+    with pytest.raises(ValueError, match=r"'dbfs:/tmp/x': write it as dbfs:/Volumes/CATALOG/SCHEMA/VOLUME/path"):
+        stores.open_store("dbfs:/tmp/x")  # legacy DBFS paths: Composer's store takes Volumes only
+    assert not any(Path.cwd().iterdir())
+
+
+def test_hf_dataset_files_read_offline_from_the_hub_cache(tmp_path, monkeypatch, capsys):
+    import torch
+    from inference.inference_helpers import randomised, tiny_config
+
+    from vlmo_composer import VLMo, VLMoInference
+    from vlmo_composer.checkpoints.sources import build_model
+    from vlmo_composer.tasks.vqa import load_answers
+
+    cache = offline_cache(monkeypatch, tmp_path)
+    repo = tmp_path / "repo"
+    (repo / "vqa").mkdir(parents=True)
+    answers = ["yes", "no", "two", "red"]
+    (repo / "vqa" / "answer_vocab.json").write_text(json.dumps({"answers": answers}))
+    tiny = randomised(VLMo(tiny_config()), seed=5)
+    VLMoInference(tiny).export(repo / "weights" / "export")
+    hub_cache(cache, HF_REPO, repo, repo_type="dataset")
+
+    root = f"hf://datasets/{HF_REPO}"
+    assert load_answers(f"{root}/vqa/answer_vocab.json") == tuple(answers)
+    store, key = stores.open_store(f"{root}/weights/export")
+    assert (store.repo_id, key) == (HF_REPO, "weights/export")
+    assert sorted(store.list("weights/export/")) == sorted(
+        f"weights/export/{p.name}" for p in (repo / "weights" / "export").iterdir())
+    loaded = build_model(f"{root}/weights/export")  # what eval.py --weights and init_from do with it
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in tiny.state_dict().items())
+
+    with pytest.raises(FileNotFoundError, match=rf"{root}/vqa/missing.json"):
+        stores.fetch(f"{root}/vqa/missing.json")
+    # Writing needs the Hub: offline, a conversion stops in one line before anything is uploaded.
+    one_line(*convert(f"{root}/out", capsys), f"{root}/out", "HF_HUB_OFFLINE is set", "HF_TOKEN")
+    assert store.list("out/") == []
+    # Training cannot read it offline: Streaming's downloader skips the cache (hf_hub_download(local_dir=...)).
+    one_line(*dry_run([f"train_loader.dataset.remote={root}/image_text/train"], tmp_path, capsys),
+             "train_loader.dataset.remote", f"{root}/image_text/train", "HF_HUB_OFFLINE is set")
+    with pytest.raises(ValueError, match=r"write it as hf://datasets/ORG/NAME/path"):
+        stores.open_store("hf://models/org/name/file")  # Streaming's hf:// is for dataset repositories
