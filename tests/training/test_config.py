@@ -110,3 +110,26 @@ def test_the_latest_pointer_is_polled_every_latest_poll_seconds(tmp_path):
     assert getattr(saver, LATEST_POLL_ATTRIBUTE) == 2.0
     configure_checkpoint_uploads(saver, ObjectStoreConfig(latest_poll_seconds=0.5))
     assert getattr(saver, LATEST_POLL_ATTRIBUTE) == 0.5
+
+
+def test_checkpoint_uploads_run_in_threads_with_the_retry_policy(monkeypatch):
+    """Composer's checkpoint uploader spawns processes that re-import torch and Composer; ours
+    runs the same upload and arrival-poll functions in threads (private members: fails loudly)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from composer.callbacks import CheckpointSaver
+
+    from vlmo_composer.training.object_store import ObjectStoreConfig, configure_checkpoint_uploads
+
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)  # an in-process run before this one exports it
+    saver = CheckpointSaver(folder="s3://a-bucket/runs/{run_name}/checkpoints")
+    uploader = saver.remote_uploader
+    try:
+        configure_checkpoint_uploads(saver, ObjectStoreConfig(max_attempts=3))
+        assert isinstance(uploader.upload_executor, ThreadPoolExecutor)
+        assert isinstance(uploader.check_remote_files_exist_executor, ThreadPoolExecutor)
+        assert not uploader.is_remote_upload_failed.is_set()
+        assert uploader.backend_kwargs["client_config"]["retries"]["total_max_attempts"] == 3
+    finally:
+        uploader.wait_and_close()
+

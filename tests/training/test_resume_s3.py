@@ -2,7 +2,7 @@
 the same command (autoresume) ends with the weights and the data order of an
 uninterrupted run with the same seed.
 
-Everything is real: ``python train.py`` processes, Composer's spawned uploaders,
+Everything is real: ``python train.py`` processes, Composer's uploaders (threads, see object_store.py),
 a moto S3 server, SIGKILL to the whole process group. The training data stays
 local; only checkpoints go to ``s3://``, after steps 4 and 8. 48 images at batch 8
 are 6 steps per epoch, so the killed run resumes mid-epoch (step 4) and then

@@ -6,8 +6,8 @@ Three clients talk to S3 during training, each with its own retry layer:
   ``AWS_MAX_ATTEMPTS`` attempts per request, the socket read timeout is the
   stream's ``download_timeout``; then Streaming's own ``download_retry`` re-runs
   the whole download.
-* Composer's checkpoint uploader (``CheckpointSaver.remote_uploader``, worker
-  processes) and the ``RemoteUploaderDownloader`` that uploads the ``latest``
+* Composer's checkpoint uploader (``CheckpointSaver.remote_uploader``, run in
+  threads here, see :func:`run_uploads_in_threads`) and the ``RemoteUploaderDownloader`` that uploads the ``latest``
   pointer and downloads the checkpoint on autoresume: both get the botocore
   ``client_config`` below. Composer's own ``num_attempts`` retries only
   ``ObjectStoreTransientError``, which ``S3ObjectStore`` never raises, so for S3
@@ -20,6 +20,8 @@ Three clients talk to S3 during training, each with its own retry layer:
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -78,11 +80,37 @@ def remote_uploader_downloader(save_folder: str, cfg: ObjectStoreConfig) -> Remo
                                     backend_kwargs={"bucket": bucket, "client_config": client_config(cfg)})
 
 
+# Composer 0.32's RemoteUploader members replaced by run_uploads_in_threads (private: checked).
+UPLOADER_EXECUTORS = ("upload_executor", "check_remote_files_exist_executor")
+
+
+def run_uploads_in_threads(uploader: Any) -> None:
+    """Run Composer's checkpoint uploads, and its polls for their arrival, in threads of this process.
+
+    Composer runs them in spawned processes, each of which re-imports torch and Composer
+    (about 8 s of CPU) at a run's first checkpoint: the first upload, and a preempted run's
+    last one inside its grace period, waited for that. The work is network I/O (boto3 and the
+    other clients release the GIL), the functions and their failure reporting are Composer's
+    own; only the executors and the failure flag (a ``Manager`` event) change.
+    """
+    for name in (*UPLOADER_EXECUTORS, "is_remote_upload_failed"):
+        if not hasattr(uploader, name):
+            raise AttributeError(f"RemoteUploader has no {name} in this Composer version")
+    for name in UPLOADER_EXECUTORS:
+        processes = getattr(uploader, name)
+        setattr(uploader, name, ThreadPoolExecutor(max_workers=getattr(processes, "_max_workers", 2),
+                                                   thread_name_prefix=f"checkpoint-{name}"))
+        processes.shutdown(wait=False)  # no worker was started yet: they start at the first submit
+    uploader.is_remote_upload_failed = threading.Event()
+
+
 def configure_checkpoint_uploads(saver: Any, cfg: ObjectStoreConfig) -> None:
-    """Give Composer's checkpoint upload workers the same botocore config (they build their
-    client from ``backend_kwargs`` for every upload), and poll for the ``latest`` pointer's
-    checkpoint every ``latest_poll_seconds``."""
+    """Give Composer's checkpoint uploads the same botocore config (they build their client
+    from ``backend_kwargs`` for every upload) and run them in threads, and poll for the
+    ``latest`` pointer's checkpoint every ``latest_poll_seconds``."""
     uploader = getattr(saver, "remote_uploader", None)
+    if uploader is not None:
+        run_uploads_in_threads(uploader)
     if uploader is not None and uploader.remote_backend_name == "s3":
         uploader.backend_kwargs["client_config"] = client_config(cfg)
     if saver is not None:
