@@ -153,12 +153,15 @@ def test_training_survives_faults_and_preemption(cloud: Cloud, tmp_path: Path) -
     hold = "callbacks.resume_test_hooks.hold_after_batch={} callbacks.resume_test_hooks.hold_file={}".format
     release = {name: tmp_path / f"release-{name}" for name in ("o", "p")}
     try:
-        reference = runs.start_via(proxies["r"], "r")
+        # Runs behind a fault-free proxy wait longer for a slow moto (a busy box) before retrying a
+        # request: a retried CompleteMultipartUpload can race moto's first one (a 500, not a fault).
+        patient = "object_store.read_timeout=30"
+        reference = runs.start_via(proxies["r"], "r", patient)
         flaky = runs.start_via(proxies["f"], "f", f"train_loader.dataset.cache_limit={CACHE_LIMIT}",
                                f"loggers.file.filename={tmp_path / 'f-metrics.txt'}")
         outage = runs.start_via(proxies["o"], "o", *hold(5, release["o"]).split())
         preempted = runs.start_via(proxies["p"], "p", *hold(PREEMPT_AFTER, release["p"]).split(),
-                                   f"preemption_grace_seconds={GRACE_SECONDS}")
+                                   f"preemption_grace_seconds={GRACE_SECONDS}", patient)
 
         # O: the store goes down once the batch-4 checkpoint is in; the run stops naming the store.
         runs.wait_for_latest_checkpoint(outage, "o", at_least=4)
@@ -184,7 +187,7 @@ def test_training_survives_faults_and_preemption(cloud: Cloud, tmp_path: Path) -
         # The same commands again, the store back with 10% faults for O.
         proxies["o"].restore(rate=0.1)
         resumed_o = runs.start_via(proxies["o"], "o")
-        resumed_p = runs.start_via(proxies["p"], "p")
+        resumed_p = runs.start_via(proxies["p"], "p", patient)
         for process, name in ((reference, "r"), (flaky, "f"), (resumed_o, "o"), (resumed_p, "p")):
             runs.wait_for_success(process, name)
     finally:
