@@ -11,7 +11,8 @@ global batch 8, 6 steps per epoch, 20 steps (into epoch 4), all four runs' draws
   2-rank run;
 * ``one``: 1 rank, in this process through ``main`` as ``train.py`` calls it: the uninterrupted
   1-rank run;
-* ``resumed``: 1 rank from ``two``'s step-8 checkpoint (2 -> 1; crosses into epoch 3);
+* ``resumed``: 1 rank (in this process) from ``two``'s step-8 checkpoint (2 -> 1; crosses into
+  epoch 3);
 * ``preempted`` then ``grown``: 1 rank writing its checkpoints to a moto S3 bucket stops at step 8
   (as a preempted job; warmup is 30 steps, so its schedule to there is the 20-step run's), and
   the same YAML relaunched at 2 ranks with ``autoresume`` finds that checkpoint on S3 (1 -> 2).
@@ -57,12 +58,16 @@ def overrides(data: Path, folder: Path, name: str, save_folder: Optional[str] = 
             f"callbacks.sample_order_logger.path={folder}/order-rank{{rank}}.jsonl"]
 
 
-def launch_two_ranks(args: list[str], cwd: Path, name: str) -> str:
-    """``composer -n 2 train.py yamls/quickstart.yaml ARGS``; what rank 0 printed (the launcher's
-    own output: ``--stdout``/``--stderr`` take the other ranks')."""
-    command = [sys.executable, "-m", "composer.cli.launcher", "-n", "2", "--master_port", str(free_port()),
-               "--stdout", str(cwd / f"{name}-rank{{rank}}.out"), "--stderr", str(cwd / f"{name}-rank{{rank}}.err"),
-               str(REPO / "train.py"), str(QUICKSTART), *args]
+def launch(args: list[str], cwd: Path, name: str, ranks: int = 2) -> str:
+    """``composer -n 2 train.py yamls/quickstart.yaml ARGS`` (``python train.py ...`` at 1 rank);
+    what rank 0 printed (the launcher's own output: ``--stdout``/``--stderr`` take the other
+    ranks'). Launched before any run in this process: Streaming's shared memory of a dataset
+    built here lives until exit and would clash with a new process's."""
+    command = [sys.executable, str(REPO / "train.py"), str(QUICKSTART), *args]
+    if ranks > 1:
+        command[1:1] = ["-m", "composer.cli.launcher", "-n", str(ranks), "--master_port", str(free_port()),
+                        "--stdout", str(cwd / f"{name}-rank{{rank}}.out"),
+                        "--stderr", str(cwd / f"{name}-rank{{rank}}.err")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     others = "".join(path.read_text(errors="replace") for path in sorted(cwd.glob(f"{name}-rank*.*")))
@@ -92,7 +97,17 @@ def test_runs_resumed_at_another_world_size_keep_the_sample_order_and_the_weight
 ):
     two, one, resumed = tmp_path / "two", tmp_path / "one", tmp_path / "resumed"
     preempted, grown = tmp_path / "preempted", tmp_path / "grown"
-    launch_two_ranks(overrides(synthetic_data, two, "two"), tmp_path, "two")
+    launch(overrides(synthetic_data, two, "two"), tmp_path, "two")
+
+    # 1 -> 2 through S3: a 1-rank run stops at step 8 with its checkpoint on S3; the same YAML at
+    # 2 ranks with autoresume finds it there and carries on to step 20.
+    remote = f"s3://{s3_bucket}/elastic/checkpoints"
+    launch([*overrides(synthetic_data, preempted, "elastic", remote), "autoresume=true", f"max_duration={SAVED_AT}ba"],
+           tmp_path, "preempted", ranks=1)
+    printed = launch([*overrides(synthetic_data, grown, "elastic", remote), "autoresume=true"], tmp_path, "grown")
+    assert "resumed at 2 ranks from a run saved at 1: sample order kept" in printed, printed[-3000:]
+
+    # 2 -> 1: the 2-rank run's step-8 checkpoint resumed at 1 rank, here through ``main``.
     assert main([str(QUICKSTART), *overrides(synthetic_data, one, "one")]) == 0
     saved = two / CHECKPOINT
     resume_args = [*overrides(synthetic_data, resumed, "resumed"), f"load_path={saved}"]
@@ -100,15 +115,6 @@ def test_runs_resumed_at_another_world_size_keep_the_sample_order_and_the_weight
     assert main([str(QUICKSTART), *resume_args]) == 0
     out = capsys.readouterr()
     assert "resumed at 1 rank from a run saved at 2: sample order kept" in out.out + out.err, out.out[-3000:]
-
-    # 1 -> 2 through S3: a 1-rank run stops at step 8 with its checkpoint on S3; the same YAML at
-    # 2 ranks with autoresume finds it there and carries on to step 20.
-    remote = f"s3://{s3_bucket}/elastic/checkpoints"
-    s3_args = [*overrides(synthetic_data, preempted, "elastic", remote), "autoresume=true"]
-    assert main([str(QUICKSTART), *s3_args, f"max_duration={SAVED_AT}ba"]) == 0
-    printed = launch_two_ranks(
-        [*overrides(synthetic_data, grown, "elastic", remote), "autoresume=true"], tmp_path, "grown")
-    assert "resumed at 2 ranks from a run saved at 1: sample order kept" in printed, printed[-3000:]
 
     # Per global step, the 2-rank run's two halves together are the 1-rank run's batch; the
     # 2 -> 1 run trains on exactly the 1-rank run's batches after the checkpoint, and the 1 -> 2
