@@ -1,5 +1,7 @@
 """The stage-3 step built for accelerators: no graph breaks, no host syncs, fixed MLM
-slots, FlexAttention equal to SDPA, selective checkpointing equal to none (tiny model)."""
+slots, FlexAttention equal to SDPA, selective checkpointing equal to none (tiny model).
+The step is the elastic one: drop path (tiny: 0.1), text dropout and ITM negatives keyed by
+the step key and the sample ids, all from tensors on the device."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import torch.nn.functional as F
 
 from vlmo_composer import VLMo, VLMoConfig
 from vlmo_composer.model.attention import AttentionBias, attend, padded_length
-from vlmo_composer.objectives.itm import step_key
+from vlmo_composer.common.keyed_draws import step_key
 from vlmo_composer.objectives.mlm import IGNORE_INDEX, masked_logits, mlm_loss
 from vlmo_composer.training.profiling import HostSyncCounter, graph_breaks, synthetic_vl_batch
 from vlmo_composer.tasks.vl_pretrain import VLPretrainConfig, VLPretrainTask
@@ -20,7 +22,9 @@ def task_and_batch():
     torch.manual_seed(0)
     task = VLPretrainTask(VLPretrainConfig(model={"size": "tiny"}))
     task.train()
-    return task, synthetic_vl_batch(task.config, 4)
+    task.draw_key = step_key(17, 3)
+    assert task.config.drop_path_rate > 0
+    return task, {**synthetic_vl_batch(task.config, 4), "sample_index": torch.tensor([9, 2, 5, 0])}
 
 
 def test_stage3_step_compiles_without_graph_breaks(task_and_batch):
@@ -132,13 +136,13 @@ def test_the_compiled_step_does_not_recompile_after_the_first_step():
 
     torch._dynamo.reset()
     torch.manual_seed(0)
-    task = VLPretrainTask(VLPretrainConfig(model={"size": "tiny", "drop_path_rate": 0.0}))
+    task = VLPretrainTask(VLPretrainConfig(model={"size": "tiny", "drop_path_rate": 0.2}))
     task.train()
     batch = {**synthetic_vl_batch(task.config, 4), "sample_index": torch.tensor([9, 2, 5, 0])}
     step = torch.compile(task, fullgraph=True, backend="aot_eager")
     before, graphs = compiled_graphs(), []  # the counter is per process
     for number in range(2):
-        task.draw_key = step_key(17, number)  # keyed hard negatives: a new step, the same graph
+        task.draw_key = step_key(17, number)  # keyed negatives and drop path: a new step, the same graph
         step(batch)["losses"]["total"].backward()
         graphs.append(compiled_graphs() - before)
     assert graphs == [1, 1], graphs

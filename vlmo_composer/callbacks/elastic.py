@@ -17,8 +17,9 @@ entry ``r``; a rank the checkpoint has no entry for gets a state seeded from
 ``(seed, rank, batch)``; entries beyond the new world size are dropped.
 
 :class:`KeyedDrawStep` gives a task the (seed, global step) of the step in
-progress, so its per-sample draws (ITM hard negatives) are keyed by seed, step and
-sample id rather than by a rank's generator: the same on any number of ranks.
+progress, so its per-sample draws (ITM hard negatives, drop path, text dropout) are keyed
+by seed, step and sample id rather than by a rank's generator: the same on any number of
+ranks (``common/keyed_draws.py``).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class KeyedDrawStep(Callback):
     """Sets ``draw_key``, the key of (seed, global step), on a task that has one, before each batch."""
 
     def batch_start(self, state: State, logger: Logger) -> None:
-        from vlmo_composer.objectives.itm import step_key
+        from vlmo_composer.common.keyed_draws import step_key
 
         model = state.model.module if isinstance(state.model, DistributedDataParallel) else state.model
         if hasattr(model, "draw_key"):

@@ -11,6 +11,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from vlmo_composer.common.keyed_draws import element_uniforms, mix, unit_uniforms
 from vlmo_composer.model.attention import AttentionBias, attend, resolve_attention
 from vlmo_composer.model.checkpointing import checkpointed
 from vlmo_composer.model.config import VLMoConfig
@@ -81,8 +82,14 @@ def _layer_scale(init: Optional[float], dim: int) -> Optional[nn.Parameter]:
 
 
 class DropPath(nn.Module):
-    """Stochastic depth per sample (timm's draw). The keep probability is a buffer, not a
-    Python float, so every block shares one compiled graph instead of recompiling per rate."""
+    """Stochastic depth per sample. The keep probability is a buffer, not a Python float, so
+    every block shares one compiled graph instead of recompiling per rate.
+
+    With ``keys`` ([B] int64, one per row: :func:`~vlmo_composer.common.keyed_draws.row_keys`
+    mixed with the layer), a row is kept when its keyed number (mixed with ``salt``, one per
+    residual of the block) is below the keep probability: the draw depends on the row's sample
+    id, not on the rank holding it. Without keys, timm's draw from the generator.
+    """
 
     def __init__(self, rate: float) -> None:
         super().__init__()
@@ -92,11 +99,15 @@ class DropPath(nn.Module):
     def init_own_parameters(self) -> None:  # the buffer of a model built on "meta"
         self.keep.fill_(1.0 - self.drop_prob)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keys: Optional[torch.Tensor] = None, salt: int = 0) -> torch.Tensor:
         if not self.training:
             return x
         keep = self.keep.to(x.dtype)
-        draw = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        if keys is None:
+            draw = x.new_empty(shape).bernoulli_(keep)
+        else:
+            draw = (unit_uniforms(mix(keys, salt)) < self.keep.float()).to(x.dtype).view(shape)
         return x * (draw / keep)
 
 
@@ -132,17 +143,25 @@ class MoMEBlock(nn.Module):
             nn.init.constant_(self.gamma_1, self.layer_scale_init)
             nn.init.constant_(self.gamma_2, self.layer_scale_init)
 
-    def _residual(self, x: torch.Tensor, update: torch.Tensor, gamma: Optional[torch.Tensor]) -> torch.Tensor:
-        return x + self.drop_path(update if gamma is None else gamma * update)
+    def _residual(
+        self, x: torch.Tensor, update: torch.Tensor, gamma: Optional[torch.Tensor], keys: Optional[torch.Tensor], salt: int
+    ) -> torch.Tensor:
+        update = update if gamma is None else gamma * update
+        if isinstance(self.drop_path, DropPath):
+            update = self.drop_path(update, keys, salt)
+        return x + update
 
     def forward(
-        self, x: torch.Tensor, attn_bias: Optional[AttentionBias], mode: str, text_len: int = 0
+        self, x: torch.Tensor, attn_bias: Optional[AttentionBias], mode: str, text_len: int = 0,
+        keys: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        """``keys``: this layer's [B] draw keys (keyed drop path), or None (the generator)."""
         heads = self.attn.attend_heads(self.attention_input(x), attn_bias)
-        return self.after_attention(x, heads, mode, text_len)
+        return self.after_attention(x, heads, mode, text_len, keys)
 
     def forward_selective(
-        self, x: torch.Tensor, attn_bias: Optional[AttentionBias], mode: str, text_len: int = 0
+        self, x: torch.Tensor, attn_bias: Optional[AttentionBias], mode: str, text_len: int = 0,
+        keys: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Selective activation checkpointing in two regions around the attention kernel.
 
@@ -154,21 +173,24 @@ class MoMEBlock(nn.Module):
         """
         qkv = checkpointed(self.attention_input, x, policy="selective")
         heads = self.attn.attend_heads(qkv, attn_bias)
-        return checkpointed(self.after_attention, x, heads, mode, text_len, policy="selective")
+        return checkpointed(self.after_attention, x, heads, mode, text_len, keys, policy="selective")
 
     def attention_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.attn.qkv_states(self.norm1(x))
 
-    def after_attention(self, x: torch.Tensor, heads: torch.Tensor, mode: str, text_len: int = 0) -> torch.Tensor:
-        """Output projection, residual and the expert of ``mode`` (see the class docstring)."""
-        x = self._residual(x, self.attn.project_heads(heads), self.gamma_1)
+    def after_attention(
+        self, x: torch.Tensor, heads: torch.Tensor, mode: str, text_len: int = 0, keys: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """Output projection, residual and the expert of ``mode`` (see the class docstring).
+        Each residual draws its own drop path (salts 0-3), as separate timm calls would."""
+        x = self._residual(x, self.attn.project_heads(heads), self.gamma_1, keys, 0)
         if mode == FUSION:
             if self.with_vl_ffn:
                 mode = VL
             else:
                 text, image = x[:, :text_len], x[:, text_len:]
-                text = self._residual(text, self.mlp_text(self.norm2_text(text)), self.gamma_2)
-                image = self._residual(image, self.mlp_imag(self.norm2_imag(image)), self.gamma_2)
+                text = self._residual(text, self.mlp_text(self.norm2_text(text)), self.gamma_2, keys, 2)
+                image = self._residual(image, self.mlp_imag(self.norm2_imag(image)), self.gamma_2, keys, 3)
                 return torch.cat([text, image], dim=1)
         if mode == IMAGE:
             update = self.mlp_imag(self.norm2_imag(x))
@@ -180,7 +202,7 @@ class MoMEBlock(nn.Module):
             update = self.mlp_vl(self.norm2_vl(x))
         else:
             raise ValueError(f"unknown block mode '{mode}'; choose one of {MODES}")
-        return self._residual(x, update, self.gamma_2)
+        return self._residual(x, update, self.gamma_2, keys, 1)
 
 
 class PatchEmbed(nn.Module):
@@ -206,6 +228,9 @@ class PatchEmbed(nn.Module):
                 f"{height} (the relative table is interpolated)"
             )
         return self.proj(pixel_values).flatten(2).transpose(1, 2)
+
+
+TEXT_DROPOUT_SALT = -1  # the text dropout's keys, apart from every layer's (mixed with 0, 1, ...)
 
 
 class TextEmbeddings(nn.Module):
@@ -235,11 +260,18 @@ class TextEmbeddings(nn.Module):
             state_dict[key] = fit_rows(state_dict[key], self.position_embeddings.weight.detach())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, keys: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``keys`` ([B] draw keys of the rows): the dropout mask of element (position, channel) is
+        keyed by the row's key, so it does not depend on the rank; None: the generator's mask."""
         x = self.word_embeddings(input_ids) + self.token_type_embeddings.weight[0]
         if self.absolute_position:
             x = x + self.position_embeddings.weight[: input_ids.shape[1]]
-        return self.dropout(self.LayerNorm(x))
+        x = self.LayerNorm(x)
+        rate = self.dropout.p
+        if keys is None or not self.training or rate == 0:
+            return self.dropout(x)
+        kept = element_uniforms(mix(keys, TEXT_DROPOUT_SALT), tuple(x.shape[1:])) >= rate
+        return x * kept.to(x.dtype) / (1.0 - rate)
 
 
 def fit_rows(loaded: torch.Tensor, current: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,11 @@ One network, three ways to run it (the reason VLMo exists):
   start, VL-FFN from it on), for ITM, MLM, VQA and NLVR2;
 * the VL branch: the top blocks re-run with the VL-FFN on unimodal states
   (``vl_states``), the second contrastive pair of stage-3 pre-training.
+
+Each path takes ``draw_keys``, one int64 key per row for this pass
+(:func:`vlmo_composer.common.keyed_draws.row_keys`): drop path and text dropout are then
+drawn from the key, mixed with the layer, instead of the generator, so a row's masks do
+not depend on which rank holds it (a task builds them from the step key and the sample ids).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vlmo_composer.common.keyed_draws import mix
 from vlmo_composer.model.attention import AttentionBias, padded_length
 from vlmo_composer.model.checkpointing import checkpointed
 from vlmo_composer.model.config import VLMoConfig
@@ -192,8 +198,8 @@ class VLMo(nn.Module):
                 f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids {tuple(input_ids.shape)}"
             )
 
-    def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.text_embeddings(input_ids) + self.token_type_embeddings.weight[0]
+    def embed_text(self, input_ids: torch.Tensor, draw_keys: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.text_embeddings(input_ids, draw_keys) + self.token_type_embeddings.weight[0]
 
     def embed_image(
         self,
@@ -256,16 +262,24 @@ class VLMo(nn.Module):
         ]
 
     # ------------------------------------------------------------------ block stack
-    def _run_block(self, index: int, x: torch.Tensor, bias, mode: str, text_len: int = 0) -> torch.Tensor:
+    def _run_block(
+        self, index: int, x: torch.Tensor, bias, mode: str, text_len: int = 0,
+        draw_keys: Optional[torch.Tensor] = None, run: int = 0,
+    ) -> torch.Tensor:
+        """Block ``index``; its drop-path keys are ``draw_keys`` mixed with the layer's number
+        in this pass (``run`` 1: the VL branch's second use of the top blocks)."""
         block = self.blocks[index]
+        keys = None
+        if draw_keys is not None and self.training:
+            keys = mix(draw_keys, index + run * self.config.num_layers)
         if self.config.activation_checkpointing and self.training and torch.is_grad_enabled():
             if self.config.checkpoint_policy == "selective":
-                return block.forward_selective(x, bias, mode, text_len)
-            return checkpointed(block, x, bias, mode, text_len)
-        return block(x, bias, mode, text_len)
+                return block.forward_selective(x, bias, mode, text_len, keys)
+            return checkpointed(block, x, bias, mode, text_len, keys)
+        return block(x, bias, mode, text_len, keys)
 
     def _unimodal(
-        self, x: torch.Tensor, mode: str, biases: list, with_vl: bool
+        self, x: torch.Tensor, mode: str, biases: list, with_vl: bool, draw_keys: Optional[torch.Tensor] = None
     ) -> UnimodalOutput:
         vl_start = self.config.vl_ffn_start
         with_vl = with_vl and 0 < vl_start < self.config.num_layers
@@ -273,11 +287,11 @@ class VLMo(nn.Module):
         for i in range(self.config.num_layers):
             if with_vl and i == vl_start:
                 branch = x
-            x = self._run_block(i, x, biases[i], mode)
+            x = self._run_block(i, x, biases[i], mode, draw_keys=draw_keys)
         vl_states = None
         if branch is not None:
             for i in range(vl_start, self.config.num_layers):
-                branch = self._run_block(i, branch, biases[i], VL)
+                branch = self._run_block(i, branch, biases[i], VL, draw_keys=draw_keys, run=1)
             vl_states = self.transformer.norm(branch)
         return UnimodalOutput(x, self.transformer.norm(x), vl_states)
 
@@ -288,20 +302,22 @@ class VLMo(nn.Module):
         with_vl: bool = False,
         image_type_id: int = 1,
         image_embeds: Optional[torch.Tensor] = None,
+        draw_keys: Optional[torch.Tensor] = None,
     ) -> UnimodalOutput:
         """Image-only pass through the V-FFN experts (and the VL branch when asked)."""
         x = self.embed_image(pixel_values, image_type_id) if image_embeds is None else image_embeds
         biases = self._attention_biases(IMAGE, 0, x.device, None)
-        return self._unimodal(x, IMAGE, biases, with_vl)
+        return self._unimodal(x, IMAGE, biases, with_vl, draw_keys)
 
     def forward_text(
-        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, with_vl: bool = False
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, with_vl: bool = False,
+        draw_keys: Optional[torch.Tensor] = None,
     ) -> UnimodalOutput:
         """Text-only pass through the L-FFN experts (and the VL branch when asked)."""
         self._check_text(input_ids, attention_mask)
-        x = self.embed_text(input_ids)
+        x = self.embed_text(input_ids, draw_keys)
         biases = self._attention_biases(TEXT, input_ids.shape[1], x.device, attention_mask)
-        return self._unimodal(x, TEXT, biases, with_vl)
+        return self._unimodal(x, TEXT, biases, with_vl, draw_keys)
 
     def fuse(
         self,
@@ -310,6 +326,7 @@ class VLMo(nn.Module):
         pixel_values: Optional[torch.Tensor] = None,
         image_type_id: int = 1,
         image_embeds: Optional[torch.Tensor] = None,
+        draw_keys: Optional[torch.Tensor] = None,
     ) -> FusionOutput:
         """Fusion encoder over ``[text; image]``; pass ``image_embeds`` to reuse :meth:`embed_image`."""
         self._check_text(input_ids, attention_mask)
@@ -322,14 +339,14 @@ class VLMo(nn.Module):
                 f"batch sizes differ: {input_ids.shape[0]} texts and {image_embeds.shape[0]} images"
             )
         text_len = input_ids.shape[1]
-        x = torch.cat([self.embed_text(input_ids), image_embeds], dim=1)
+        x = torch.cat([self.embed_text(input_ids, draw_keys), image_embeds], dim=1)
         padding = None
         if attention_mask is not None:
             image_mask = attention_mask.new_ones(image_embeds.shape[:2])
             padding = torch.cat([attention_mask, image_mask], dim=1)
         biases = self._attention_biases(FUSION, text_len, x.device, padding)
         for i in range(self.config.num_layers):
-            x = self._run_block(i, x, biases[i], FUSION, text_len)
+            x = self._run_block(i, x, biases[i], FUSION, text_len, draw_keys)
         states = self.transformer.norm(x)
         return FusionOutput(states[:, :text_len], states[:, text_len:], self.pooler(states), x)
 
@@ -340,17 +357,20 @@ class VLMo(nn.Module):
         out = getattr(self, head)(cls_state)
         return F.normalize(out, dim=-1) if normalize else out
 
-    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    def encode_image(
+        self, pixel_values: torch.Tensor, normalize: bool = True, draw_keys: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """ITC image embedding ``[B, D]`` (V-FFN path, L2-normalised by default)."""
-        return self._project(self.forward_image(pixel_values).states[:, 0], "itc_image_proj", normalize)
+        states = self.forward_image(pixel_values, draw_keys=draw_keys).states
+        return self._project(states[:, 0], "itc_image_proj", normalize)
 
     def encode_text(
-        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, normalize: bool = True
+        self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, normalize: bool = True,
+        draw_keys: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """ITC text embedding ``[B, D]`` (L-FFN path, L2-normalised by default)."""
-        return self._project(
-            self.forward_text(input_ids, attention_mask).states[:, 0], "itc_text_proj", normalize
-        )
+        states = self.forward_text(input_ids, attention_mask, draw_keys=draw_keys).states
+        return self._project(states[:, 0], "itc_text_proj", normalize)
 
     def itc_image_features(self, out: UnimodalOutput, normalize: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(ITC, VL-branch ITC) embeddings of an image pass from :meth:`forward_image`."""
@@ -376,12 +396,17 @@ class VLMo(nn.Module):
         return self.nlvr2_classifier(pooled_pair)
 
     def nlvr2_pair_logits(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, left: torch.Tensor, right: torch.Tensor
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, left: torch.Tensor, right: torch.Tensor,
+        draw_keys: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """NLVR2 (False, True) logits: the sentence fused with each image (the right one with
         modality id 2) as one batch of ``2B``, the two poolers concatenated."""
         images = torch.cat([self.embed_image(left, image_type_id=1), self.embed_image(right, image_type_id=2)])
-        fused = self.fuse(torch.cat([input_ids, input_ids]), torch.cat([attention_mask, attention_mask]), image_embeds=images)
+        keys = None if draw_keys is None else torch.cat([mix(draw_keys, 0), mix(draw_keys, 1)])
+        fused = self.fuse(
+            torch.cat([input_ids, input_ids]), torch.cat([attention_mask, attention_mask]), image_embeds=images,
+            draw_keys=keys,
+        )
         return self.nlvr2_logits(torch.cat(fused.pooled.chunk(2), dim=-1))
 
     def match_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from vlmo_composer.common.keyed_draws import keyed_uniforms, splitmix64, step_key  # noqa: F401 (importable here)
 from vlmo_composer.objectives.distributed import gather_no_grad
 
 
@@ -46,43 +47,6 @@ class KeyedDraw:
     step_key: torch.Tensor  # [1] int64, from (seed, global step)
     row_ids: torch.Tensor  # [B] sample ids of the local rows
     column_ids: torch.Tensor  # [N] sample ids of the gathered global batch, in its order
-
-
-_MASK64 = (1 << 64) - 1
-
-
-def _signed(value: int) -> int:
-    value &= _MASK64
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-_GOLDEN, _MIX1, _MIX2 = (_signed(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
-
-
-def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 bit patterns (torch's ``>>`` keeps the sign)."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def splitmix64(x: torch.Tensor) -> torch.Tensor:
-    """SplitMix64's finaliser on int64 tensors (wrapping arithmetic): a counter-based hash."""
-    x = x + _GOLDEN
-    x = (x ^ _shift_right(x, 30)) * _MIX1
-    x = (x ^ _shift_right(x, 27)) * _MIX2
-    return x ^ _shift_right(x, 31)
-
-
-def step_key(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The [1] int64 key of (seed, step): a tensor, so a compiled step neither guards on
-    the step number nor recompiles when it changes."""
-    key = splitmix64(torch.tensor([_signed(seed)], dtype=torch.int64))
-    return splitmix64(key ^ _signed(step)).to(device)
-
-
-def keyed_uniforms(key: torch.Tensor, ids: torch.Tensor, side: int) -> torch.Tensor:
-    """One float64 in [0, 1) per id, a function of (the step's ``key``, id, side) only."""
-    key = splitmix64(splitmix64(key ^ ids.long()) ^ side)
-    return _shift_right(key, 11).double() * 2.0**-53
 
 
 def inverse_cdf_draw(weights: torch.Tensor, uniforms: torch.Tensor, column_ids: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from composer.utils import dist
 
 from vlmo_composer.checkpoints.io import LoadReport, check_checkpoint_file
 from vlmo_composer.checkpoints.sources import check_weight_set, load_weights_into, weight_kind
+from vlmo_composer.common.keyed_draws import row_keys
 from vlmo_composer.model import NAMED_CONFIGS, VLMo, VLMoConfig
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,9 @@ class VLMoTask(ComposerModel):
     def __init__(self, cfg: TaskConfig, model_config: Optional[VLMoConfig] = None) -> None:
         super().__init__()
         self.cfg = cfg
+        # The key of (seed, global step) of the step in progress (common.keyed_draws.step_key), set
+        # by callbacks.elastic.KeyedDrawStep: the step's draws are keyed by it and the sample ids.
+        self.draw_key: Optional[torch.Tensor] = None
         with torch.device(cfg.init_device):
             self.model = VLMo(model_config or self.model_config_for(cfg))
         if cfg.init_from is not None:
@@ -150,6 +154,14 @@ class VLMoTask(ComposerModel):
             dist.all_reduce(length, reduce_operation="MAX")
         length = int(length)
         return {k: v[:, :length] if k in self.TEXT_KEYS else v for k, v in batch.items()}
+
+    def draw_keys(self, batch: dict[str, Any], stream: int = 0) -> Optional[torch.Tensor]:
+        """[B] keys of the model's drop path and dropout for the batch's rows in pass ``stream``
+        (keyed by step and sample id: the same masks on any number of ranks); None (the
+        generator) outside training or without a step key or sample ids."""
+        if not self.training or self.draw_key is None or "sample_index" not in batch:
+            return None
+        return row_keys(self.draw_key, batch["sample_index"], stream)
 
     # ------------------------------------------------------------------ Composer API
     def loss(self, outputs: dict, batch: Any) -> dict[str, torch.Tensor]:

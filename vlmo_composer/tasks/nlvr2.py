@@ -37,7 +37,8 @@ class NLVR2Task(VLMoTask):
     def logits(self, batch: dict[str, Any]) -> torch.Tensor:
         batch = self.prepare(batch)
         return self.model.nlvr2_pair_logits(
-            batch["input_ids"], batch["attention_mask"], batch["pixel_values_0"], batch["pixel_values_1"]
+            batch["input_ids"], batch["attention_mask"], batch["pixel_values_0"], batch["pixel_values_1"],
+            draw_keys=self.draw_keys(batch),
         )
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:

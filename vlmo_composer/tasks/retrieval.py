@@ -43,8 +43,8 @@ class RetrievalTask(RetrievalEvalMixin, VLMoTask):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         batch = self.prepare(batch)
-        image = self.model.encode_image(batch["pixel_values"])
-        text = self.model.encode_text(batch["input_ids"], batch["attention_mask"])
+        image = self.model.encode_image(batch["pixel_values"], draw_keys=self.draw_keys(batch, 1))
+        text = self.model.encode_text(batch["input_ids"], batch["attention_mask"], draw_keys=self.draw_keys(batch, 2))
         itc = contrastive_loss(image, text, self.model.logit_scale)
         return {"losses": {"total": itc.loss, "itc": itc.loss.detach()}}
 

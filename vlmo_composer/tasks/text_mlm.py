@@ -48,7 +48,7 @@ class TextMLMTask(VLMoTask):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         batch = self.prepare(batch)
-        text = self.model.forward_text(batch["mlm_input_ids"], batch["attention_mask"])
+        text = self.model.forward_text(batch["mlm_input_ids"], batch["attention_mask"], draw_keys=self.draw_keys(batch))
         slots = default_mlm_slots(self.config.max_text_len)
         logits, labels = masked_logits(text.states, batch["mlm_labels"], self.model.mlm_score, slots)
         loss = mlm_loss(logits, labels)

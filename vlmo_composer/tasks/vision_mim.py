@@ -61,7 +61,7 @@ class VisionMIMTask(VLMoTask):
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         pixels, mask = batch["pixel_values"], batch["mim_mask"].bool()
         embeds = self.model.embed_image(pixels, patch_mask=mask, mask_token=self.mim_mask_token)
-        states = self.model.forward_image(None, image_embeds=embeds).states[:, 1:]
+        states = self.model.forward_image(None, image_embeds=embeds, draw_keys=self.draw_keys(batch)).states[:, 1:]
         targets = normalized_patch_targets(pixels, self.config.patch_size)
         loss = mim_loss(self.mim_head(states), targets, mask)
         return {"losses": {"total": loss, "mim": loss.detach()}}

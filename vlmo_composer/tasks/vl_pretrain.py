@@ -19,6 +19,7 @@ from vlmo_composer.objectives import (
     mlm_loss,
     sample_hard_negatives,
 )
+from vlmo_composer.common.keyed_draws import row_keys
 from vlmo_composer.objectives.distributed import gather_no_grad
 from vlmo_composer.objectives.itm import KeyedDraw
 from vlmo_composer.objectives.mlm import default_mlm_slots
@@ -46,6 +47,10 @@ class VLPretrainConfig(TaskConfig):
             raise ValueError(f"vl_ffn_init '{self.vl_ffn_init}' is not one of ('scratch', 'text', 'image')")
 
 
+# The step's passes through the model, each drawing its own drop path and dropout masks.
+PASSES = {"image": 1, "text": 2, "positive": 3, "negative_image": 4, "negative_text": 5, "mlm": 6}
+
+
 def vl_pretrain_losses(
     model: VLMo,
     batch: dict[str, torch.Tensor],
@@ -56,15 +61,19 @@ def vl_pretrain_losses(
     keyed: Optional[KeyedDraw] = None,
 ) -> dict[str, torch.Tensor]:
     """The stage-3 objective on one device batch (``negatives`` fixed only in tests;
-    ``keyed``: draw them by sample id, the same on any number of ranks).
+    ``keyed``: draw them, and the model's drop path and dropout, by sample id, the same on
+    any number of ranks).
 
     ITC = mean of the V/L-FFN pair and the VL-branch pair, each over the global
     batch; hard negatives are drawn from the gathered global batch by the first
     pair's similarities; the three ITM fusion passes and the MLM pass run as one
     fused batch of ``4B``.
     """
-    image = model.forward_image(batch["pixel_values"], with_vl=True)
-    text = model.forward_text(batch["input_ids"], batch["attention_mask"], with_vl=True)
+    def keys(stream: int) -> Optional[torch.Tensor]:  # the model's draw keys in one pass (see PASSES)
+        return None if keyed is None else row_keys(keyed.step_key, keyed.row_ids, stream)
+
+    image = model.forward_image(batch["pixel_values"], with_vl=True, draw_keys=keys(PASSES["image"]))
+    text = model.forward_text(batch["input_ids"], batch["attention_mask"], with_vl=True, draw_keys=keys(PASSES["text"]))
     image_cls, image_vl = model.itc_image_features(image)
     text_cls, text_vl = model.itc_text_features(text)
     itc = contrastive_loss(image_cls, text_cls, model.logit_scale)
@@ -75,10 +84,14 @@ def vl_pretrain_losses(
             itc.logits_per_image, itc.logits_per_text, itc.targets, itm_uniform_negatives, keyed
         )
     itm = build_itm_batch(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], negatives)
+    fused_keys = None
+    if keyed is not None:  # rows: positives, negative images, negative texts, MLM, each keyed by its anchor
+        fused_keys = torch.cat([keys(PASSES[part]) for part in ("positive", "negative_image", "negative_text", "mlm")])
     fused = model.fuse(
         torch.cat([itm.input_ids, batch["mlm_input_ids"]]),
         torch.cat([itm.attention_mask, batch["attention_mask"]]),
         torch.cat([itm.pixel_values, batch["pixel_values"]]),
+        draw_keys=fused_keys,
     )
     n_itm = itm.labels.shape[0]
     itm_logits = model.itm_logits(fused.pooled[:n_itm])
@@ -108,10 +121,6 @@ class VLPretrainTask(RetrievalEvalMixin, VLMoTask):
 
     def __init__(self, cfg: VLPretrainConfig, model_config: Optional[VLMoConfig] = None) -> None:
         super().__init__(cfg, model_config)
-        # The key of (seed, global step) of the step in progress (objectives.itm.step_key), set by
-        # callbacks.elastic.KeyedDrawStep: hard negatives are then keyed by it and the sample
-        # ids, whatever the rank count.
-        self.draw_key: Optional[torch.Tensor] = None
         if cfg.vl_ffn_init != "scratch":
             self.copy_expert_into_vl_ffn(cfg.vl_ffn_init)
 

@@ -70,7 +70,9 @@ class VQATask(VLMoTask):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         batch = self.prepare(batch)
-        fused = self.model.fuse(batch["input_ids"], batch["attention_mask"], batch["pixel_values"])
+        fused = self.model.fuse(
+            batch["input_ids"], batch["attention_mask"], batch["pixel_values"], draw_keys=self.draw_keys(batch)
+        )
         logits = self.model.vqa_logits(fused.pooled)
         targets = batch["vqa_targets"]
         loss = F.binary_cross_entropy_with_logits(logits.float(), targets) * targets.shape[1]
