@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", choices=("cc3m", "cc12m"), default="cc3m",
                         help="value of the 'source' column")
     inputs = parser.add_mutually_exclusive_group(required=True)
-    inputs.add_argument("--tars", nargs="+", help="img2dataset webdataset tars (files, folders, globs; local or s3://, gs://, azure://)")
+    inputs.add_argument("--tars", nargs="+",
+                        help="img2dataset webdataset tars (files, folders, globs; local or s3://, gs://, azure://)")
     inputs.add_argument("--tsv", help="raw caption tsv (needs --images)")
     parser.add_argument("--images", help="folder of downloaded images named by tsv row")
     parser.add_argument("--tsv-columns", choices=COLUMN_ORDERS, default="caption,url",

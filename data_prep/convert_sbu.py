@@ -108,7 +108,8 @@ def sbu_slices(paths: tuple[str, ...], range_bytes: int) -> list[tuple[str, SbuS
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     inputs = parser.add_mutually_exclusive_group(required=True)
-    inputs.add_argument("--tars", nargs="+", help="img2dataset webdataset tars (files, folders, globs; local or s3://, gs://, azure://)")
+    inputs.add_argument("--tars", nargs="+",
+                        help="img2dataset webdataset tars (files, folders, globs; local or s3://, gs://, azure://)")
     inputs.add_argument("--json", help="sbu-captions-all.json (needs --images)")
     inputs.add_argument("--urls-txt", help="SBU_captioned_photo_dataset_urls.txt (needs --captions-txt, --images)")
     parser.add_argument("--captions-txt", help="SBU_captioned_photo_dataset_captions.txt")

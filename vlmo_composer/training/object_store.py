@@ -7,11 +7,12 @@ Three clients talk to S3 during training, each with its own retry layer:
   stream's ``download_timeout``; then Streaming's own ``download_retry`` re-runs
   the whole download.
 * Composer's checkpoint uploader (``CheckpointSaver.remote_uploader``, run in
-  threads here, see :func:`run_uploads_in_threads`) and the ``RemoteUploaderDownloader`` that uploads the ``latest``
-  pointer and downloads the checkpoint on autoresume: both get the botocore
-  ``client_config`` below. Composer's own ``num_attempts`` retries only
-  ``ObjectStoreTransientError``, which ``S3ObjectStore`` never raises, so for S3
-  botocore's attempts are the only retries of an upload.
+  threads here, see :func:`run_uploads_in_threads`) and the
+  ``RemoteUploaderDownloader`` that uploads the ``latest`` pointer and downloads
+  the checkpoint on autoresume: both get the botocore ``client_config`` below.
+  Composer's own ``num_attempts`` retries only ``ObjectStoreTransientError``, which
+  ``S3ObjectStore`` never raises, so for S3 botocore's attempts are the only
+  retries of an upload.
 * ``data_prep`` and weight sources (see ``vlmo_composer/stores.py``): the same environment variables.
 
 ``AWS_MAX_ATTEMPTS`` / ``AWS_RETRY_MODE`` set by the user win over the config.
