@@ -33,7 +33,7 @@ from data_prep.common import ConversionError, require_file
 from data_prep.downloaded import CaptionedRow, downloaded_job
 from data_prep.line_ranges import LineRange, plan_ranges, read_range
 from data_prep.report import SkipLog
-from data_prep.tar_pairs import tar_pairs_job
+from data_prep.tar_pairs import add_tars_argument, tar_pairs_job
 from data_prep.writer import SplitJob
 
 COLUMN_ORDERS = ("caption,url", "url,caption")
@@ -96,8 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", choices=("cc3m", "cc12m"), default="cc3m",
                         help="value of the 'source' column")
     inputs = parser.add_mutually_exclusive_group(required=True)
-    inputs.add_argument("--tars", nargs="+",
-                        help="img2dataset webdataset tars (files, folders, globs; local or s3://, gs://, azure://)")
+    add_tars_argument(inputs)
     inputs.add_argument("--tsv", help="raw caption tsv (needs --images)")
     parser.add_argument("--images", help="folder of downloaded images named by tsv row")
     parser.add_argument("--tsv-columns", choices=COLUMN_ORDERS, default="caption,url",

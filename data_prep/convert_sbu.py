@@ -32,7 +32,7 @@ from data_prep.cli import Converter, add_common_args, add_range_arg, add_split_a
 from data_prep.common import ConversionError, load_json, require_file
 from data_prep.downloaded import CaptionedRow, downloaded_job
 from data_prep.report import SkipLog
-from data_prep.tar_pairs import tar_pairs_job
+from data_prep.tar_pairs import add_tars_argument, tar_pairs_job
 from data_prep.writer import SplitJob
 
 
@@ -108,8 +108,7 @@ def sbu_slices(paths: tuple[str, ...], range_bytes: int) -> list[tuple[str, SbuS
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     inputs = parser.add_mutually_exclusive_group(required=True)
-    inputs.add_argument("--tars", nargs="+",
-                        help="img2dataset webdataset tars (files, folders, globs; local or s3://, gs://, azure://)")
+    add_tars_argument(inputs)
     inputs.add_argument("--json", help="sbu-captions-all.json (needs --images)")
     inputs.add_argument("--urls-txt", help="SBU_captioned_photo_dataset_urls.txt (needs --captions-txt, --images)")
     parser.add_argument("--captions-txt", help="SBU_captioned_photo_dataset_captions.txt")

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 
 from data_prep.cli import Converter, add_common_args, add_split_arg
-from data_prep.tar_pairs import tar_pairs_job
+from data_prep.tar_pairs import add_tars_argument, tar_pairs_job
 from data_prep.writer import SplitJob
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tars", nargs="+", required=True,
-                        help="tar files, folders or globs (local or s3://, gs://, azure://)")
+    add_tars_argument(parser, required=True)
     parser.add_argument("--source", default="web", help="value of the 'source' column (default web)")
     add_split_arg(parser)
     add_common_args(parser)

@@ -96,6 +96,12 @@ def index_tar(path: str, source: str, skipped: SkipLog) -> list[TarPairRecord]:
     return [TarPairRecord(f"{tar_name}/{key}", path, tuple(m), source) for key, m in members.items()]
 
 
+def add_tars_argument(parser: Any, required: bool = False) -> None:
+    """``--tars`` of every converter that reads img2dataset tars (one place for what it accepts)."""
+    parser.add_argument("--tars", nargs="+", required=required,
+                        help="img2dataset webdataset tars (files, folders, globs; local or s3://, gs://, azure://)")
+
+
 def _download_root() -> str:
     """This process's folder for the store tars it is reading (removed when the process exits normally)."""
     root = os.path.join(tempfile.gettempdir(), f"data_prep_tars_{os.getpid()}")
