@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from data_prep import inputs
 from data_prep.common import ConversionError
 from data_prep.report import SplitReport
 from data_prep.writer import SplitJob, WriterOptions, write_dataset
@@ -140,6 +141,7 @@ class Converter:
     def main(self, argv: Sequence[str] | None = None) -> list[SplitReport]:
         """Parse ``argv``, plan the splits and write them (the same call a user's command makes)."""
         args = self.build_parser().parse_args(argv)
+        inputs.forget()  # store inputs are listed afresh by each conversion
         if args.engine == "spark":
             from data_prep.spark_engine import require_spark
 

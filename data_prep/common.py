@@ -7,10 +7,13 @@ Two kinds of bad input, treated differently on purpose:
   the conversion goes on;
 * a missing or unreadable *input* (an annotation file, an image root) raises
   :class:`ConversionError`, which stops the script with a message naming it.
+
+Inputs are read through ``inputs.py``: a local path or a store URL alike.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -18,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from data_prep.report import SkipLog
+
 
 SPARK_RUN_MARKER = "_spark_job"
 """At a split's root while ``--engine spark`` writes it (see ``spark_engine.run_groups``)."""
@@ -51,16 +55,17 @@ IMAGE_EXTENSIONS = frozenset(
 
 _WHITESPACE = re.compile(r"\s+")
 
+from data_prep import inputs  # noqa: E402  (inputs.py raises this module's ConversionError)
+
 
 def require_file(path: str, what: str) -> str:
-    if not os.path.isfile(path):
-        raise ConversionError(f"{what} not found: {path}")
+    inputs.require_stat(path, what)
     return path
 
 
 def require_dir(path: str, what: str) -> str:
-    if not os.path.isdir(path):
-        raise ConversionError(f"{what} is not a folder: {path}")
+    if not inputs.is_dir(path):
+        raise inputs.missing(path, f"{what} is not a folder: {path}")
     return path
 
 
@@ -68,8 +73,10 @@ def load_json(path: str, what: str) -> Any:
     """Parse a whole json annotation file; any problem with it is fatal."""
     require_file(path, what)
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        data = inputs.read_bytes(path)
+        if data is None:
+            raise inputs.missing(path, f"{what} not found: {path}")
+        return json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConversionError(f"cannot read {what} {path}: {e}") from None
 
@@ -79,7 +86,7 @@ def iter_json_lines(path: str, what: str, skipped: SkipLog) -> Iterator[tuple[in
     require_file(path, what)
     name = os.path.basename(path)
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
+        with io.TextIOWrapper(inputs.open_binary(path), encoding="utf-8", errors="replace") as f:
             for number, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
@@ -127,10 +134,4 @@ def is_image_file(name: str) -> bool:
 
 def list_image_files(root: str) -> list[str]:
     """Image files under ``root`` (recursive), as sorted paths relative to it."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in files:
-            if is_image_file(name):
-                found.append(os.path.relpath(os.path.join(folder, name), root))
-    return sorted(found)
+    return [rel for rel in inputs.list_files(root) if is_image_file(rel)]

@@ -28,6 +28,7 @@ import argparse
 import os
 from dataclasses import dataclass
 
+from data_prep import inputs
 from data_prep.cli import Converter, add_common_args, add_range_arg, add_split_arg
 from data_prep.common import ConversionError, require_file
 from data_prep.downloaded import CaptionedRow, downloaded_job
@@ -82,7 +83,7 @@ def tsv_ranges(path: str, columns: str, range_bytes: int) -> list[tuple[str, Tsv
     """The plan: the tsv's byte ranges (one pass counting lines and rows; only a header is parsed)."""
     require_file(path, "caption tsv")
     try:
-        with open(path, "rb") as f:
+        with inputs.open_binary(path) as f:
             first = f.readline().decode("utf-8", errors="replace")
     except OSError as e:
         raise ConversionError(f"cannot read caption tsv {path}: {e}") from None
@@ -95,10 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", choices=("cc3m", "cc12m"), default="cc3m",
                         help="value of the 'source' column")
-    inputs = parser.add_mutually_exclusive_group(required=True)
-    add_tars_argument(inputs)
-    inputs.add_argument("--tsv", help="raw caption tsv (needs --images)")
-    parser.add_argument("--images", help="folder of downloaded images named by tsv row")
+    sources = parser.add_mutually_exclusive_group(required=True)
+    add_tars_argument(sources)
+    sources.add_argument("--tsv", help="raw caption tsv (needs --images; local or s3://, gs://, azure://)")
+    parser.add_argument("--images", help="folder of downloaded images named by tsv row (local or on a store)")
     parser.add_argument("--tsv-columns", choices=COLUMN_ORDERS, default="caption,url",
                         help="column order of a tsv without a header (CC3M caption,url; CC12M url,caption)")
     add_range_arg(parser, "1mb", "--tsv: ~10,000 CC rows, img2dataset's shard")

@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from data_prep import inputs
 from data_prep.cli import Converter, add_common_args, add_split_arg
 from data_prep.common import ConversionError, is_image_file, list_image_files, require_dir
 from data_prep.images import load_image
@@ -45,16 +46,15 @@ def build_image_row(record: ImageFileRecord, context: SampleContext,
 
 
 def has_class_folders(root: str) -> bool:
-    entries = os.listdir(root)
-    return any(os.path.isdir(os.path.join(root, e)) for e in entries) and not any(
-        is_image_file(e) and os.path.isfile(os.path.join(root, e)) for e in entries)
+    folders, files = inputs.list_dir(root)
+    return bool(folders) and not any(is_image_file(e) for e in files)
 
 
 def plan_images(root: str, labels: str) -> tuple[list[ImageFileRecord], list[str] | None]:
     """Records in sorted path order, and the class names when labelled."""
     require_dir(root, "image folder")
     if labels == "folders" or (labels == "auto" and has_class_folders(root)):
-        classes = sorted(e for e in os.listdir(root) if os.path.isdir(os.path.join(root, e)))
+        classes = inputs.list_dir(root)[0]
         if not classes:
             raise ConversionError(f"{root} has no class folders")
         records = [ImageFileRecord(os.path.join(name, rel), os.path.join(root, name, rel), label)
@@ -67,7 +67,8 @@ def plan_images(root: str, labels: str) -> tuple[list[ImageFileRecord], list[str
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", required=True, help="image folder (class folders or flat)")
+    parser.add_argument("--images", required=True,
+                        help="image folder (class folders or flat; local or s3://, gs://, azure://)")
     parser.add_argument("--labels", choices=("auto", "folders", "none"), default="auto",
                         help="auto: label by class folder when the root holds only folders")
     add_split_arg(parser)

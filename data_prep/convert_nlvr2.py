@@ -28,6 +28,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from data_prep import inputs
 from data_prep.cli import Converter, add_common_args, fraction
 from data_prep.common import ConversionError, SkipRecord, clean_text, iter_json_lines, require_dir
 from data_prep.images import load_image
@@ -66,7 +67,7 @@ def image_folder(images: str, split: str) -> str:
     """The split's folder: as the zips unpack (``images/train``, ``dev``), else the flat one."""
     candidates = ([os.path.join(images, "images", "train"), os.path.join(images, "train")] if split == "train"
                   else [os.path.join(images, split), os.path.join(images, "images", split)])
-    return next((c for c in candidates if os.path.isdir(c)), candidates[0])
+    return next((c for c in candidates if inputs.is_dir(c)), candidates[0])
 
 
 def plan_split(split: str, data_dir: str, images: str, skipped: SkipLog) -> list[Nlvr2Record]:
@@ -86,7 +87,7 @@ def plan_split(split: str, data_dir: str, images: str, skipped: SkipLog) -> list
 
 def check_images_present(split: str, records: list[Nlvr2Record], folder: str, max_missing: float) -> None:
     """Fail before writing when more than ``max_missing`` of a split's examples lack an image."""
-    missing = sum(not all(os.path.isfile(p) for p in r.image_paths) for r in records)
+    missing = sum(not all(inputs.is_file(p) for p in r.image_paths) for r in records)
     if records and missing / len(records) > max_missing:
         raise ConversionError(
             f"NLVR2 {split}: {missing} of {len(records)} examples ({missing / len(records):.0%}) have no image "
@@ -109,13 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def has_no_images(records: list[Nlvr2Record]) -> bool:
-    return bool(records) and not any(all(os.path.isfile(p) for p in r.image_paths) for r in records)
+    return bool(records) and not any(all(inputs.is_file(p) for p in r.image_paths) for r in records)
 
 
 def plan(args: argparse.Namespace) -> list[SplitJob]:
     require_dir(args.images, "NLVR2 image root")
     splits = args.splits or [s for s in SPLITS if s in REQUIRED_SPLITS
-                             or os.path.isfile(os.path.join(args.data_dir, f"{s}.json"))]
+                             or inputs.is_file(os.path.join(args.data_dir, f"{s}.json"))]
     build = functools.partial(build_nlvr2_row, max_image_side=args.max_image_side)
     planned = []
     for split in SPLITS:

@@ -25,9 +25,11 @@ second or so per group and keeps the driver's memory flat.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 from dataclasses import dataclass
 
+from data_prep import inputs
 from data_prep.cli import Converter, add_common_args, add_range_arg, add_split_arg
 from data_prep.common import ConversionError, load_json, require_file
 from data_prep.downloaded import CaptionedRow, downloaded_job
@@ -52,7 +54,7 @@ def read_sbu_json(path: str) -> list[CaptionedRow]:
 def _read_lines(path: str, what: str) -> list[str]:
     require_file(path, what)
     try:
-        with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        with io.TextIOWrapper(inputs.open_binary(path), encoding="utf-8", errors="replace", newline="") as f:
             lines = [line.rstrip("\r\n") for line in f]
     except OSError as e:
         raise ConversionError(f"cannot read {what} {path}: {e}") from None
@@ -67,8 +69,8 @@ def read_sbu_txt(urls_path: str, captions_path: str) -> list[CaptionedRow]:
 
 
 def _stamp(path: str) -> str:
-    st = os.stat(require_file(path, "SBU input"))
-    return f"{os.path.basename(path)}:{st.st_size}:{st.st_mtime_ns}"
+    info = inputs.require_stat(path, "SBU input")
+    return f"{os.path.basename(path)}:{info.size}:{info.version}"
 
 
 @dataclass(frozen=True)
@@ -101,16 +103,16 @@ class SbuSlice:
 def sbu_slices(paths: tuple[str, ...], range_bytes: int) -> list[tuple[str, SbuSlice]]:
     """The plan, from a stat: one group per ``range_bytes`` of input (the driver parses nothing)."""
     stamps = ";".join(_stamp(p) for p in paths)
-    count = max(1, -(-sum(os.path.getsize(p) for p in paths) // range_bytes))
+    count = max(1, -(-sum(inputs.require_stat(p, "SBU input").size for p in paths) // range_bytes))
     return [(f"{paths[0]}#{i}", SbuSlice(paths, stamps, i, count)) for i in range(count)]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    inputs = parser.add_mutually_exclusive_group(required=True)
-    add_tars_argument(inputs)
-    inputs.add_argument("--json", help="sbu-captions-all.json (needs --images)")
-    inputs.add_argument("--urls-txt", help="SBU_captioned_photo_dataset_urls.txt (needs --captions-txt, --images)")
+    sources = parser.add_mutually_exclusive_group(required=True)
+    add_tars_argument(sources)
+    sources.add_argument("--json", help="sbu-captions-all.json (needs --images)")
+    sources.add_argument("--urls-txt", help="SBU_captioned_photo_dataset_urls.txt (needs --captions-txt, --images)")
     parser.add_argument("--captions-txt", help="SBU_captioned_photo_dataset_captions.txt")
     parser.add_argument("--images", help="folder of downloaded images named by row")
     add_range_arg(parser, "16mb", "--json / --urls-txt: about 100,000 SBU rows; each group's worker parses the "

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import glob
 import json
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from data_prep import inputs
 from data_prep.cli import Converter, add_common_args, add_range_arg, add_split_arg, positive_int
 from data_prep.common import ConversionError
 from data_prep.line_ranges import CutRule, LineRange, plan_ranges
@@ -109,9 +109,7 @@ def split_units(text: str, unit: str) -> list[str]:
 
 
 def _documents(record: TextRangeRecord, context: SampleContext, text_key: str) -> Iterator[str]:
-    with open(record.path, "rb") as f:
-        f.seek(record.start)
-        data = f.read(record.end - record.start)
+    data = inputs.read_range(record.path, record.start, record.end)
     name = os.path.basename(record.path)
     if not record.jsonl:
         yield data.decode("utf-8", errors="replace")
@@ -141,17 +139,13 @@ def build_text_rows(record: TextRangeRecord, context: SampleContext, unit: str, 
             for piece in chunk_text(u, max_chars)]
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
+def expand_inputs(items: list[str]) -> list[str]:
+    """The files of each file, folder or glob (local or on a store), in order."""
     paths: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            found = sorted(os.path.join(root, f) for root, _, files in os.walk(item) for f in files)
-        elif any(c in item for c in "*?["):
-            found = sorted(glob.glob(item))
-        else:
-            found = [item] if os.path.isfile(item) else []
+    for item in items:
+        found = inputs.expand(item)
         if not found:
-            raise ConversionError(f"no input files at {item}")
+            raise inputs.missing(item, f"no input files at {item}")
         paths += found
     return paths
 
@@ -200,7 +194,8 @@ def plan_sources(paths: list[str], unit: str, range_bytes: int) -> list[TextRang
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--inputs", nargs="+", required=True, help="files, folders or globs")
+    parser.add_argument("--inputs", nargs="+", required=True,
+                        help="files, folders or globs (local or s3://, gs://, azure://: read in byte ranges)")
     parser.add_argument("--unit", choices=UNITS, default="paragraph")
     parser.add_argument("--max-chars", type=positive_int, default=1000,
                         help="split longer units on sentence boundaries (default 1000)")

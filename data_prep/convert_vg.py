@@ -17,6 +17,7 @@ import os
 import urllib.parse
 from typing import Any
 
+from data_prep import inputs
 from data_prep.cli import Converter, add_common_args, add_split_arg
 from data_prep.common import ConversionError, load_json, require_dir
 from data_prep.image_text import ImageTextRecord, build_image_text
@@ -34,7 +35,7 @@ def _image_path(images: str, image_id: str, meta: dict[str, Any] | None) -> str:
         return os.path.join(images, parts[-2], parts[-1])
     for folder in IMAGE_FOLDERS:
         path = os.path.join(images, folder, f"{image_id}.jpg")
-        if os.path.exists(path):
+        if inputs.is_file(path):
             return path
     return ""  # reported as missing_image
 

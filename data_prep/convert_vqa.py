@@ -33,6 +33,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from data_prep import inputs
 from data_prep.cli import Converter, add_common_args, positive_int
 from data_prep.common import ConversionError, clean_text, load_json, require_dir
 from data_prep.images import load_image
@@ -81,7 +82,7 @@ def vqa_file(vqa_root: str, name: str, key: str) -> str:
     """``<root>/<name>``, or ``<root>/Questions/<name>`` / ``<root>/Annotations/<name>``."""
     flat = os.path.join(vqa_root, name)
     nested = os.path.join(vqa_root, SUBFOLDERS[key], name)
-    return nested if not os.path.isfile(flat) and os.path.isfile(nested) else flat
+    return nested if not inputs.is_file(flat) and inputs.is_file(nested) else flat
 
 
 def _list_of(vqa_root: str, name: str, key: str, what: str) -> list[Any]:

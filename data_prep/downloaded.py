@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from data_prep import inputs
 from data_prep.common import SkipRecord, clean_text, is_image_file, require_dir
 from data_prep.image_text import image_text_sample
 from data_prep.images import read_file_bytes
@@ -54,11 +55,10 @@ def index_downloads(root: str, wanted: range | None = None) -> dict[int, list[st
     rows in ``wanted`` (a group's), so a worker holds its group's files, not the folder's."""
     require_dir(root, "image folder")
     by_row: dict[int, list[str]] = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            stem = os.path.splitext(name)[0]
-            if is_image_file(name) and stem.isdigit() and (wanted is None or int(stem) in wanted):
-                by_row.setdefault(int(stem), []).append(os.path.relpath(os.path.join(folder, name), root))
+    for rel in inputs.list_files(root):
+        stem = os.path.splitext(os.path.basename(rel))[0]
+        if is_image_file(rel) and stem.isdigit() and (wanted is None or int(stem) in wanted):
+            by_row.setdefault(int(stem), []).append(rel)
     return {row: [os.path.join(root, rel) for rel in sorted(rels)] for row, rels in by_row.items()}
 
 
@@ -80,10 +80,10 @@ def match_rows(rows: list[CaptionedRow], images: str, source: str,
 def _read_meta(image_path: str) -> dict[str, Any] | None:
     path = os.path.splitext(image_path)[0] + ".json"
     try:
-        with open(path, encoding="utf-8") as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        return None
+        data = inputs.read_bytes(path)
+        if data is None:
+            return None
+        meta = json.loads(data.decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         raise SkipRecord("malformed_json", os.path.basename(path)) from None
     if not isinstance(meta, dict):

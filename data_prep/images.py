@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from data_prep import inputs
 from data_prep.common import SkipRecord
 
 JPEG_QUALITY = 95
@@ -28,14 +29,14 @@ class StoredImage:
 
 
 def read_file_bytes(path: str) -> bytes:
-    """The bytes of an image file; a missing or unreadable file skips the record."""
+    """The bytes of an image file (local or on a store); a missing or unreadable file skips the record."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise SkipRecord("missing_image") from None
+        data = inputs.read_bytes(path)
     except (IsADirectoryError, PermissionError) as e:
         raise SkipRecord("unreadable_image", str(e)) from None
+    if data is None:
+        raise SkipRecord("missing_image")
+    return data
 
 
 def prepare_image(data: bytes, max_side: int | None = None) -> StoredImage:

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from data_prep import inputs
 from data_prep.common import ConversionError
 from data_prep.report import SkipLog
 
@@ -39,7 +40,12 @@ def _read_parquet_rows(path: str) -> list[dict[str, Any]] | None:
     except ImportError:
         return None
     try:
-        table = pq.read_table(path, columns=None)
+        if inputs.is_remote(path):
+            import pyarrow as pa
+
+            table = pq.read_table(pa.BufferReader(inputs.read_bytes(path) or b""), columns=None)
+        else:
+            table = pq.read_table(path, columns=None)
     except Exception as e:  # pyarrow raises several types for damaged files
         raise ConversionError(f"cannot read img2dataset parquet {path}: {e}") from None
     return table.to_pylist()
@@ -48,7 +54,7 @@ def _read_parquet_rows(path: str) -> list[dict[str, Any]] | None:
 def failed_rows(shard_base: str) -> list[FailedRow] | None:
     """The failed rows of shard ``<shard_base>.parquet``; None when it cannot be read here."""
     path = shard_base + ".parquet"
-    if not os.path.isfile(path):
+    if not inputs.is_file(path):
         return None
     rows = _read_parquet_rows(path)
     if rows is None:
@@ -102,7 +108,7 @@ def count_shard_failures(shard_base: str, skipped: SkipLog) -> None:
 def failed_rows_in_folder(root: str) -> dict[int, FailedRow]:
     """Failed rows of every shard parquet directly in ``root`` (``files`` output), by key."""
     found: dict[int, FailedRow] = {}
-    for name in sorted(os.listdir(root)):
+    for name in inputs.list_dir(root)[1]:
         if name.endswith(".parquet"):
             for row in failed_rows(os.path.join(root, name[: -len(".parquet")])) or []:
                 if row.key.isdigit():

@@ -11,6 +11,11 @@ a reader of the whole file would. A group's change detection is its range's
 place, first line and row numbers and hash: an edit redoes the groups whose
 lines it changes or renumbers. Lines end at ``\\n`` (a ``\\r`` before it is
 part of the line ending).
+
+A file on a store is read the same way through ``inputs.py``: the planning pass
+streams it once in ranged GETs of a few MB (nothing is kept: line and row
+numbers need every line counted, as locally), and each worker reads only its
+range, with ranged GETs; a range's file version is the store's size and etag.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from data_prep import inputs
 from data_prep.common import ConversionError
 
 CutRule = Callable[[bytes], bool]
@@ -40,7 +46,8 @@ class LineRange:
     first_row: int
     rows: int
     file_size: int
-    file_mtime_ns: int
+    file_version: str
+    """The file's mtime (a store: its etag) when planned."""
     digest: str = ""
     """A hash of the range's bytes, taken in the planning pass."""
 
@@ -53,11 +60,10 @@ class LineRange:
 
     def check_unchanged(self) -> None:
         """Refuse to read a range of a file that changed since it was planned."""
-        try:
-            st = os.stat(self.path)
-        except OSError as e:
-            raise ConversionError(f"cannot read {self.path}: {e}") from None
-        if (st.st_size, st.st_mtime_ns) != (self.file_size, self.file_mtime_ns):
+        info = inputs.stat(self.path)
+        if info is None:
+            raise inputs.missing(self.path, f"cannot read {self.path}: it is gone")
+        if (info.size, info.version) != (self.file_size, self.file_version):
             raise ConversionError(f"{self.path} changed while it was being converted; run the same command "
                                   "again to convert it as it is now")
 
@@ -70,19 +76,21 @@ def plan_ranges(path: str, range_bytes: int, cut_after: CutRule = _any_line, hea
                 within: LineRange | None = None) -> list[LineRange]:
     """The ranges of ``path`` (or of the range ``within`` it), in file order; an empty file
     gives one empty range, so it still has its group."""
+    info = inputs.stat(path)
+    if info is None:
+        raise inputs.missing(path, f"cannot read {path}: no such file")
     try:
-        st = os.stat(path)
-        f = open(path, "rb")  # noqa: SIM115  (closed below, after the loop)
+        f = inputs.open_binary(path, info, end=within.end if within else None)
     except OSError as e:
         raise ConversionError(f"cannot read {path}: {e}") from None
-    outer = within or LineRange(path, 0, st.st_size, 1, 0, 0, st.st_size, st.st_mtime_ns)
+    outer = within or LineRange(path, 0, info.size, 1, 0, 0, info.size, info.version)
     ranges: list[LineRange] = []
     start, first_line, first_row, rows = outer.start, outer.first_line, outer.first_row, 0
     offset, number, digest = outer.start, outer.first_line - 1, hashlib.blake2b(digest_size=12)
 
     def close() -> None:
         ranges.append(LineRange(path, start, offset, first_line, first_row, rows, outer.file_size,
-                                outer.file_mtime_ns, digest.hexdigest()))
+                                outer.file_version, digest.hexdigest()))
 
     with f:
         f.seek(outer.start)
@@ -118,7 +126,7 @@ def read_range(r: LineRange) -> Iterator[tuple[int, bytes]]:
     """(line number, line) of each line of ``r``, line ending included."""
     r.check_unchanged()
     try:
-        with open(r.path, "rb") as f:
+        with inputs.open_binary(r.path, end=r.end) as f:
             f.seek(r.start)
             yield from enumerate(_lines(f, r.end - r.start), start=r.first_line)
     except OSError as e:

@@ -10,7 +10,7 @@ import torch
 
 from quickstart_run import QuickstartRun, run_quickstart
 from s3_server import moto_s3
-from stores.store_servers import azurite, azurite_missing
+from stores.store_servers import azurite, azurite_missing, gcs_emulator
 from streaming_memory import open_descriptors, release_orphaned_streaming_memory
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -76,3 +76,18 @@ def azure_container(azurite_server, monkeypatch: pytest.MonkeyPatch) -> str:
     for key, value in azurite_server.items():
         monkeypatch.setenv(key, value)
     return "test-container"
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """One GCS emulator per session (tests/stores and store inputs of data_prep)."""
+    with gcs_emulator(tmp_path_factory.mktemp("gcs")) as env:
+        yield env
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``test-bucket`` on the session's emulator; its variables reach every process the test starts."""
+    for key, value in gcs_server.items():
+        monkeypatch.setenv(key, value)
+    return "test-bucket"

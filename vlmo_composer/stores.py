@@ -182,6 +182,14 @@ class Store(ABC):
         """Every object under ``prefix`` with its size and version (all pages)."""
         raise ValueError(f"{self.url(prefix)}: listing with sizes is not supported on {self.scheme}://")
 
+    def stat(self, key: str) -> ObjectInfo | None:
+        """The object's size and version from one request, or None when it does not exist."""
+        raise ValueError(f"{self.url(key)}: stat is not supported on {self.scheme}://")
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the object (one ranged GET); FileNotFoundError when it does not exist."""
+        raise ValueError(f"{self.url(key)}: ranged reads are not supported on {self.scheme}://")
+
     @abstractmethod
     def delete(self, keys: list[str]) -> None:
         """Remove these keys (missing ones are not an error)."""
@@ -238,6 +246,25 @@ class S3Store(Store):
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return [ObjectInfo(o["Key"], int(o["Size"]), str(o.get("ETag", "")).strip('"'))
                 for page in pages for o in page.get("Contents", [])]
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return ObjectInfo(key, int(head["ContentLength"]), str(head.get("ETag", "")).strip('"'))
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"].read()
+        except self.client.exceptions.NoSuchKey as err:
+            raise FileNotFoundError(self.url(key)) from err
 
     def delete(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 1000):
@@ -324,6 +351,21 @@ class GCSStore(Store):
     def list_info(self, prefix: str = "") -> list[ObjectInfo]:
         blobs = self.client.list_blobs(self.bucket, prefix=prefix or None, retry=self._retry, timeout=self._timeout)
         return [ObjectInfo(b.name, int(b.size or 0), str(b.etag or b.generation)) for b in blobs]
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        blob = self.client.bucket(self.bucket).get_blob(key, retry=self._retry, timeout=self._timeout)
+        return None if blob is None else ObjectInfo(key, int(blob.size or 0), str(blob.etag or blob.generation))
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        from google.api_core.exceptions import NotFound
+
+        if end <= start:
+            return b""
+        try:  # ``end`` is inclusive here
+            return self._blob(key).download_as_bytes(start=start, end=end - 1, retry=self._retry,
+                                                     timeout=self._timeout)
+        except NotFound as err:
+            raise FileNotFoundError(self.url(key)) from err
 
     def delete(self, keys: list[str]) -> None:
         from google.api_core.exceptions import NotFound
@@ -412,6 +454,25 @@ class AzureStore(Store):
     def list_info(self, prefix: str = "") -> list[ObjectInfo]:
         return [ObjectInfo(b.name, int(b.size), str(b.etag).strip('"'))
                 for b in self.client.list_blobs(name_starts_with=prefix or None)]
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            props = self.client.get_blob_client(key).get_blob_properties()
+        except ResourceNotFoundError:
+            return None
+        return ObjectInfo(key, int(props.size), str(props.etag).strip('"'))
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        if end <= start:
+            return b""
+        try:
+            return self.client.download_blob(key, offset=start, length=end - start).readall()
+        except ResourceNotFoundError as err:
+            raise FileNotFoundError(self.url(key)) from err
 
     def delete(self, keys: list[str]) -> None:
         for i in range(0, len(keys), 256):  # a batch request holds at most 256
