@@ -161,6 +161,11 @@ def read_bytes(path: str) -> bytes | None:
 
 def read_range(path: str, start: int, end: int) -> bytes:
     """Bytes ``[start, end)`` of a file (one ranged GET on a store)."""
+    if is_remote(path):
+        store, key = _open(path)
+        if not _whole_files(store):
+            with _store_errors(path):
+                return store.read_range(key, start, end)
     with open_binary(path, end=end) as f:
         f.seek(start)
         return f.read(max(0, end - start))

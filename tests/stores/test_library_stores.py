@@ -91,6 +91,9 @@ def test_hf_dataset_files_read_offline_from_the_hub_cache(tmp_path, monkeypatch,
     (repo / "vqa" / "answer_vocab.json").write_text(json.dumps({"answers": answers}))
     tiny = randomised(VLMo(tiny_config()), seed=5)
     VLMoInference(tiny).export(repo / "weights" / "export")
+    corpus = repo / "corpus" / "a.jsonl"
+    corpus.parent.mkdir()
+    corpus.write_text("".join(json.dumps({"text": f"Line {i} of the corpus."}) + "\n" for i in range(9)))
     hub_cache(cache, HF_REPO, repo, repo_type="dataset")
 
     root = f"hf://datasets/{HF_REPO}"
@@ -101,6 +104,15 @@ def test_hf_dataset_files_read_offline_from_the_hub_cache(tmp_path, monkeypatch,
         f"weights/export/{p.name}" for p in (repo / "weights" / "export").iterdir())
     loaded = build_model(f"{root}/weights/export")  # what eval.py --weights and init_from do with it
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in tiny.state_dict().items())
+    # A converter's input there: the library moves whole files, so it is read from a per-process copy.
+    from data_prep import convert_text
+
+    argv = ["--unit", "line", "--range-size", "100", "--no-progress", "--num-workers", "1"]
+    for name, item in (("text_local", str(corpus)), ("text_hf", f"{root}/corpus/a.jsonl")):
+        (report,) = convert_text.main(["--inputs", item, *argv, "--out", str(tmp_path / name)])
+        assert (report.groups, report.records) == (3, 3)
+    shards = [[p.read_bytes() for p in sorted((tmp_path / name).rglob("*.mds*"))] for name in ("text_hf", "text_local")]
+    assert len(shards[0]) == 3 and shards[0] == shards[1]
 
     with pytest.raises(FileNotFoundError, match=rf"{root}/vqa/missing.json"):
         stores.fetch(f"{root}/vqa/missing.json")
