@@ -1,7 +1,7 @@
 """Object stores: the one place that reads, writes, lists and deletes objects outside training.
 
-``data_prep`` (inputs and outputs; inputs through ``data_prep/inputs.py``), weight sources (``init_from``, ``eval.py --weights``,
-``from_pretrained``), ``classes.json`` and ``answer_vocab.json`` go through
+``data_prep`` (inputs through ``data_prep/inputs.py``, and outputs), weight sources (``init_from``,
+``eval.py --weights``, ``from_pretrained``), ``classes.json`` and ``answer_vocab.json`` go through
 :func:`open_store` / :func:`fetch`. Each store is reached with the client library
 that Streaming and Composer use for it, configured from the same variables, so
 a dataset or checkpoint this module can reach is one training can reach too:
