@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 from data_prep import inputs
 from data_prep.cli import Converter, add_common_args, add_range_arg, add_split_arg, positive_int
-from data_prep.common import ConversionError
 from data_prep.line_ranges import CutRule, LineRange, plan_ranges
 from data_prep.report import SkipLog
 from data_prep.writer import SampleContext, SplitJob
