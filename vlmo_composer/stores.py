@@ -681,8 +681,9 @@ class HFStore(FileTransferStore):
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-        try:
-            cached = hf_hub_download(self.repo_id, key, repo_type="dataset", token=os.environ.get("HF_TOKEN") or None)
+        try:  # offline: the cache only, asked for here (huggingface_hub's sessions may predate the setting)
+            cached = hf_hub_download(self.repo_id, key, repo_type="dataset", token=os.environ.get("HF_TOKEN") or None,
+                                     local_files_only=self.offline())
         except EntryNotFoundError as err:
             raise FileNotFoundError(self.url(key)) from err
         except LocalEntryNotFoundError as err:  # offline, or the Hub unreachable, and not in the cache
