@@ -11,7 +11,7 @@ so are the rows img2dataset lists as failed in each shard's ``.parquet``
 Tars on an object store (``s3://``, ``gs://``, ``azure://``: a folder, one tar
 or a glob) are planned from one paginated listing (names, sizes, etags); each
 worker downloads its own tar and sidecars to a local temporary file, indexes
-and reads it like a local one, and removes it when its group is written.
+and reads it like a local one, and removes it when its group ends (written or failed).
 """
 
 from __future__ import annotations
@@ -77,8 +77,9 @@ def _split_name(name: str) -> tuple[str, str]:
     return os.path.join(folder, stem), ext.lower()
 
 
-def index_tar(path: str, source: str, skipped: SkipLog) -> list[TarPairRecord]:
-    """One record per key, in tar order; a truncated tar keeps what precedes the damage."""
+def index_tar(path: str, source: str, skipped: SkipLog, name: str | None = None) -> list[TarPairRecord]:
+    """One record per key, in tar order; a truncated tar keeps what precedes the damage. ``name`` is how
+    errors name the tar (a store tar's URL, not its temporary local copy)."""
     members: dict[str, list[tuple[str, int, int]]] = {}
     try:
         with tarfile.open(path, mode="r:") as tar:
@@ -88,7 +89,8 @@ def index_tar(path: str, source: str, skipped: SkipLog) -> list[TarPairRecord]:
                     members.setdefault(key, []).append((ext, info.offset_data, info.size))
     except tarfile.ReadError as e:
         if not members:
-            raise ConversionError(f"cannot read tar {path} (only uncompressed tars are supported): {e}") from None
+            raise ConversionError(f"cannot read tar {name or path} (only uncompressed tars are supported): "
+                                  f"{e}") from None
         skipped.add("truncated_tar", f"{os.path.basename(path)} ({e})")
     except (EOFError, OSError) as e:
         skipped.add("truncated_tar", f"{os.path.basename(path)} ({e})")
@@ -137,12 +139,12 @@ class TarSource:
 
     def plan(self, skipped: SkipLog) -> list[TarPairRecord]:
         path = self._download() if stores.is_remote(self.name) else self.name
-        records = index_tar(path, self.source, skipped)
+        records = index_tar(path, self.source, skipped, self.name)
         count_shard_failures(os.path.splitext(path)[0], skipped)
         return records
 
     def release(self) -> None:
-        """Remove the local copy of a store tar once its group is written (the writer calls this)."""
+        """Remove the local copy of a store tar once its group ends, written or failed (the writer calls this)."""
         if stores.is_remote(self.name):
             shutil.rmtree(os.path.dirname(self._local_copy()), ignore_errors=True)
 

@@ -30,7 +30,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,6 +191,21 @@ def _describe(record: Any, error: Exception) -> str:
     return f"{record_id} ({detail[:120]})" if detail else str(record_id)
 
 
+@contextlib.contextmanager
+def _group_records(task: _GroupTask, skipped: SkipLog) -> Iterator[list[Any]]:
+    """The group's records; a per-source group plans them here, in the worker (never in the driver),
+    and releases its source when the group ends, written or failed (e.g. the local copy of a tar
+    read from a store: a failed Spark task must not leave it in the executor's temp folder)."""
+    if task.source is None:
+        yield task.records
+        return
+    try:
+        yield task.source.plan(skipped)
+    finally:
+        if hasattr(task.source, "release"):
+            task.source.release()
+
+
 def _write_group(task: _GroupTask, progress: Callable[[int], None]) -> _GroupResult:
     """Write one group's shards and index, publish them, then mark the group done."""
     from streaming import MDSWriter  # streaming imports torch: loaded when writing, not at --help
@@ -202,12 +217,10 @@ def _write_group(task: _GroupTask, progress: Callable[[int], None]) -> _GroupRes
     context = SampleContext()
     skipped = SkipLog()
     samples = 0
-    records = task.records
-    if task.source is not None:
-        records = task.source.plan(skipped)  # read here, in the worker, never in the driver
-    left_out = skipped.total
-    with MDSWriter(out=local, columns=dict(task.schema.columns), compression=task.compression,
-                   hashes=["xxh64"], size_limit=task.shard_size) as writer:
+    with (_group_records(task, skipped) as records,
+          MDSWriter(out=local, columns=dict(task.schema.columns), compression=task.compression,
+                    hashes=["xxh64"], size_limit=task.shard_size) as writer):
+        left_out = skipped.total
         for record in records:
             if delay:
                 time.sleep(delay)
@@ -227,8 +240,6 @@ def _write_group(task: _GroupTask, progress: Callable[[int], None]) -> _GroupRes
             context.end_record(written=bool(built))
             progress(1)
     task.dest.publish_dir(task.group)
-    if task.source is not None and hasattr(task.source, "release"):
-        task.source.release()  # e.g. the local copy of a tar read from a store
     skipped.merge(context.skipped)
     result = _GroupResult(task.group, len(records) + left_out, samples, skipped, context.dropped,
                           task.source.fingerprint if task.source is not None else None)

@@ -91,7 +91,19 @@ def scheme_of(url: str) -> str:
 
 
 def is_remote(url: Any) -> bool:
+    """On one of the object stores above (not ``http(s)://``, which weight sources download themselves)."""
     return isinstance(url, str) and scheme_of(url) in SCHEMES
+
+
+def has_scheme(path: Any) -> bool:
+    """Not a local path: a store's URL (``dbfs:/Volumes/...`` too, which has no ``//``) or any other
+    ``scheme://``, ``https://`` included."""
+    return isinstance(path, str) and scheme_of(path) != ""
+
+
+def url_path(url: str) -> str:
+    """``url`` without its ``scheme:`` (``//bucket/key``, ``/Volumes/...``); a local path as it is."""
+    return url.split(":", 1)[1] if has_scheme(url) else url
 
 
 def split_url(url: str) -> tuple[str, str, str]:
@@ -730,8 +742,9 @@ class HFStore(FileTransferStore):
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-        try:
-            cached = hf_hub_download(self.repo_id, key, repo_type="dataset", token=os.environ.get("HF_TOKEN") or None)
+        try:  # offline: the cache only, asked for here (huggingface_hub's sessions may predate the setting)
+            cached = hf_hub_download(self.repo_id, key, repo_type="dataset", token=os.environ.get("HF_TOKEN") or None,
+                                     local_files_only=self.offline())
         except EntryNotFoundError as err:
             raise FileNotFoundError(self.url(key)) from err
         except LocalEntryNotFoundError as err:  # offline, or the Hub unreachable, and not in the cache

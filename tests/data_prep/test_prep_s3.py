@@ -91,3 +91,11 @@ def test_webdataset_tars_read_from_s3(tmp_path: Path, s3_bucket: str, read_mds) 
     assert again.groups_resumed == 2 and "changed" in [r["captions"][0] for r in read_mds(tmp_path / "remote")]
     glob_argv = ["--tars", f"s3://{s3_bucket}/web/0000[01].tar", *common, "--out", str(tmp_path / "two")]
     assert convert_webdataset.main(glob_argv)[0].groups == 2
+
+    # A group that fails (a tar that is not one) removes its downloaded copy too, as it stops.
+    store.upload_file(str(tmp_path / "00001.tar"), "bad/00000.tar")
+    (tmp_path / "broken.tar").write_bytes(b"not a tar" * 200)
+    store.upload_file(str(tmp_path / "broken.tar"), "bad/00001.tar")
+    with pytest.raises(ConversionError, match=f"cannot read tar s3://{s3_bucket}/bad/00001.tar "):
+        convert_webdataset.main(["--tars", f"s3://{s3_bucket}/bad", *common, "--out", str(tmp_path / "bad")])
+    assert not list(Path(tempfile.gettempdir(), f"data_prep_tars_{os.getpid()}").iterdir())

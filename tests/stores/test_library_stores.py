@@ -124,3 +124,49 @@ def test_hf_dataset_files_read_offline_from_the_hub_cache(tmp_path, monkeypatch,
              "train_loader.dataset.remote", f"{root}/image_text/train", "HF_HUB_OFFLINE is set")
     with pytest.raises(ValueError, match=r"write it as hf://datasets/ORG/NAME/path"):
         stores.open_store("hf://models/org/name/file")  # Streaming's hf:// is for dataset repositories
+
+
+@pytest.mark.parametrize("url, kind", [("dbfs:/Volumes/a/b/c/x", "store"), ("s3://b/x", "store"),
+                                       ("https://h/x", "https"), ("/local/x", "local")])
+def test_every_path_check_tells_a_store_url_from_a_local_path(url, kind, empty_home, recwarn):
+    """``dbfs:/Volumes/...`` has no ``//``: each check that branches on "a URL or a local path" must
+    still see it as a store (never stat it as a local file), and keep ``https://`` weights a URL."""
+    from vlmo_composer.callbacks.elastic import describe_resume
+    from vlmo_composer.checkpoints.io import check_checkpoint_file
+    from vlmo_composer.common.errors import ConfigError
+    from vlmo_composer.common.run_paths import latest_checkpoint
+    from vlmo_composer.evaluation.cli import describe_weights
+    from vlmo_composer.training.config import check_object_store_paths, load_config
+    from vlmo_composer.training.dry_run import check_checkpoint_to_load, describe_checkpoints
+    from vlmo_composer.training.train import check_remote_resumption, drop_stale_autoresume_copy
+
+    local, store = kind == "local", kind == "store"
+    assert (stores.is_remote(url), stores.has_scheme(url)) == (store, not local)
+    assert (check_checkpoint_to_load(url, "load_path", None, []) == []) == (not local)  # local: "does not exist"
+    if local:
+        with pytest.raises(ConfigError, match="checkpoint /local/x does not exist"):
+            check_checkpoint_file(url, "load_path")
+    else:
+        check_checkpoint_file(url, "load_path")  # checked when downloaded
+        assert describe_resume(url, {}).endswith("(remote: its world size is checked when the run starts)")
+    assert describe_weights(url, "weights").endswith("(NOT FOUND yet)") == local
+    if store:
+        assert describe_weights(url, "weights") == f"weights {url}"
+    dotted = {"train_loader": {"dataset": {"remote": f"{url}/../y"}}}
+    if store:
+        with pytest.raises(ConfigError, match=r"train_loader.dataset.remote: .* has a '.' or '..' segment"):
+            check_object_store_paths(dotted)
+    else:
+        check_object_store_paths(dotted)  # a local path (or an https file) resolves '..' itself
+
+    cfg = load_config(QUICKSTART, [f"save_folder={url}", "autoresume=true", "save_overwrite=false"])
+    latest = latest_checkpoint(url, cfg.run_name)
+    autoresume = next(line for line in describe_checkpoints(cfg) if line.startswith("autoresume:"))
+    assert autoresume.endswith(f"{latest} when it exists" if not local else "(none yet: starts fresh)")
+    check_remote_resumption(cfg)
+    assert [str(w.message)[:44] for w in recwarn] == ["autoresume to an object store with save_over"] * store
+    if not local:  # Composer's copy of a store's latest checkpoint, under the working directory
+        Path(latest).parent.mkdir(parents=True)
+        Path(latest).touch()
+        drop_stale_autoresume_copy(cfg)
+        assert Path(latest).exists() != store

@@ -33,6 +33,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from torch.nn.parallel import DistributedDataParallel
 
+from vlmo_composer import stores
 from vlmo_composer.common.errors import ConfigError
 
 # Streaming 0.13's defaults when a loader leaves these out.
@@ -153,7 +154,7 @@ def saved_record(path: str) -> tuple[Optional[dict[str, Any]], Optional[int]]:
 def describe_resume(path: str, current: dict[str, Any]) -> str:
     """The dry run's line for a checkpoint a run would resume from; raises ConfigError as the
     run would (:func:`check_resume`)."""
-    if "://" in path:
+    if stores.has_scheme(path):
         return f"resume: from {path} (remote: its world size is checked when the run starts)"
     record, batch = saved_record(path)
     at = f" at batch {batch}" if batch is not None else ""

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
 
+from vlmo_composer import stores
 from vlmo_composer.common.errors import ConfigError
 from vlmo_composer.checkpoints.pretrained import is_pretrained_name
 
@@ -136,7 +137,7 @@ def check_checkpoint_file(path: str, key: str) -> None:
     ``torch.save`` writes a zip archive (a truncated one has no central directory);
     files from before PyTorch 1.6 are a bare pickle, which starts with byte 0x80.
     """
-    if "://" in path or is_pretrained_name(path):  # checked when downloaded
+    if stores.has_scheme(path) or is_pretrained_name(path):  # checked when downloaded
         return
     if not os.path.isfile(path):
         raise ConfigError(f"{key}: checkpoint {path} does not exist")

@@ -95,7 +95,7 @@ def local_copy(path: Union[str, os.PathLike]) -> str:
         return str(pretrained.download_url(path))
     if hub.is_hub_name(path):  # hf-hub:org/name: an exported folder, through huggingface_hub's cache
         return hub.hub_snapshot(path)
-    if "://" in path:
+    if stores.has_scheme(path):
         raise ValueError(f"{path}: weights are read from local paths, pretrained names, hf-hub:ORG/NAME, "
                          f"https://, {stores.supported_stores()} only")
     if os.path.exists(path):

@@ -38,6 +38,8 @@ import numpy as np
 from composer.utils import dist
 from streaming.base.constant import LOCALS
 
+from vlmo_composer import stores
+
 CACHE_ROOT_ENV = "VLMO_STREAMING_CACHE"
 SHARED_MEMORY = Path("/dev/shm")
 
@@ -60,7 +62,7 @@ def cache_namespace(run_name: Optional[str], loader: str) -> str:
 def derived_local(remote: str, cache_root: str | os.PathLike, namespace: Optional[str] = None,
                   split: Optional[str] = None) -> str:
     """A cache directory that depends only on ``remote``, ``split`` and the namespace."""
-    parts = [p for p in remote.rstrip("/").split("://", 1)[-1].split("/") if p][-2:]
+    parts = [p for p in stores.url_path(remote.rstrip("/")).split("/") if p][-2:]
     tail = _safe("_".join(parts + ([split] if split else [])))
     digest = hashlib.blake2s(f"{remote}\0{split or ''}".encode(), digest_size=6).hexdigest()
     root = Path(cache_root)

@@ -15,6 +15,8 @@ import json
 import os
 from typing import Any, Mapping, Optional
 
+from vlmo_composer import stores
+
 REPORT_NAME = "conversion_report.json"
 
 
@@ -42,7 +44,7 @@ def read_report(location: str) -> Optional[dict[str, Any]]:
     try:
         if location.startswith("s3://"):
             return json.loads(_read_s3(f"{location.rstrip('/')}/{REPORT_NAME}"))
-        if "://" in location:
+        if stores.has_scheme(location):
             return None
         path = os.path.join(os.path.expanduser(location), REPORT_NAME)
         with open(path, encoding="utf-8") as f:

@@ -25,6 +25,7 @@ from typing import Any, Optional
 import torch
 from composer.utils import dist
 
+from vlmo_composer import stores
 from vlmo_composer.checkpoints.hub import is_hub_name
 from vlmo_composer.checkpoints.io import LoadReport
 from vlmo_composer.checkpoints.sources import check_weight_set, fetch_source
@@ -70,7 +71,7 @@ def describe_weights(path: str, kind: str) -> str:
         return f"{kind} {described}"
     if is_hub_name(path):
         return f"{kind} {path} (Hugging Face Hub, through its cache)"
-    found = "" if "://" in path else " (found)" if os.path.exists(path) else " (NOT FOUND yet)"
+    found = "" if stores.has_scheme(path) else " (found)" if os.path.exists(path) else " (NOT FOUND yet)"
     return f"{kind} {path}{found}"
 
 

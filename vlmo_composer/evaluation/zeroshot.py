@@ -25,6 +25,7 @@ import torch
 from composer.utils import dist
 from torch.utils.data import DataLoader
 
+from vlmo_composer import stores
 from vlmo_composer.checkpoints.sources import local_copy
 from vlmo_composer.common.errors import ConfigError
 from vlmo_composer.data.local_cache import cache_namespace, free_locals
@@ -42,7 +43,7 @@ def labelled_images(data: str, image_size: int, batch_size: int) -> DataLoader:
     from vlmo_composer.data.datasets import ImageDataset
 
     where = {"local": data}
-    if "://" in data:  # cached in one directory per node, agreed by its ranks (Streaming needs that)
+    if stores.has_scheme(data):  # cached in one directory per node, agreed by its ranks (Streaming needs that)
         where = {"remote": data, "local": free_locals([(data, None)], cache_namespace(None, "zeroshot"))[0]}
     dataset = ImageDataset(**where, image_size=image_size, train=False, randaugment=False, hflip=False,
                            with_labels=True, batch_size=batch_size, shuffle=False)

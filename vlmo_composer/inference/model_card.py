@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from vlmo_composer import stores
 from vlmo_composer.data.provenance import data_provenance
 from vlmo_composer.model import VLMoConfig
 
@@ -68,7 +69,7 @@ def _step(batch: Optional[int]) -> str:
 def last_eval_metrics(path: str) -> Optional[dict[str, Any]]:
     """The last evaluation round in a ``metrics.jsonl`` (keys ``metrics/<split>/...``), with its step;
     None when the file is not local or holds no evaluation."""
-    if "://" in path or not os.path.isfile(path):
+    if stores.has_scheme(path) or not os.path.isfile(path):
         return None
     last = None
     with open(path, encoding="utf-8") as f:

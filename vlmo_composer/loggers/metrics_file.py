@@ -17,13 +17,14 @@ from composer.core import State
 from composer.loggers import Logger, LoggerDestination
 from composer.utils import dist, maybe_create_object_store_from_uri, parse_uri
 
+from vlmo_composer import stores
 from vlmo_composer.common.run_paths import run_folder
 
 FILENAME = "metrics.jsonl"
 
 
 def metrics_location(save_folder: str, run_name: Optional[str]) -> str:
-    """Where a run's metrics file goes (``{run_name}`` expanded), local path or ``s3://`` URI."""
+    """Where a run's metrics file goes (``{run_name}`` expanded), local path or a store URL."""
     return f"{run_folder(save_folder, run_name)}/{FILENAME}"
 
 
@@ -46,7 +47,7 @@ class MetricsFile(LoggerDestination):
         if dist.get_global_rank() != 0:
             return
         self.location = metrics_location(self.save_folder, state.run_name)
-        if "://" in self.location:
+        if stores.is_remote(self.location):
             _, _, key = parse_uri(self.location)
             self.local_path = Path(key)
         else:
@@ -58,7 +59,7 @@ class MetricsFile(LoggerDestination):
         if self.local_path is None:
             return
         resumed_at = int(state.timestamp.batch)
-        if resumed_at > 0 and "://" in self.location:
+        if resumed_at > 0 and stores.is_remote(self.location):
             self._download()
         lines = self.local_path.read_text().splitlines() if resumed_at > 0 and self.local_path.exists() else []
         kept = [line for line in lines if json.loads(line).get("batch", 0) <= resumed_at]
@@ -103,7 +104,7 @@ class MetricsFile(LoggerDestination):
         return maybe_create_object_store_from_uri(self.location)
 
     def _upload(self) -> None:
-        if self.local_path is None or "://" not in self.location or not self.local_path.exists():
+        if self.local_path is None or not stores.is_remote(self.location) or not self.local_path.exists():
             return
         _, _, key = parse_uri(self.location)
         self._object_store().upload_object(key, str(self.local_path))

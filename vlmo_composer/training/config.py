@@ -17,6 +17,7 @@ from typing import Any, Optional, Union
 
 from omegaconf import OmegaConf
 
+from vlmo_composer import stores
 from vlmo_composer.common.errors import ConfigError
 from vlmo_composer.data.loader_config import EvalLoaderConfig, LoaderConfig
 from vlmo_composer.training.object_store import ObjectStoreConfig
@@ -205,7 +206,7 @@ def remove_key(cfg: Any, path: str) -> None:
 
 
 def check_object_store_paths(values: Any, path: str = "") -> None:
-    """Reject ``.``/``..`` segments in ``s3://`` paths: object stores take them literally.
+    """Reject ``.``/``..`` segments in store paths (``s3://``, ``dbfs:/Volumes/``, ...): stores take them literally.
 
     ``s3://bucket/data/../runs`` is a key under ``data/..``, not ``runs``: a stage
     saving there could never be found by the next one.
@@ -216,8 +217,8 @@ def check_object_store_paths(values: Any, path: str = "") -> None:
     elif isinstance(values, list):
         for i, value in enumerate(values):
             check_object_store_paths(value, f"{path}[{i}]")
-    elif isinstance(values, str) and "://" in values and not values.startswith(("http://", "https://")):
-        segments = values.split("://", 1)[1].split("/")
+    elif stores.is_remote(values):
+        segments = stores.url_path(values).split("/")
         if any(s in (".", "..") for s in segments):
             raise ConfigError(
                 f"{path}: {values!r} has a '.' or '..' segment; object stores do not resolve them "

@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from vlmo_composer import registry
+from vlmo_composer import registry, stores
 from vlmo_composer.training.builders import ResolvedTask, build_task, resolve_config
 from vlmo_composer.callbacks.elastic import describe_resume, run_shape
 from vlmo_composer.checkpoints.official import describe_size
@@ -204,7 +204,7 @@ def producing_yaml(path: str, yaml_path: str, overrides: Sequence[str] = ()) -> 
         except Exception:  # not a training YAML, or one these variables do not fit
             continue
         folder = other.save_folder
-        if folder and "://" not in folder and os.path.abspath(run_folder(folder, other.run_name)) == target:
+        if folder and not stores.has_scheme(folder) and os.path.abspath(run_folder(folder, other.run_name)) == target:
             relative = os.path.relpath(candidate)
             return str(candidate) if relative.startswith("..") else relative
     return None
@@ -214,7 +214,7 @@ def check_checkpoint_to_load(path: str, key: str, yaml_path: Optional[str], over
     """Nothing, or a warning line for a local checkpoint that does not exist yet (an unreadable one fails)."""
     if is_hub_name(path):  # hf-hub:org/name: fetched through huggingface_hub when the run starts
         return []
-    if "://" in path or is_pretrained_name(path) or os.path.exists(path):
+    if stores.has_scheme(path) or is_pretrained_name(path) or os.path.exists(path):
         check_checkpoint_file(path, key)
         return []
     producer = producing_yaml(path, yaml_path, overrides) if yaml_path else None
@@ -233,7 +233,8 @@ def describe_checkpoints(cfg: TrainConfig, yaml_path: Optional[str] = None, over
                      f"locally); metrics: {folder}/{METRICS_FILENAME}")
         if cfg.autoresume:
             latest = latest_checkpoint(cfg.save_folder, cfg.run_name)
-            found = "" if "://" in latest else " (found)" if os.path.exists(latest) else " (none yet: starts fresh)"
+            found = ("" if stores.has_scheme(latest) else " (found)" if os.path.exists(latest)
+                     else " (none yet: starts fresh)")
             lines.append(f"autoresume: resumes from {latest} when it exists{found}")
             if found == " (found)":
                 lines.append(describe_resume(latest, current_shape(cfg)))
@@ -255,7 +256,7 @@ def describe_checkpoints(cfg: TrainConfig, yaml_path: Optional[str] = None, over
         else:
             how = "full state: continues its step count, optimizer, schedule and data position"
         lines.append(f"load_path: {cfg.load_path} ({how})")
-        if not cfg.load_weights_only and ("://" in cfg.load_path or os.path.exists(cfg.load_path)):
+        if not cfg.load_weights_only and (stores.has_scheme(cfg.load_path) or os.path.exists(cfg.load_path)):
             lines.append(describe_resume(cfg.load_path, current_shape(cfg)))
     return lines
 

@@ -15,6 +15,7 @@ import torch
 from composer import Trainer
 from composer.loggers import LoggerDestination
 
+from vlmo_composer import stores
 from vlmo_composer.callbacks.elastic import RunShape
 from vlmo_composer.common.run_paths import latest_checkpoint
 from vlmo_composer.training.config import TrainConfig
@@ -53,7 +54,7 @@ def key_patterns(keys: list[str]) -> list[str]:
 def load_line(cfg: TrainConfig, trainer: Trainer) -> str:
     """``loaded weights from X: N tensors; missing ...; unexpected ...`` for a weights-only ``load_path``."""
     path = cfg.load_path
-    if "://" in path:
+    if stores.has_scheme(path):
         return f"loaded weights from {path} (strict={cfg.load_strict_model_weights})"
     ignored = [p.removeprefix("state/model/") for p in cfg.load_ignore_keys or []]
     loaded = {k for k in checkpoint_model_keys(path) if not any(fnmatch.fnmatchcase(k, p) for p in ignored)}

@@ -27,7 +27,7 @@ from vlmo_composer.training.builders import (
     build_task,
     resolve_config,
 )
-from vlmo_composer import registry
+from vlmo_composer import registry, stores
 from vlmo_composer.callbacks import (
     DataProvenance,
     FlattenMetricDicts,
@@ -73,7 +73,7 @@ def default_precision(device: Optional[str]) -> str:
 
 
 def check_remote_resumption(cfg: TrainConfig) -> None:
-    if cfg.autoresume and cfg.save_folder and "://" in cfg.save_folder and not cfg.save_overwrite:
+    if cfg.autoresume and stores.is_remote(cfg.save_folder) and not cfg.save_overwrite:
         warnings.warn(
             "autoresume to an object store with save_overwrite: false can fail after a preemption: the "
             "'latest' pointer trails the uploads, so a resumed run may save a checkpoint name that already "
@@ -208,7 +208,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
 def drop_stale_autoresume_copy(cfg: TrainConfig) -> None:
     """Composer downloads a remote ``latest`` checkpoint to ``./<save_folder>/`` and reuses that
     copy if it exists, so a second preemption would resume from the first one's checkpoint."""
-    if not cfg.save_folder or "://" not in cfg.save_folder:
+    if not stores.is_remote(cfg.save_folder):
         return
     copy = Path(latest_checkpoint(cfg.save_folder, cfg.run_name, dist.get_global_rank()))
     if copy.exists():
@@ -302,4 +302,4 @@ def resume_hint(cfg: TrainConfig, checkpoint: Optional[str]) -> str:
 def object_stores(cfg: TrainConfig) -> list[str]:
     """The remote locations a run reads or writes (for error messages)."""
     return [run_folder(uri, cfg.run_name) if key == "save_folder" else uri
-            for key, uri in s3_locations(cfg) if isinstance(uri, str) and "://" in uri]
+            for key, uri in s3_locations(cfg) if stores.has_scheme(uri)]
