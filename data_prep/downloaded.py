@@ -50,12 +50,57 @@ class DownloadedRecord:
     failure: str = ""  # img2dataset's error message for this row
 
 
-def index_downloads(root: str, wanted: range | None = None) -> dict[int, list[str]]:
+@dataclass(frozen=True)
+class ShardFolders:
+    """img2dataset's ``files`` layout: folder ``{shard:0Nd}`` holds the keys ``shard * per_shard + i``
+    (img2dataset pads a key to the folder's width plus the digits of its rows per shard)."""
+
+    names: tuple[str, ...]
+    per_shard: int
+
+    def shards(self, wanted: range) -> range:
+        """The shard numbers whose folders can hold the rows in ``wanted``."""
+        if not wanted:
+            return range(0)
+        low, high = sorted((wanted[0], wanted[-1]))
+        return range(low // self.per_shard, high // self.per_shard + 1)
+
+
+def shard_folders(root: str) -> ShardFolders | None:
+    """``root``'s img2dataset layout, from its top-level names (not its files) and the first file of
+    its first folder; None (list everything, as for a flat folder) when anything else is there: an
+    image directly in it, a folder not named by digits of one width, a first key that is not the
+    folder's."""
+    folders, files = inputs.list_dir(root)
+    if not folders or any(is_image_file(f) for f in files):
+        return None
+    width = len(folders[0])
+    if not all(f.isdigit() and len(f) == width for f in folders):
+        return None
+    stem = os.path.splitext(inputs.first_file(os.path.join(root, folders[0])) or "")[0]
+    if not stem.isdigit() or len(stem) <= width:
+        return None
+    per_shard = 10 ** (len(stem) - width)
+    return ShardFolders(tuple(folders), per_shard) if int(stem) // per_shard == int(folders[0]) else None
+
+
+def _files_for(root: str, shards: range | None, layout: ShardFolders | None) -> list[str]:
+    """The files under ``root`` a group's rows can name: the needed shard folders' only, or all."""
+    if layout is None or shards is None:
+        return inputs.list_files(root)
+    return [f"{name}/{rel}" for name in layout.names if int(name) in shards
+            for rel in inputs.list_files(os.path.join(root, name))]
+
+
+def index_downloads(root: str, wanted: range | None = None,
+                    layout: ShardFolders | None = None) -> dict[int, list[str]]:
     """Image files named by a row number (``123.jpg``, ``00000/000000123.jpg``), by row; only the
-    rows in ``wanted`` (a group's), so a worker holds its group's files, not the folder's."""
+    rows in ``wanted`` (a group's), so a worker holds its group's files, not the folder's. With
+    img2dataset's ``layout``, only the shard folders that can hold ``wanted`` are listed."""
     require_dir(root, "image folder")
     by_row: dict[int, list[str]] = {}
-    for rel in inputs.list_files(root):
+    shards = layout.shards(wanted) if layout is not None and wanted is not None else None
+    for rel in _files_for(root, shards, layout):
         stem = os.path.splitext(os.path.basename(rel))[0]
         if is_image_file(rel) and stem.isdigit() and (wanted is None or int(stem) in wanted):
             by_row.setdefault(int(stem), []).append(rel)
@@ -71,8 +116,10 @@ def match_rows(rows: list[CaptionedRow], images: str, source: str,
                wanted: range | None = None) -> list[DownloadedRecord]:
     """One record per row, with the files its key names and img2dataset's failure if any
     (``wanted``: the rows' span, to index only those downloads)."""
-    downloads = index_downloads(images, wanted)
-    failed = {k: v for k, v in failed_rows_in_folder(images).items() if wanted is None or k in wanted}
+    layout = shard_folders(images) if wanted is not None else None
+    downloads = index_downloads(images, wanted, layout)
+    shards = layout.shards(wanted) if layout is not None and wanted is not None else None
+    failed = {k: v for k, v in failed_rows_in_folder(images, shards).items() if wanted is None or k in wanted}
     return [DownloadedRecord(str(r.row), tuple(downloads.get(r.row, ())), r.caption, r.url, source,
                              _failure(r, failed)) for r in rows]
 

@@ -54,8 +54,11 @@ def _read_parquet_rows(path: str) -> list[dict[str, Any]] | None:
 def failed_rows(shard_base: str) -> list[FailedRow] | None:
     """The failed rows of shard ``<shard_base>.parquet``; None when it cannot be read here."""
     path = shard_base + ".parquet"
-    if not inputs.is_file(path):
-        return None
+    return _parquet_failures(path) if inputs.is_file(path) else None
+
+
+def _parquet_failures(path: str) -> list[FailedRow] | None:
+    """The failed rows of an existing shard parquet; None when pyarrow is not installed."""
     rows = _read_parquet_rows(path)
     if rows is None:
         return None
@@ -105,12 +108,19 @@ def count_shard_failures(shard_base: str, skipped: SkipLog) -> None:
         skipped.add(row.reason, f"{name}/{row.key} ({row.message[:120]})", detail=row.message)
 
 
-def failed_rows_in_folder(root: str) -> dict[int, FailedRow]:
-    """Failed rows of every shard parquet directly in ``root`` (``files`` output), by key."""
+def _wanted_parquet(name: str, shards: range | None) -> bool:
+    """A shard parquet to read: every one, or those named by a number in ``shards`` (and any other)."""
+    stem = name[: -len(".parquet")]
+    return name.endswith(".parquet") and (shards is None or not stem.isdigit() or int(stem) in shards)
+
+
+def failed_rows_in_folder(root: str, shards: range | None = None) -> dict[int, FailedRow]:
+    """Failed rows of every shard parquet directly in ``root`` (``files`` output), by key; only
+    ``<shard>.parquet`` of the shard numbers in ``shards`` when given (a group's)."""
     found: dict[int, FailedRow] = {}
     for name in inputs.list_dir(root)[1]:
-        if name.endswith(".parquet"):
-            for row in failed_rows(os.path.join(root, name[: -len(".parquet")])) or []:
+        if _wanted_parquet(name, shards):
+            for row in _parquet_failures(os.path.join(root, name)) or []:
                 if row.key.isdigit():
                     found[int(row.key)] = row
     return found

@@ -288,8 +288,24 @@ def list_dir(root: str) -> tuple[list[str], list[str]]:
         entries = sorted(os.listdir(root))
         folders = [e for e in entries if os.path.isdir(os.path.join(root, e))]
         return folders, [e for e in entries if os.path.isfile(os.path.join(root, e))]
-    names = list_files(root)
-    return sorted({n.split("/", 1)[0] for n in names if "/" in n}), [n for n in names if "/" not in n]
+    store, key = _open(root.rstrip("/"))
+    with _store_errors(root):
+        folders, files = store.list_top(_folder_key(key))  # s3/gs/azure: a delimiter listing, not every key
+    return folders, sorted(f for f in files if not f.endswith("/"))
+
+
+def first_file(folder: str) -> str | None:
+    """The name of the first file (in sorted order) directly in ``folder``, without listing what is
+    under it on a store (one request); None when that first entry is not a file directly in it."""
+    if not is_remote(folder):
+        with os.scandir(folder) as entries:
+            return min((e.name for e in entries if e.is_file()), default=None)
+    store, key = _open(folder.rstrip("/"))
+    prefix = _folder_key(key)
+    with _store_errors(folder):
+        keys = store.list(prefix, limit=1)
+    rel = keys[0][len(prefix):] if keys and keys[0].startswith(prefix) else ""
+    return rel if rel and "/" not in rel else None
 
 
 def expand(item: str) -> list[str]:

@@ -190,6 +190,20 @@ class Store(ABC):
     def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
         """Every key starting with ``prefix`` (all pages; at most ``limit``)."""
 
+    def list_top(self, prefix: str = "") -> tuple[list[str], list[str]]:
+        """The folder names and file names directly under ``prefix`` (``""`` or ending with ``/``),
+        relative to it. s3/gs/azure ask for these with a ``/`` delimiter (one entry per folder, not
+        per file under it); other stores derive them from every key."""
+        folders: set[str] = set()
+        files: list[str] = []
+        for key in self.list(prefix):
+            rel = key[len(prefix):] if key.startswith(prefix) else ""
+            if "/" in rel:
+                folders.add(rel.split("/", 1)[0])
+            elif rel:
+                files.append(rel)
+        return sorted(folders), files
+
     def list_info(self, prefix: str = "") -> list[ObjectInfo]:
         """Every object under ``prefix`` with its size and version (all pages)."""
         raise ValueError(f"{self.url(prefix)}: listing with sizes is not supported on {self.scheme}://")
@@ -253,6 +267,15 @@ class S3Store(Store):
         for page in pages:
             keys += [obj["Key"] for obj in page.get("Contents", [])]
         return keys[:limit] if limit else keys
+
+    def list_top(self, prefix: str = "") -> tuple[list[str], list[str]]:
+        folders: list[str] = []
+        files: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix,
+                                                                          Delimiter="/"):
+            folders += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+            files += [o["Key"][len(prefix):] for o in page.get("Contents", [])]
+        return sorted(folders), [f for f in files if f]
 
     def list_info(self, prefix: str = "") -> list[ObjectInfo]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
@@ -360,6 +383,12 @@ class GCSStore(Store):
                                        retry=self._retry, timeout=self._timeout)
         return [b.name for b in blobs]  # the iterator follows every page token
 
+    def list_top(self, prefix: str = "") -> tuple[list[str], list[str]]:
+        blobs = self.client.list_blobs(self.bucket, prefix=prefix or None, delimiter="/",
+                                       retry=self._retry, timeout=self._timeout)
+        files = [b.name[len(prefix):] for b in blobs]  # prefixes are filled in while the pages are read
+        return sorted(p[len(prefix):].rstrip("/") for p in blobs.prefixes), [f for f in files if f]
+
     def list_info(self, prefix: str = "") -> list[ObjectInfo]:
         blobs = self.client.list_blobs(self.bucket, prefix=prefix or None, retry=self._retry, timeout=self._timeout)
         return [ObjectInfo(b.name, int(b.size or 0), str(b.etag or b.generation)) for b in blobs]
@@ -462,6 +491,14 @@ class AzureStore(Store):
             if limit and len(keys) >= limit:
                 break
         return keys
+
+    def list_top(self, prefix: str = "") -> tuple[list[str], list[str]]:
+        folders: list[str] = []
+        files: list[str] = []
+        for item in self.client.walk_blobs(name_starts_with=prefix or None, delimiter="/"):
+            rel = item.name[len(prefix):]  # a BlobPrefix's name ends with the delimiter
+            (folders if rel.endswith("/") else files).append(rel.rstrip("/"))
+        return sorted(folders), [f for f in files if f]
 
     def list_info(self, prefix: str = "") -> list[ObjectInfo]:
         return [ObjectInfo(b.name, int(b.size), str(b.etag).strip('"'))

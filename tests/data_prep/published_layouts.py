@@ -39,6 +39,7 @@ Sources (read with the search/fetch tools, not copied):
 from __future__ import annotations
 
 import io
+import math
 import json
 import tarfile
 from dataclasses import dataclass
@@ -47,11 +48,12 @@ from pathlib import Path
 from prep_helpers import write, write_json
 
 SAMPLES_PER_SHARD = 10000  # img2dataset's default number_sample_per_shard
-KEY_DIGITS = 4 + 5  # ceil(log10(10000)) + oom_shard_count
 
 
-def img2dataset_key(row: int, shard: int = 0) -> str:
-    return f"{shard * SAMPLES_PER_SHARD + row:0{KEY_DIGITS}d}"
+def img2dataset_key(row: int, shard: int = 0, per_shard: int = SAMPLES_PER_SHARD) -> str:
+    """img2dataset's compute_key: the shard times 10**digits(per_shard) plus the row in it, padded."""
+    digits = math.ceil(math.log10(per_shard))
+    return f"{shard * 10 ** digits + row:0{digits + 5}d}"
 
 
 @dataclass
@@ -65,9 +67,11 @@ class Download:
     error_message: str | None = None
 
 
-def img2dataset_meta(row: int, d: Download, width: int | None = 8, height: int | None = 8) -> dict:
+def img2dataset_meta(row: int, d: Download, width: int | None = 8, height: int | None = 8,
+                     per_shard: int = SAMPLES_PER_SHARD) -> dict:
     ok = d.status == "success"
-    return {"caption": d.caption, "url": d.url, "key": img2dataset_key(row), "status": d.status,
+    key = img2dataset_key(row % per_shard, row // per_shard, per_shard)
+    return {"caption": d.caption, "url": d.url, "key": key, "status": d.status,
             "error_message": d.error_message, "width": width if ok else None,
             "height": height if ok else None, "original_width": width if ok else None,
             "original_height": height if ok else None}
@@ -91,18 +95,21 @@ def _write_parquet_and_stats(root: Path, shard: str, metas: list[dict]) -> None:
         "duration": 1.0, "start_time": 0.0, "end_time": 1.0, "status_dict": status_dict})
 
 
-def img2dataset_files_output(root: Path, downloads: list[Download]) -> Path:
-    """``--output_format files``: shard folder ``00000/`` with successes, ``00000.parquet``, stats."""
-    metas = []
-    for row, d in enumerate(downloads):
-        meta = img2dataset_meta(row, d)
-        metas.append(meta)
-        if d.status == "success":
-            key = meta["key"]
-            write(root / "00000" / f"{key}.jpg", d.image or b"")
-            write(root / "00000" / f"{key}.txt", d.caption)
-            write(root / "00000" / f"{key}.json", json.dumps(meta, indent=4))
-    _write_parquet_and_stats(root, "00000", metas)
+def img2dataset_files_output(root: Path, downloads: list[Download], per_shard: int = SAMPLES_PER_SHARD) -> Path:
+    """``--output_format files``: shard folders ``00000/``, ``00001/``, ... (``per_shard`` rows each) with
+    successes, and each shard's ``00000.parquet`` and stats."""
+    for start in range(0, len(downloads), per_shard):
+        shard, metas = f"{start // per_shard:05d}", []
+        for row in range(start, min(start + per_shard, len(downloads))):
+            d = downloads[row]
+            meta = img2dataset_meta(row, d, per_shard=per_shard)
+            metas.append(meta)
+            if d.status == "success":
+                key = meta["key"]
+                write(root / shard / f"{key}.jpg", d.image or b"")
+                write(root / shard / f"{key}.txt", d.caption)
+                write(root / shard / f"{key}.json", json.dumps(meta, indent=4))
+        _write_parquet_and_stats(root, shard, metas)
     return root
 
 
@@ -142,3 +149,21 @@ def nlvr2_line(identifier: str, sentence: str, label: str, directory: int | None
     else:
         obj["directory"] = directory
     return json.dumps(obj)
+
+
+def cc3m_in_shards(root: Path, rows: int = 30, per_shard: int = 10) -> tuple[list[tuple[str, str]], list[bytes]]:
+    """A CC tsv's rows downloaded by img2dataset into ``root`` in shard folders of ``per_shard`` keys:
+    rows 4 and 25 failed (their parquets say so), 13's key holds another url, 17's file is lost
+    (missing), 22 has a second file (ambiguous). The rows and each row's image."""
+    from prep_helpers import image_bytes
+
+    pairs = [(f"caption {i}", f"http://img.example/{i}/1.jpg") for i in range(rows)]
+    images = [image_bytes(8, 8, i) for i in range(rows)]
+    downloads = [Download(c, u, img) for (c, u), img in zip(pairs, images)]
+    for row, message in ((4, "HTTP Error 404: Not Found"), (25, "timed out")):
+        downloads[row] = Download(*pairs[row], status="failed_to_download", error_message=message)
+    downloads[13].url = "http://img.example/other.jpg"
+    img2dataset_files_output(root, downloads, per_shard)
+    (root / f"{17 // per_shard:05d}" / f"{img2dataset_key(7, 1, per_shard)}.jpg").unlink()
+    write(root / f"{22 // per_shard:05d}" / f"{img2dataset_key(2, 2, per_shard)}.png", images[22])
+    return pairs, images

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from prep_helpers import image_bytes, report_counts, write, write_json
-from published_layouts import Download, cc3m_tsv, img2dataset_files_output
+from published_layouts import Download, cc3m_in_shards, cc3m_tsv, img2dataset_files_output
 
-from data_prep import convert_cc, convert_sbu
+from data_prep import convert_cc, convert_sbu, downloaded
 
 ROWS = [("a red car on a bridge", "http://img.example/a/1.jpg"),
         ("un café à Paris, 東京", "http://img.example/b/1.jpg"),
@@ -83,3 +83,36 @@ def test_download_json_confirms_the_row(tmp_path: Path, read_mds) -> None:
     assert report.skipped.reasons["url_mismatch"].first_ids[0].startswith("1 ")
     assert report.skipped.reasons["download_failed"].details == {"HTTP Error 404: Not Found": 1}
     assert report.records == 5
+
+
+def test_img2dataset_shard_folders_a_group_lists_only_its_own(tmp_path: Path, read_mds) -> None:
+    """At CC3M scale a group must not list every download: in img2dataset's layout the group of rows
+    [a, b) lists only the shard folders that hold those keys (``00001/000010..000019`` for 10 rows per
+    shard) and reads only their parquets; what it finds is what a full listing keeps of [a, b)."""
+    root = tmp_path / "dl"
+    rows, images = cc3m_in_shards(root)
+    layout = downloaded.shard_folders(str(root))
+    assert layout == downloaded.ShardFolders(("00000", "00001", "00002"), 10)
+    full = downloaded.index_downloads(str(root))  # no span: the whole folder, as every group read it before
+    for span in (range(0, 7), range(7, 19), range(19, 30), range(12, 13)):
+        assert downloaded.index_downloads(str(root), span, layout) == {r: p for r, p in full.items() if r in span}
+    tsv = cc3m_tsv(tmp_path / "cc3m.tsv", rows, recipe_header=False)
+    argv = ["--tsv", str(tsv), "--images", str(root), "--no-progress", "--num-workers", "2"]
+    (whole,) = convert_cc.main([*argv, "--out", str(tmp_path / "whole")])
+
+    # decoys no group of rows 0-19 may see: a file claiming row 3 in shard 2's folder, a parquet of
+    # shard 3 saying row 17 failed; listed, they would make 3 ambiguous_image and 17 download_failed
+    write(root / "00002" / "000003.jpg", images[3])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"key": ["000017"], "url": [rows[17][1]], "status": ["failed_to_download"],
+                             "error_message": ["decoy"]}), root / "00003.parquet")
+    (grouped,) = convert_cc.main([*argv, "--out", str(tmp_path / "grouped"), "--range-size", "100"])
+    assert grouped.groups == 10 and whole.groups == 1
+    assert read_mds(tmp_path / "grouped") == read_mds(tmp_path / "whole")
+    assert [r["image_id"] for r in read_mds(tmp_path / "grouped")] == [
+        str(i) for i in range(30) if i not in (4, 13, 17, 22, 25)]
+    assert report_counts(grouped) == report_counts(whole) == {
+        "download_failed": 2, "url_mismatch": 1, "missing_image": 1, "ambiguous_image": 1}
+    assert grouped.skipped.reasons["download_failed"].details == {"HTTP Error 404: Not Found": 1, "timed out": 1}

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from prep_helpers import corrupt_jpeg, image_bytes, make_coco_like, report_counts, write
+from published_layouts import cc3m_in_shards
 
-from data_prep import convert_cc, convert_karpathy, convert_text, inputs
+from data_prep import convert_cc, convert_karpathy, convert_text, downloaded, inputs
 from vlmo_composer import stores
 
 RUN_FILES = ("conversion_manifest.json", "conversion_report.json")  # the manifest names the input paths
@@ -86,6 +87,27 @@ def test_line_files_on_stores_read_by_range_match_local(tmp_path: Path, gcs_buck
     assert local.groups == 4 and written(tmp_path / "store_cc") == written(tmp_path / "local_cc")
     assert report_counts(remote) == report_counts(local) == {"missing_image": 1, "url_mismatch": 1,
                                                              "corrupt_image": 1}
+
+
+def test_img2dataset_shard_folders_on_stores_are_listed_by_delimiter(tmp_path: Path, gcs_bucket: str,
+                                                                     azure_container: str, s3_bucket: str) -> None:
+    """s3/gs/azure give a folder's top level from one delimiter listing (shard folders, not their files)
+    and a group's downloads from its shard folders only: what the local folder gives."""
+    local = tmp_path / "dl"
+    cc3m_in_shards(local)
+    layout = downloaded.shard_folders(str(local))
+    top = inputs.list_dir(str(local))
+    spans = (range(0, 7), range(7, 19), range(19, 30))
+    want = [{r: [p[len(str(local)):] for p in ps]
+             for r, ps in downloaded.index_downloads(str(local), s, layout).items()} for s in spans]
+    for url in (f"s3://{s3_bucket}/dl", f"gs://{gcs_bucket}/dl", f"azure://{azure_container}/dl"):
+        upload(local, url)
+        assert inputs.list_dir(url) == top == (["00000", "00001", "00002"], [
+            f"0000{i}{ext}" for i in range(3) for ext in (".parquet", "_stats.json")])
+        assert inputs.list_dir(f"{url}/00001")[0] == [] and inputs.first_file(f"{url}/00001") == "000010.jpg"
+        assert downloaded.shard_folders(url) == layout
+        assert [{r: [p[len(url):] for p in ps] for r, ps in downloaded.index_downloads(url, s, layout).items()}
+                for s in spans] == want
 
 
 def test_karpathy_json_and_images_on_a_store_match_local(tmp_path: Path, gcs_bucket: str) -> None:
