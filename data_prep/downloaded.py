@@ -68,20 +68,24 @@ class ShardFolders:
 
 def shard_folders(root: str) -> ShardFolders | None:
     """``root``'s img2dataset layout, from its top-level names (not its files) and the first file of
-    its first folder; None (list everything, as for a flat folder) when anything else is there: an
-    image directly in it, a folder not named by digits of one width, a first key that is not the
-    folder's."""
+    its first non-empty folder; None (list everything, as for a flat folder) when anything else is
+    there: an image directly in it, a folder not named by digits of one width, a first key that is
+    not its folder's."""
     folders, files = inputs.list_dir(root)
     if not folders or any(is_image_file(f) for f in files):
         return None
     width = len(folders[0])
     if not all(f.isdigit() and len(f) == width for f in folders):
         return None
-    stem = os.path.splitext(inputs.first_file(os.path.join(root, folders[0])) or "")[0]
+    for folder in folders[:3]:  # a shard whose every row failed may have left an empty folder
+        first = inputs.first_file(os.path.join(root, folder))
+        if first is not None:
+            break
+    stem = os.path.splitext(first or "")[0]
     if not stem.isdigit() or len(stem) <= width:
         return None
     per_shard = 10 ** (len(stem) - width)
-    return ShardFolders(tuple(folders), per_shard) if int(stem) // per_shard == int(folders[0]) else None
+    return ShardFolders(tuple(folders), per_shard) if int(stem) // per_shard == int(folder) else None
 
 
 def _files_for(root: str, shards: range | None, layout: ShardFolders | None) -> list[str]:
