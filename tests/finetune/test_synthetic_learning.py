@@ -88,13 +88,17 @@ def test_quickstart_learns_retrieval(quickstart):
 
 def test_quickstart_itm_learns(quickstart):
     itm = quickstart.training_series("loss/train/itm")
-    assert itm[-1][0] == 186 and itm[0][1] == pytest.approx(ITM_PRIOR_LOSS, abs=0.03), itm[:3]
+    assert itm[-1][0] == 750 and itm[0][1] == pytest.approx(ITM_PRIOR_LOSS, abs=0.03), itm[:3]
     last = sum(value for _, value in itm[-10:]) / 10  # the last ten steps
-    assert last <= 0.50 and last <= ITM_PRIOR_LOSS - 0.12, (last, ITM_PRIOR_LOSS)
+    # With the official similarity-drawn negatives, which share the positive's background: a head
+    # that knew only the background would stay at the prior.
+    assert last <= 0.50 and last <= ITM_PRIOR_LOSS - 0.2, (last, ITM_PRIOR_LOSS)
     test = quickstart.metrics["test"]
     reranked = test["reranked"]
-    # Re-ranking re-orders only the top 8: recall past it is the dual encoder's.
+    # Re-ranking re-orders only the top 8 and does not lower mean recall; past the top 8 the
+    # recall is the dual encoder's.
     assert reranked["k"] == 8 and reranked["changed_top1"] > 0, reranked
+    assert reranked["r_mean"] >= test["r_mean"], (reranked, test)
     assert (reranked["tr_r10"], reranked["ir_r10"]) == (test["tr_r10"], test["ir_r10"]), test
 
 
