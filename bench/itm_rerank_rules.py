@@ -86,7 +86,7 @@ def main() -> int:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--k", type=int, default=8)
     args = parser.parse_args()
-    model, _ = trained_model(args.config, None, args.overrides)
+    model, _, _ = trained_model(args.config, None, args.overrides)
     model.eval()
     cfg = load_config(args.config, args.overrides)
     resolve_config(cfg)  # fills the loaders' image size and text length from the model

@@ -66,7 +66,7 @@ def test_hard_negatives_follow_the_similarities():
 
 
 def test_a_uniform_share_of_negatives_spreads_over_the_other_pairs():
-    """itm_uniform_negatives (the quick-start's 0.75): that share of each row's mass is uniform
+    """itm_uniform_negatives (an option for short from-scratch runs): that share of each row's mass is uniform
     over the non-positive pairs, the rest follows the similarities; the positive is never drawn."""
     from vlmo_composer.objectives.itm import negative_weights
     from vlmo_composer.tasks.vl_pretrain import VLPretrainConfig

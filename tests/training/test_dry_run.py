@@ -55,7 +55,8 @@ def test_dry_run_catches_data_model_disagreement_and_empty_epochs(capsys, synthe
     assert train_main([QUICKSTART, "--dry-run", data, "train_loader.dataset.image_size=32"]) == 2
     err = capsys.readouterr().err
     assert "train_loader.dataset.image_size" in err and "task.model.image_size" in err, err
-    assert train_main([QUICKSTART, "--dry-run", data]) == 2  # 48 samples cannot make one batch of 64
+    # 48 samples cannot make one batch of 64
+    assert train_main([QUICKSTART, "--dry-run", data, "global_train_batch_size=64"]) == 2
     err = capsys.readouterr().err
     assert "global_train_batch_size=64" in err and "48" in err, err
 

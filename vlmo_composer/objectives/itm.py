@@ -6,11 +6,11 @@ text, is drawn from the *gathered* global batch with probability
 negatives then go through the fusion encoder as one batch.
 
 ``uniform_mix`` spreads that share of each row's sampling weight evenly over the
-other pairs (0, the official choice, samples by similarity only). A model trained
-from scratch needs it: while ITC tells pairs apart only by their coarsest attribute,
-every similarity-drawn negative shares it, and the fusion head never sees the easy
-contrast it first learns from (measured on the quick-start: ITM stays at the
-class-prior loss 0.637 with 0, and falls with uniform negatives).
+other pairs (0, the official choice, samples by similarity only). Measured on the
+quick-start (bench/RESULTS.md "ITM in the quick-start"): with 186 steps of batch 64 the
+fusion head stays at the class-prior loss 0.637 under similarity-drawn negatives (they all
+share what ITC first learns, the background) and needs uniform ones to learn anything;
+with the same samples in 750 steps of batch 16 it learns from the official rule alone.
 
 Keyed draws. Given a :class:`KeyedDraw`, every row draws with its own uniform number,
 a hash of (seed, step, the row's global sample id, image or text side), by inverse

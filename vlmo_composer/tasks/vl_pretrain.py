@@ -36,7 +36,7 @@ class VLPretrainConfig(TaskConfig):
     # cap at mlm_prob 0.15 (6 at 40 tokens). Raise it with a higher data mlm_prob.
     mlm_slots: Optional[int] = None
     # Share of each ITM negative drawn uniformly instead of by ITC similarity (0: official;
-    # see objectives/itm.py for why a from-scratch run needs some).
+    # see objectives/itm.py for when a short from-scratch run needs some).
     itm_uniform_negatives: float = 0.0
 
     def __post_init__(self) -> None:
