@@ -20,29 +20,13 @@ import re
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from data_prep import inputs
+from data_prep.errors import ConversionError, SkipRecord  # converters import them from here
 from data_prep.report import SkipLog
 
 
 SPARK_RUN_MARKER = "_spark_job"
 """At a split's root while ``--engine spark`` writes it (see ``spark_engine.run_groups``)."""
-
-
-class SkipRecord(Exception):
-    """This record produces no sample; ``reason`` is the report's key.
-
-    ``count_detail``: the report also counts ``detail`` as a message (e.g. a
-    downloader's error), so the user sees how often each cause occurred.
-    """
-
-    def __init__(self, reason: str, detail: str = "", count_detail: bool = False) -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-        self.count_detail = count_detail
-
-
-class ConversionError(Exception):
-    """A fatal problem with the inputs or arguments (not with a single record)."""
 
 
 class DropLog(Protocol):
@@ -55,7 +39,6 @@ IMAGE_EXTENSIONS = frozenset(
 
 _WHITESPACE = re.compile(r"\s+")
 
-from data_prep import inputs  # noqa: E402  (inputs.py raises this module's ConversionError)
 
 
 def require_file(path: str, what: str) -> str:

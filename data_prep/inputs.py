@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from data_prep import common
+from data_prep.errors import ConversionError
 from vlmo_composer import stores
 
 READ_CHUNK = 8 << 20
@@ -62,14 +62,14 @@ def _store_errors(url: str) -> Iterator[None]:
         with stores.named_errors(url):
             yield
     except stores.StoreError as e:
-        raise common.ConversionError(str(e)) from None
+        raise ConversionError(str(e)) from None
 
 
 def _open(url: str) -> tuple[stores.Store, str]:
     try:
         return stores.open_store(url)
     except ValueError as e:
-        raise common.ConversionError(str(e)) from None
+        raise ConversionError(str(e)) from None
 
 
 def _whole_files(store: stores.Store) -> bool:
@@ -77,20 +77,22 @@ def _whole_files(store: stores.Store) -> bool:
     return isinstance(store, stores.FileTransferStore)
 
 
-def missing(path: str, message: str) -> common.ConversionError:
+def missing(path: str, message: str) -> ConversionError:
     """The error for an input that is not there: why its store cannot be read (missing bucket,
     credentials, endpoint) when that is the cause, else ``message``."""
     if is_remote(path):
         try:
             stores.check_access(path)
         except (stores.StoreError, ValueError) as e:
-            return common.ConversionError(str(e))
-    return common.ConversionError(message)
+            return ConversionError(str(e))
+    return ConversionError(message)
 
 
 # ------------------------------------------------------------------- whole-file stores
-def _copies_root() -> str:
-    root = os.path.join(tempfile.gettempdir(), f"data_prep_inputs_{os.getpid()}")
+def process_temp_folder(kind: str) -> str:
+    """This process's folder for the store files it copies (``kind``: what for), removed when the
+    process exits normally."""
+    root = os.path.join(tempfile.gettempdir(), f"data_prep_{kind}_{os.getpid()}")
     if not os.path.isdir(root):
         os.makedirs(root, exist_ok=True)
         atexit.register(shutil.rmtree, root, True)
@@ -101,7 +103,7 @@ def _copies_root() -> str:
 def _local_copy(url: str, pid: int) -> str | None:
     """This process's copy of a file on a whole-file store (None: no such object)."""
     store, key = _open(url)
-    local = os.path.join(_copies_root(), hashlib.sha1(url.encode()).hexdigest()[:16], os.path.basename(key))
+    local = os.path.join(process_temp_folder("inputs"), hashlib.sha1(url.encode()).hexdigest()[:16], os.path.basename(key))
     os.makedirs(os.path.dirname(local), exist_ok=True)
     with _store_errors(url):
         try:

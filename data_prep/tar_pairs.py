@@ -16,7 +16,6 @@ and reads it like a local one, and removes it when its group ends (written or fa
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fnmatch
 import functools
@@ -26,10 +25,10 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from data_prep import inputs
 from data_prep.common import ConversionError, SkipRecord
 from data_prep.image_text import image_text_sample
 from data_prep.img2dataset_output import count_shard_failures
@@ -104,15 +103,6 @@ def add_tars_argument(parser: Any, required: bool = False) -> None:
                         help="img2dataset webdataset tars (files, folders, globs; local or s3://, gs://, azure://)")
 
 
-def _download_root() -> str:
-    """This process's folder for the store tars it is reading (removed when the process exits normally)."""
-    root = os.path.join(tempfile.gettempdir(), f"data_prep_tars_{os.getpid()}")
-    if not os.path.isdir(root):
-        os.makedirs(root, exist_ok=True)
-        atexit.register(shutil.rmtree, root, True)
-    return root
-
-
 @dataclass(frozen=True)
 class TarSource:
     """One input tar (a local path or a store URL), planned by the worker that writes its group."""
@@ -125,7 +115,7 @@ class TarSource:
     """A store tar's sidecar URLs, as listed when planning."""
 
     def _local_copy(self) -> str:
-        return os.path.join(_download_root(), hashlib.sha1(self.name.encode()).hexdigest()[:16],
+        return os.path.join(inputs.process_temp_folder("tars"), hashlib.sha1(self.name.encode()).hexdigest()[:16],
                             os.path.basename(self.name))
 
     def _download(self) -> str:
