@@ -75,7 +75,9 @@ def test_gs_conversion_training_checkpoint_eval_and_init_from(gcs_bucket: str, t
     weights = f"gs://{gcs_bucket}/runs/gcs/checkpoints/latest-rank0.pt"  # Composer's remote pointer
     out = run(eval_main, [QUICKSTART, "run_name=gcs", *TINY, *eval_data, "--weights", weights, "--kind", "composer",
                   "--output", str(tmp_path / "metrics.json")], tmp_path, monkeypatch, capsys)
-    assert json.loads((tmp_path / "metrics.json").read_text()), out
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    # The checkpoint names the data it was trained on, with the conversion report read from gs://.
+    assert evaluated["checkpoint"]["trained_on"]["train"][0]["report"]["samples_written"] == 8, out
 
     model = build_model(weights, "composer", size="small", hidden_size=32, num_layers=2, num_heads=2, ffn_size=64,
                         vl_ffn_start=1)

@@ -42,8 +42,10 @@ def read_report(location: str) -> Optional[dict[str, Any]]:
     """The ``conversion_report.json`` next to ``location``'s ``index.json``, or None when there is none
     (or it cannot be read: data written by other tools, an object store without credentials)."""
     try:
-        if location.startswith("s3://"):
-            return json.loads(_read_s3(f"{location.rstrip('/')}/{REPORT_NAME}"))
+        if stores.is_remote(location):
+            store, key = stores.open_store(f"{location.rstrip('/')}/{REPORT_NAME}")
+            data = store.read_bytes(key)
+            return None if data is None else json.loads(data)
         if stores.has_scheme(location):
             return None
         path = os.path.join(os.path.expanduser(location), REPORT_NAME)
@@ -77,11 +79,3 @@ def data_provenance(dataset: Mapping[str, Any]) -> list[dict[str, Any]]:
         out.append({"stream": name, "location": location,
                     "report": summarise_report(report) if report is not None else None})
     return out
-
-
-def _read_s3(uri: str) -> str:
-    import boto3
-
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    client = boto3.client("s3", endpoint_url=os.environ.get("S3_ENDPOINT_URL") or None)
-    return client.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
