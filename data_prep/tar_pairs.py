@@ -28,7 +28,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import Any
 
-from data_prep import inputs
+from data_prep.inputs import process_temp_folder
 from data_prep.common import ConversionError, SkipRecord
 from data_prep.image_text import image_text_sample
 from data_prep.img2dataset_output import count_shard_failures
@@ -100,7 +100,7 @@ def index_tar(path: str, source: str, skipped: SkipLog, name: str | None = None)
 def add_tars_argument(parser: Any, required: bool = False) -> None:
     """``--tars`` of every converter that reads img2dataset tars (one place for what it accepts)."""
     parser.add_argument("--tars", nargs="+", required=required,
-                        help="img2dataset webdataset tars (files, folders, globs; local or s3://, gs://, azure://)")
+                        help="img2dataset webdataset tars (files, folders, globs; local or s3://, gs://, azure://, hf://datasets/)")
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class TarSource:
     """A store tar's sidecar URLs, as listed when planning."""
 
     def _local_copy(self) -> str:
-        return os.path.join(inputs.process_temp_folder("tars"), hashlib.sha1(self.name.encode()).hexdigest()[:16],
+        return os.path.join(process_temp_folder("tars"), hashlib.sha1(self.name.encode()).hexdigest()[:16],
                             os.path.basename(self.name))
 
     def _download(self) -> str:
@@ -159,7 +159,7 @@ def _store_tars(url: str, source: str) -> list[TarSource]:
     try:
         with stores.named_errors(url):
             listed = {o.key: o for o in store.list_info(prefix)}
-    except stores.StoreError as e:
+    except (stores.StoreError, ValueError) as e:  # ValueError: a store whose library lists no sizes
         raise ConversionError(str(e)) from None
     if pattern:
         tars = sorted(k for k in listed if k.endswith(".tar") and fnmatch.fnmatchcase(k, pattern)

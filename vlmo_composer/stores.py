@@ -792,20 +792,37 @@ class HFStore(FileTransferStore):
     def upload_file(self, local: str, key: str) -> None:
         self.client.upload_file(path_or_fileobj=local, path_in_repo=key, repo_id=self.repo_id, repo_type="dataset")
 
-    def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
-        if self.offline():  # the files of the cached snapshot (huggingface_hub's own cache lookup)
-            from huggingface_hub import snapshot_download
-            from huggingface_hub.errors import LocalEntryNotFoundError
+    def _cached_files(self) -> dict[str, Path]:
+        """Offline: the files of the cached snapshot by key (huggingface_hub's own cache lookup)."""
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
 
-            try:
-                root = Path(snapshot_download(self.repo_id, repo_type="dataset", local_files_only=True))
-            except LocalEntryNotFoundError:
-                return []
-            keys = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        try:
+            root = Path(snapshot_download(self.repo_id, repo_type="dataset", local_files_only=True))
+        except LocalEntryNotFoundError:
+            return {}
+        return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+    def list(self, prefix: str = "", limit: int | None = None) -> list[str]:
+        if self.offline():
+            keys = sorted(self._cached_files())
         else:
             keys = self.client.list_repo_files(self.repo_id, repo_type="dataset")  # every page
         keys = [k for k in keys if k.startswith(prefix)]
         return keys[:limit] if limit else keys
+
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        """Sizes and versions: a file's blob id (its LFS sha256, else its git OID), the name
+        huggingface_hub's cache gives the blob, so the cache offline and the Hub online agree."""
+        if self.offline():
+            return [ObjectInfo(key, path.stat().st_size, Path(os.path.realpath(path)).name)
+                    for key, path in self._cached_files().items() if key.startswith(prefix)]
+        from huggingface_hub.hf_api import RepoFile
+
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else None  # the tree listing takes folders
+        entries = self.client.list_repo_tree(self.repo_id, path_in_repo=folder, recursive=True, repo_type="dataset")
+        return sorted((ObjectInfo(e.path, e.size, e.lfs.sha256 if e.lfs else e.blob_id) for e in entries
+                       if isinstance(e, RepoFile) and e.path.startswith(prefix)), key=lambda info: info.key)
 
     def delete(self, keys: list[str]) -> None:
         if keys:

@@ -94,6 +94,7 @@ def test_hf_dataset_files_read_offline_from_the_hub_cache(tmp_path, monkeypatch,
     corpus = repo / "corpus" / "a.jsonl"
     corpus.parent.mkdir()
     corpus.write_text("".join(json.dumps({"text": f"Line {i} of the corpus."}) + "\n" for i in range(9)))
+    web_tars(repo / "web")
     hub_cache(cache, HF_REPO, repo, repo_type="dataset")
 
     root = f"hf://datasets/{HF_REPO}"
@@ -113,6 +114,17 @@ def test_hf_dataset_files_read_offline_from_the_hub_cache(tmp_path, monkeypatch,
         assert (report.groups, report.records) == (3, 3)
     shards = [[p.read_bytes() for p in sorted((tmp_path / name).rglob("*.mds*"))] for name in ("text_hf", "text_local")]
     assert len(shards[0]) == 3 and shards[0] == shards[1]
+    # Web-pair tars there: planned from one listing of sizes and blob ids (the cache's blob names).
+    from data_prep import convert_webdataset
+
+    argv = ["--no-progress", "--num-workers", "1"]
+    for name, item in (("web_local", str(repo / "web")), ("web_hf", f"{root}/web")):
+        (report,) = convert_webdataset.main(["--tars", item, *argv, "--out", str(tmp_path / name)])
+        assert (report.groups, report.records) == (2, 6)
+    shards = [[p.read_bytes() for p in sorted((tmp_path / name).rglob("*.mds*"))] for name in ("web_hf", "web_local")]
+    assert shards[0] and shards[0] == shards[1]
+    assert [(i.key, i.size) for i in store.list_info("web/")] == [
+        (f"web/{p.name}", p.stat().st_size) for p in sorted((repo / "web").iterdir())]
 
     with pytest.raises(FileNotFoundError, match=rf"{root}/vqa/missing.json"):
         stores.fetch(f"{root}/vqa/missing.json")
@@ -124,6 +136,26 @@ def test_hf_dataset_files_read_offline_from_the_hub_cache(tmp_path, monkeypatch,
              "train_loader.dataset.remote", f"{root}/image_text/train", "HF_HUB_OFFLINE is set")
     with pytest.raises(ValueError, match=r"write it as hf://datasets/ORG/NAME/path"):
         stores.open_store("hf://models/org/name/file")  # Streaming's hf:// is for dataset repositories
+
+
+def web_tars(folder: Path) -> None:
+    """Two webdataset tars of three JPEG/caption pairs each (img2dataset's ``{key}.jpg`` / ``{key}.txt``)."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for shard in range(2):
+        with tarfile.open(folder / f"{shard:05d}.tar", "w") as tar:
+            for row in range(3):
+                image = io.BytesIO()
+                Image.new("RGB", (8, 8), (40 * row, 90 * shard, 30)).save(image, format="JPEG")
+                key = f"{shard:05d}{row:04d}"
+                for name, data in ((f"{key}.jpg", image.getvalue()), (f"{key}.txt", f"pair {key}".encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
 
 
 @pytest.mark.parametrize("url, kind", [("dbfs:/Volumes/a/b/c/x", "store"), ("s3://b/x", "store"),
