@@ -4,7 +4,7 @@
         --source laion --out s3://bucket/mds/laion
 
 ``--tars`` takes files, folders (every ``*.tar`` inside) or globs, local or on a
-store (``s3://``, ``gs://``, ``azure://``, ``hf://datasets/``; each worker downloads its own tar). Samples
+store (any of ``stores.py``'s; each worker downloads its own tar). Samples
 whose json ``status`` is not ``success`` are skipped and counted, and so are the
 rows img2dataset lists as failed in each shard's ``.parquet`` / ``_stats.json``.
 """

@@ -100,7 +100,8 @@ def index_tar(path: str, source: str, skipped: SkipLog, name: str | None = None)
 def add_tars_argument(parser: Any, required: bool = False) -> None:
     """``--tars`` of every converter that reads img2dataset tars (one place for what it accepts)."""
     parser.add_argument("--tars", nargs="+", required=required,
-                        help="img2dataset webdataset tars (files, folders, globs; local or s3://, gs://, azure://, hf://datasets/)")
+                        help="img2dataset webdataset tars (files, folders, globs; local or on any store: "
+                             "s3://, gs://, azure://, oci://, hf://datasets/, dbfs:/Volumes/)")
 
 
 @dataclass(frozen=True)

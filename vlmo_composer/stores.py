@@ -713,6 +713,17 @@ class OCIStore(ComposerObjectStoreStore):
         keys = self.client.list_objects(prefix)  # Composer follows every page
         return keys[:limit] if limit else keys
 
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        """Composer's listing with sizes and etags (OCI's ``fields``), every page."""
+        store, out, start = self.client, [], None
+        while True:
+            page = store.client.list_objects(namespace_name=store.namespace, bucket_name=self.bucket_name,
+                                             prefix=prefix, start=start, fields="name,size,etag").data
+            out += [ObjectInfo(o.name, int(o.size), str(o.etag)) for o in page.objects]
+            start = page.next_start_with
+            if not start:
+                return out
+
     def delete(self, keys: list[str]) -> None:
         from oci.exceptions import ServiceError
 
@@ -884,6 +895,26 @@ class UCVolumeStore(ComposerObjectStoreStore):
         keys = sorted(p[len(root):] for p in paths if p.startswith(root))
         keys = [k for k in keys if k.startswith(prefix)]
         return keys[:limit] if limit else keys
+
+    def list_info(self, prefix: str = "") -> list[ObjectInfo]:
+        """Composer's walk of the volume's folders with each file's size and modification time (the
+        Files API gives no etag), every page."""
+        from databricks.sdk.errors import NotFound
+
+        root = "/" + self.bucket + "/"
+        folder = prefix if prefix.endswith("/") or not prefix else os.path.dirname(prefix)
+        stack, out = [root + folder], []
+        try:
+            while stack:
+                for entry in self.client.client.files.list_directory_contents(directory_path=stack.pop()):
+                    if entry.is_directory:
+                        stack.append(entry.path)
+                    elif entry.path.startswith(root + prefix):
+                        out.append(ObjectInfo(entry.path[len(root):], int(entry.file_size or 0),
+                                              str(entry.last_modified)))
+        except NotFound:
+            return []
+        return sorted(out, key=lambda info: info.key)
 
     def delete(self, keys: list[str]) -> None:
         from databricks.sdk.errors import NotFound

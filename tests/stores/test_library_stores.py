@@ -45,6 +45,15 @@ def dry_run(argv: list[str], tmp_path: Path, capsys) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
+def convert_tars(url: str, tmp_path: Path, capsys) -> tuple[int, str]:
+    """``convert_webdataset.py --tars URL`` (its listing of sizes is the first request)."""
+    from data_prep.convert_webdataset import CONVERTER as WEB
+
+    rc = WEB.cli(["--tars", url, "--out", str(tmp_path / "web_out"), "--no-progress"])
+    assert not (tmp_path / "web_out").exists()
+    return rc, capsys.readouterr().err
+
+
 def test_oci_without_a_usable_config_fails_in_one_line(empty_home, tmp_path, monkeypatch, capsys):
     config = tmp_path / "oci" / "config"
     monkeypatch.setenv("OCI_CONFIG_FILE", str(config))
@@ -60,6 +69,7 @@ def test_oci_without_a_usable_config_fails_in_one_line(empty_home, tmp_path, mon
              "InvalidKeyFilePath", "key.pem")
     one_line(*dry_run([f"eval_loaders.0.dataset.remote=oci://my-bucket/test"], tmp_path, capsys),
              "eval_loaders[0].dataset.remote", "unusable OCI config")
+    one_line(*convert_tars("oci://my-bucket/web", tmp_path, capsys), "oci://my-bucket", "unusable OCI config")
     assert not any(Path.cwd().iterdir())  # nothing written, not even a staging folder here
 
 
@@ -71,6 +81,7 @@ def test_dbfs_volumes_without_the_sdk_or_credentials_fails_in_one_line(empty_hom
         reason, dry_reason = "no Databricks credentials", "no Databricks credentials"
     one_line(*convert(url, capsys), url, reason, "DATABRICKS_HOST")
     one_line(*dry_run([f"save_folder={url}/runs/{{run_name}}"], tmp_path, capsys), "save_folder", url, dry_reason)
+    one_line(*convert_tars(f"{url}/web", tmp_path, capsys), f"{url}/web", reason)  # an input there
     with pytest.raises(ValueError, match=r"'dbfs:/tmp/x': write it as dbfs:/Volumes/CATALOG/SCHEMA/VOLUME/path"):
         stores.open_store("dbfs:/tmp/x")  # legacy DBFS paths: Composer's store takes Volumes only
     assert not any(Path.cwd().iterdir())
