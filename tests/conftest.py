@@ -60,6 +60,13 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         yield bucket
 
 
+def with_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], name: str) -> str:
+    """``name`` on a session's server whose variables ``env`` reach every process the test starts."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return name
+
+
 @pytest.fixture(scope="session")
 def azurite_server(tmp_path_factory) -> Iterator[dict[str, str]]:
     """One Azurite per session (tests/stores and the img2dataset-on-Spark test); skipped without node."""
@@ -73,9 +80,7 @@ def azurite_server(tmp_path_factory) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def azure_container(azurite_server, monkeypatch: pytest.MonkeyPatch) -> str:
     """``test-container`` on the session's Azurite; its variables reach every process the test starts."""
-    for key, value in azurite_server.items():
-        monkeypatch.setenv(key, value)
-    return "test-container"
+    return with_env(monkeypatch, azurite_server, "test-container")
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +93,4 @@ def gcs_server(tmp_path_factory) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def gcs_bucket(gcs_server, monkeypatch: pytest.MonkeyPatch) -> str:
     """``test-bucket`` on the session's emulator; its variables reach every process the test starts."""
-    for key, value in gcs_server.items():
-        monkeypatch.setenv(key, value)
-    return "test-bucket"
+    return with_env(monkeypatch, gcs_server, "test-bucket")
