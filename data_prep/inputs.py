@@ -103,7 +103,8 @@ def process_temp_folder(kind: str) -> str:
 def _local_copy(url: str, pid: int) -> str | None:
     """This process's copy of a file on a whole-file store (None: no such object)."""
     store, key = _open(url)
-    local = os.path.join(process_temp_folder("inputs"), hashlib.sha1(url.encode()).hexdigest()[:16], os.path.basename(key))
+    folder = os.path.join(process_temp_folder("inputs"), hashlib.sha1(url.encode()).hexdigest()[:16])
+    local = os.path.join(folder, os.path.basename(key))
     os.makedirs(os.path.dirname(local), exist_ok=True)
     with _store_errors(url):
         try:
