@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="value of the 'source' column")
     sources = parser.add_mutually_exclusive_group(required=True)
     add_tars_argument(sources)
-    sources.add_argument("--tsv", help="raw caption tsv (needs --images; local or s3://, gs://, azure://)")
+    sources.add_argument("--tsv", help="raw caption tsv (needs --images; local or on any store: s3://, gs://, azure://, ...)")
     parser.add_argument("--images", help="folder of downloaded images named by tsv row (local or on a store)")
     parser.add_argument("--tsv-columns", choices=COLUMN_ORDERS, default="caption,url",
                         help="column order of a tsv without a header (CC3M caption,url; CC12M url,caption)")

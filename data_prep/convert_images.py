@@ -68,7 +68,7 @@ def plan_images(root: str, labels: str) -> tuple[list[ImageFileRecord], list[str
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", required=True,
-                        help="image folder (class folders or flat; local or s3://, gs://, azure://)")
+                        help="image folder (class folders or flat; local or on any store: s3://, gs://, azure://, ...)")
     parser.add_argument("--labels", choices=("auto", "folders", "none"), default="auto",
                         help="auto: label by class folder when the root holds only folders")
     add_split_arg(parser)

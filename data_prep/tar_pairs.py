@@ -28,7 +28,7 @@ import tarfile
 from dataclasses import dataclass
 from typing import Any
 
-from data_prep.inputs import process_temp_folder
+from data_prep.inputs import GLOB_CHARS, process_temp_folder
 from data_prep.common import ConversionError, SkipRecord
 from data_prep.image_text import image_text_sample
 from data_prep.img2dataset_output import count_shard_failures
@@ -40,7 +40,6 @@ from vlmo_composer.data.schema import IMAGE_TEXT
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 SIDECARS = (".parquet", "_stats.json")
 """What img2dataset writes next to each ``<shard>.tar`` (every row's status; the shard's totals)."""
-GLOB_CHARS = "*?["
 
 
 @dataclass(frozen=True)
